@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data; skipped with a reason on a fresh clone, but a failure when CI is set."""
+    if not SHARED_DATA.is_dir():
+        msg = f"real benchmark data not found at {SHARED_DATA}"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI is set, so this is an error, not a skip)")
+        pytest.skip(msg)
+    return SHARED_DATA
