@@ -57,8 +57,16 @@ class LogprobOutput:
 
 
 class Policy(Protocol):
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        """params.n completions for each prompt (the raw question; the policy applies its template)."""
+    num_params: int  # for FLOPs accounting (2 * params * tokens)
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams, prefixes: list[str] | None = None
+    ) -> list[list[Completion]]:
+        """params.n completions for each prompt (the raw question; the policy applies its template).
+
+        prefixes[i], when given, is the start of the assistant's answer to continue from (step-level
+        search); the returned text is only the continuation.
+        """
         ...
 
     def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False) -> LogprobOutput:
