@@ -1,6 +1,108 @@
-"""The mathematics only: advantage estimators, policy losses, KL estimators. Pure functions of tensors."""
-from .advantages import ADVANTAGES, grpo_advantages
-from .kl import kl_estimate
-from .losses import POLICY_LOSSES, aggregate_tokens, clipped_policy_loss
+"""The mathematics only: advantage estimators, policy/value losses, preference losses, KL estimators, reward
+shaping and sample selection. Pure functions of tensors; one dict registry per dispatch point
+(ADVANTAGES, POLICY_LOSSES, PREFERENCE_LOSSES)."""
+from .advantages import (
+    ADVANTAGES,
+    dr_grpo_advantages,
+    grpo_advantages,
+    grpo_unlikely_advantages,
+    masked_whiten,
+    reinforce_pp_advantages,
+    reinforce_pp_baseline_advantages,
+    reinforce_pp_token_advantages,
+    remax_advantages,
+    returns_to_go,
+    rloo_advantages,
+    seed_grpo_advantages,
+)
+from .dense import dense_advantages, step_returns, step_sums
+from .kl import kl_estimate, kl_penalty_loss, kl_shaped_rewards
+from .losses import (
+    POLICY_LOSSES,
+    aggregate_tokens,
+    clipped_policy_loss,
+    dual_clip_policy_loss,
+    entropy_bonus,
+    entropy_from_logits,
+    gspo_loss,
+    sft_nll_loss,
+)
+from .oreo import oreo_policy_loss, oreo_value_loss
+from .ppo import clipped_value_loss, gae
+from .preference import PREFERENCE_LOSSES, cdpo_loss, dpo_loss, ipo_loss, rpo_loss, simpo_loss
+from .raft import raft_loss, raft_pp_loss, reinforce_rej_loss
+from .rover import rover_loss, rover_next_q_mean, rover_policy, rover_q, uniform_policy_q, vocab_mean_logprob
+from .selection import (
+    d3s_keep_ratio,
+    d3s_sample_mask,
+    d3s_token_mask,
+    dynamic_sampling_keep,
+    keep_correct,
+    max_variance_subset,
+    raft_keep_best,
+    refill_batch,
+    reinforce_rej_keep,
+)
+from .shaping import overlong_filter_mask, overlong_penalty, seed_scale, semantic_entropy, unlikeliness_reward
 
-__all__ = ["ADVANTAGES", "POLICY_LOSSES", "aggregate_tokens", "clipped_policy_loss", "grpo_advantages", "kl_estimate"]
+__all__ = [
+    "ADVANTAGES",
+    "POLICY_LOSSES",
+    "PREFERENCE_LOSSES",
+    "aggregate_tokens",
+    "cdpo_loss",
+    "clipped_policy_loss",
+    "clipped_value_loss",
+    "d3s_keep_ratio",
+    "d3s_sample_mask",
+    "d3s_token_mask",
+    "dense_advantages",
+    "dpo_loss",
+    "dr_grpo_advantages",
+    "dual_clip_policy_loss",
+    "dynamic_sampling_keep",
+    "entropy_bonus",
+    "entropy_from_logits",
+    "gae",
+    "grpo_advantages",
+    "grpo_unlikely_advantages",
+    "gspo_loss",
+    "ipo_loss",
+    "keep_correct",
+    "kl_estimate",
+    "kl_penalty_loss",
+    "kl_shaped_rewards",
+    "masked_whiten",
+    "max_variance_subset",
+    "oreo_policy_loss",
+    "oreo_value_loss",
+    "overlong_filter_mask",
+    "overlong_penalty",
+    "raft_keep_best",
+    "raft_loss",
+    "raft_pp_loss",
+    "refill_batch",
+    "reinforce_pp_advantages",
+    "reinforce_pp_baseline_advantages",
+    "reinforce_pp_token_advantages",
+    "reinforce_rej_keep",
+    "reinforce_rej_loss",
+    "remax_advantages",
+    "returns_to_go",
+    "rloo_advantages",
+    "rover_loss",
+    "rover_next_q_mean",
+    "rover_policy",
+    "rover_q",
+    "rpo_loss",
+    "seed_grpo_advantages",
+    "seed_scale",
+    "semantic_entropy",
+    "sft_nll_loss",
+    "simpo_loss",
+    "step_returns",
+    "step_sums",
+    "uniform_policy_q",
+    "unlikeliness_reward",
+    "vocab_mean_logprob",
+]

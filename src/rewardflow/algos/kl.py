@@ -1,7 +1,10 @@
-"""Per-token estimators of KL(pi || pi_ref) from samples of pi (Schulman 2020, "Approximating KL divergence")."""
+"""Per-token estimators of KL(pi || pi_ref) from samples of pi (Schulman 2020, "Approximating KL divergence"),
+used either as a loss term (kl_penalty_loss) or folded into the reward (kl_shaped_rewards)."""
 from __future__ import annotations
 
 import torch
+
+from .losses import aggregate_tokens
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
@@ -17,3 +20,40 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     if kind == "k3":
         return torch.exp(log_ratio) - 1 - log_ratio
     raise ValueError(f"unknown KL estimator {kind!r}; valid: k1, k2, k3")
+
+
+def kl_penalty_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    kind: str = "k3",
+    coef: float = 1.0,
+    agg: str = "token-mean",
+    normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """KL as a loss term: coef * aggregate(k(logp, ref_logp)) (GRPO, DeepSeekMath eq. 3, k3 by default).
+
+    Aggregate with the same agg/normalizer as the policy loss so micro-batches and ranks add up.
+    """
+    kl = kl_estimate(logp, ref_logp, kind)  # [N, T]
+    loss = coef * aggregate_tokens(kl, mask, agg, normalizer)
+    with torch.no_grad():
+        m = mask.bool()
+        stats = {"kl/ref": kl[m].mean().item() if m.any() else 0.0}
+    return loss, stats
+
+
+def kl_shaped_rewards(outcome: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """KL folded into the reward (Ouyang et al. 2022 eq. 2; REINFORCE++, Hu 2025, sec. 3):
+    r_t = -beta * KL_t on every valid token, plus the outcome reward r(x, y) on the last valid token.
+
+    outcome: [N]; kl: [N, T] per-token estimate (treated as a constant: detached); returns [N, T].
+    """
+    m = mask.to(kl.dtype)
+    token_rewards = -beta * kl.detach() * m  # [N, T]
+    positions = torch.arange(kl.shape[1], device=kl.device)  # [T]
+    last = (positions * m).argmax(dim=1)  # [N] index of each row's last valid token
+    has_tokens = m.sum(dim=1) > 0  # [N]
+    bonus = torch.where(has_tokens, outcome.to(kl.dtype), torch.zeros_like(outcome, dtype=kl.dtype))  # [N]
+    return token_rewards.scatter_add(1, last[:, None], bonus[:, None])

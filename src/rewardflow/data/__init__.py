@@ -1,4 +1,8 @@
+"""Problems, sources (reasoning-gym, JSONL benchmarks), worked solutions and step splitting."""
+from .gym import GymSource
+from .jsonl import load_jsonl
 from .problem import DataError, Problem
 from .steps import join_steps, split_steps
+from .worked import chain_steps, worked_solution
 
-__all__ = ["DataError", "Problem", "join_steps", "split_steps"]
+__all__ = ["DataError", "GymSource", "Problem", "chain_steps", "join_steps", "load_jsonl", "split_steps", "worked_solution"]

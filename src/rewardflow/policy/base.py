@@ -73,6 +73,10 @@ class Policy(Protocol):
         """Teacher-forced log pi(completion tokens) under the current weights: [N, T]."""
         ...
 
-    def token_batch(self, prompts: list[str], completions: list[list[int]]) -> TokenBatch:
-        """Pack templated prompts and completion token ids into one TokenBatch."""
+    def encode_prompts(self, prompts: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
+        """Token ids of the templated prompts (plus answer prefixes), as generate() feeds them."""
+        ...
+
+    def token_batch(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> TokenBatch:
+        """Pack prompt and completion token ids into one TokenBatch."""
         ...

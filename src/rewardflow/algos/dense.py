@@ -1,0 +1,92 @@
+"""Dense (per-step) credit: place step rewards, returns or advantages on the tokens of each step.
+
+Steps are described by `step_token_ends` [N, S]: the exclusive end token index of each step, so step s covers
+tokens [end_{s-1}, end_s) with end_{-1} = 0. Padded steps have end <= 0 (e.g. -1). This is the hook where
+PRM step scores or PAV progress (Setlur et al. 2024) enter the policy loss.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _pad_steps(
+    step_rewards: torch.Tensor | Sequence[torch.Tensor], step_token_ends: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (rewards [N, S], ends [N, S] long, valid [N, S] bool) from a padded tensor or a list of [S_i]."""
+    ends = torch.as_tensor(step_token_ends).long()  # [N, S]
+    if isinstance(step_rewards, torch.Tensor):
+        rewards = step_rewards.to(torch.get_default_dtype()) if not step_rewards.is_floating_point() else step_rewards
+    else:
+        rewards = torch.zeros(ends.shape, dtype=torch.get_default_dtype())
+        for n, r in enumerate(step_rewards):
+            rewards[n, : len(r)] = torch.as_tensor(r, dtype=rewards.dtype)
+    valid = ends > 0  # [N, S]
+    if not isinstance(step_rewards, torch.Tensor):
+        lengths = torch.tensor([len(r) for r in step_rewards])  # [N]
+        valid &= torch.arange(ends.shape[1])[None, :] < lengths[:, None]
+    return rewards * valid, ends, valid
+
+
+def step_returns(step_rewards: torch.Tensor, valid: torch.Tensor, *, gamma: float = 1.0) -> torch.Tensor:
+    """Return-to-go over steps, G_s = sum_{k >= s} gamma^(k-s) r_k, 0 on padded steps. [N, S] -> [N, S]."""
+    out = torch.zeros_like(step_rewards)
+    running = torch.zeros_like(step_rewards[:, 0])  # [N]
+    for s in reversed(range(step_rewards.shape[1])):
+        running = torch.where(valid[:, s], step_rewards[:, s] + gamma * running, running)
+        out[:, s] = running * valid[:, s]
+    return out
+
+
+def dense_advantages(
+    step_rewards: torch.Tensor | Sequence[torch.Tensor],
+    step_token_ends: torch.Tensor,
+    T: int,
+    *,
+    mode: str = "return",
+    gamma: float = 1.0,
+) -> torch.Tensor:
+    """Per-step values -> per-token [N, T].
+
+    mode="return": each token of step s gets the step return-to-go G_s = sum_{k >= s} gamma^(k-s) r_k
+      (process-supervised GRPO, Shao et al. 2024, DeepSeekMath sec. 4.1.3: A_t = sum of normalised step
+      rewards from the step containing t onward; normalise the step rewards before calling).
+    mode="step": each token of step s gets r_s itself (pass ready-made per-step advantages, e.g. PAV's
+      progress A_mu of Setlur et al. 2024, "Rewarding Progress", added to the outcome advantage by the caller).
+    mode="last": r_s is placed on the last token of step s only (token-level rewards for GAE / returns_to_go).
+    step_rewards: padded [N, S] or a list of N tensors [S_i]. Tokens after the last step get 0.
+    """
+    rewards, ends, valid = _pad_steps(step_rewards, step_token_ends)
+    N, S = ends.shape
+    if mode == "return":
+        per_step = step_returns(rewards, valid, gamma=gamma)  # [N, S]
+    elif mode in ("step", "last"):
+        per_step = rewards
+    else:
+        raise ValueError(f"unknown dense mode {mode!r}; valid: return, step, last")
+    if mode == "last":
+        out = torch.zeros(N, T, dtype=per_step.dtype)
+        last_token = (ends - 1).clamp(0, T - 1)  # [N, S]
+        return out.scatter_add(1, last_token, per_step * valid)
+    # sorted ends with padding pushed past T, so searchsorted finds the step each token belongs to
+    sort_ends = torch.where(valid, ends, torch.full_like(ends, T + 1)).contiguous()  # [N, S]
+    tokens = torch.arange(T).expand(N, T).contiguous()  # [N, T]
+    step_of_token = torch.searchsorted(sort_ends, tokens, right=True)  # [N, T], = number of steps ended at or before t
+    in_a_step = step_of_token < valid.sum(dim=1, keepdim=True)  # [N, T]
+    gathered = per_step.gather(1, step_of_token.clamp(max=S - 1))  # [N, T]
+    return torch.where(in_a_step, gathered, torch.zeros_like(gathered))
+
+
+def step_sums(token_values: torch.Tensor, step_token_ends: torch.Tensor) -> torch.Tensor:
+    """Sum token values within each step (e.g. token logprobs -> step logprobs for step-level OREO).
+
+    token_values: [N, T]; step_token_ends: [N, S] (padded steps, end <= 0, get 0). Returns [N, S].
+    """
+    ends = torch.as_tensor(step_token_ends).long()  # [N, S]
+    valid = ends > 0
+    cumsum = torch.cat([torch.zeros_like(token_values[:, :1]), token_values.cumsum(dim=1)], dim=1)  # [N, T+1]
+    safe_ends = torch.where(valid, ends, torch.zeros_like(ends))  # [N, S]
+    starts = torch.cat([torch.zeros_like(safe_ends[:, :1]), safe_ends[:, :-1]], dim=1)  # [N, S]
+    sums = cumsum.gather(1, safe_ends) - cumsum.gather(1, starts)  # [N, S]
+    return sums * valid

@@ -1,0 +1,157 @@
+"""Typed configuration. Defaults are the quickstart recipe; YAML files and dotted CLI overrides only
+override fields. Parsing and type checking are OmegaConf's (structured configs); an unknown field or a
+wrong type is an error that names it, and `validate` rejects invalid combinations by field name."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None  # a local transformers checkpoint; None builds the tiny model below
+    hidden_size: int = 128  # tiny model: residual width
+    layers: int = 4  # tiny model: transformer blocks
+    heads: int = 4  # tiny model: attention heads
+    intermediate_size: int = 512  # tiny model: MLP width
+    max_positions: int = 512  # tiny model: longest prompt + completion
+    device: str = "cpu"  # torch device for the policy
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+
+
+@dataclass
+class DataConfig:
+    task: str = "chain_sum"  # a reasoning-gym task name, or a .jsonl path (GSM8K / MATH-500 format)
+    task_kwargs: dict[str, Any] = field(default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1})  # reasoning-gym task options
+    eval_size: int = 200  # held-out problems (reasoning-gym) or rows used from the eval file
+    eval_path: str | None = None  # a JSONL eval file instead of the reasoning-gym eval split
+
+
+@dataclass
+class SFTConfig:
+    steps: int = 300  # optimiser steps of supervised warm-start on worked solutions
+    batch_size: int = 32  # examples per step
+    lr: float = 3e-3  # peak learning rate
+    warmup_steps: int = 20  # linear warm-up
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_step: int = 16  # B: prompts sampled per RL step
+    group_size: int = 8  # G: completions per prompt
+    temperature: float = 1.0  # sampling temperature (the ratio uses logprobs at this temperature)
+    top_p: float = 1.0  # nucleus sampling
+    top_k: int = 0  # 0 disables
+    max_new_tokens: int = 64  # completion budget per sample
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "grpo"  # advantage estimator (algos.ADVANTAGES)
+    scale: str = "group"  # GRPO std scaling: group | batch | none
+    loss: str = "clip"  # policy loss (algos.POLICY_LOSSES)
+    eps_low: float = 0.2  # lower clip range
+    eps_high: float = 0.2  # upper clip range (DAPO clip-higher: > eps_low)
+    agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 skips the reference model
+    kl_estimator: str = "k3"  # k1 | k2 | k3
+    epochs: int = 1  # optimisation passes over each rollout batch (against the old logprobs)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 60  # RL steps
+    lr: float = 5e-4  # peak learning rate
+    lr_schedule: str = "constant"  # constant | linear | cosine (decay after warm-up)
+    warmup_steps: int = 0  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation over the batch)
+    save_every: int = 20  # checkpoint period in steps (0: only at the end)
+    eval_every: int = 10  # held-out eval period in steps (0: never during training)
+    eval_problems: int = 64  # problems in the periodic eval
+    seed: int = 0  # everything random derives from this
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = 8  # samples per problem for pass@k / maj@k
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # k values reported
+    temperature: float = 1.0  # sampling temperature for pass@k
+    max_new_tokens: int = 64  # completion budget
+    greedy: bool = True  # also report greedy accuracy
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _choices(name: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(sorted(valid))}")
+
+
+def validate(cfg: Config) -> Config:
+    from .algos import ADVANTAGES, POLICY_LOSSES
+
+    _choices("algo.name", cfg.algo.name, ADVANTAGES)
+    _choices("algo.loss", cfg.algo.loss, POLICY_LOSSES)
+    _choices("algo.scale", cfg.algo.scale, {"group", "batch", "none"})
+    _choices("algo.agg", cfg.algo.agg, {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"})
+    _choices("algo.kl_estimator", cfg.algo.kl_estimator, {"k1", "k2", "k3"})
+    _choices("trainer.lr_schedule", cfg.trainer.lr_schedule, {"constant", "linear", "cosine"})
+    _choices("model.dtype", cfg.model.dtype, {"float32", "bfloat16", "float16"})
+    if cfg.rollout.group_size < 2 and cfg.algo.name in {"grpo", "rloo"}:
+        raise ConfigError(f"rollout.group_size={cfg.rollout.group_size}: {cfg.algo.name} needs >= 2 samples per prompt")
+    if max(cfg.eval.ks) > cfg.eval.n_samples:
+        raise ConfigError(f"eval.ks={list(cfg.eval.ks)} has k > eval.n_samples={cfg.eval.n_samples}")
+    for name, value in [("trainer.steps", cfg.trainer.steps), ("trainer.micro_batch_size", cfg.trainer.micro_batch_size), ("algo.epochs", cfg.algo.epochs)]:
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be >= 1")
+    if cfg.algo.eps_low < 0 or cfg.algo.eps_high < 0:
+        raise ConfigError("algo.eps_low and algo.eps_high must be >= 0")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- dotted overrides (`algo.name=rloo`), type-checked, then validated."""
+    try:
+        merged = OmegaConf.structured(Config)
+        layers = [OmegaConf.load(path)] if path is not None else []
+        layers += [OmegaConf.from_dotlist(list(overrides))] if overrides else []
+        for layer in layers:
+            # task_kwargs are options of one task: a layer that switches task without giving them must not
+            # inherit the default task's options (OmegaConf merges dicts key by key).
+            if OmegaConf.select(layer, "data.task") is not None and OmegaConf.select(layer, "data.task_kwargs") is None:
+                merged.data.task_kwargs = {}
+            merged = OmegaConf.merge(merged, layer)
+        cfg: Config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"config error{where}: {e}".splitlines()[0] + _full_key(e)) from e
+    return validate(cfg)
+
+
+def _full_key(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    return f" (field: {key})" if key else ""
+
+
+def to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)

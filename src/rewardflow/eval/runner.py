@@ -1,0 +1,43 @@
+"""Evaluate a policy on held-out problems: greedy accuracy, pass@1 (mean over samples), pass@k, maj@k."""
+from __future__ import annotations
+
+from ..data.problem import Problem
+from ..policy.base import SamplingParams
+from .metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
+
+
+def _sample_verdicts(policy, verifier, problems: list[Problem], params: SamplingParams, chunk: int, progress=None):
+    """For each problem, the (answer, correct) pair of each of params.n samples."""
+    verdicts = []
+    for start in range(0, len(problems), chunk):
+        batch = problems[start : start + chunk]
+        groups = policy.generate([p.prompt for p in batch], params)
+        flat_problems = [p for p, g in zip(batch, groups) for _ in g]
+        results = verifier.verify(flat_problems, [c.text for g in groups for c in g])
+        for i in range(len(batch)):
+            verdicts.append([(r.pred, r.correct) for r in results[i * params.n : (i + 1) * params.n]])
+        if progress is not None:
+            progress(len(batch))
+    return verdicts
+
+
+def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int = 8, ks=(1, 2, 4, 8), temperature: float = 1.0,
+                    max_new_tokens: int = 64, greedy: bool = True, seed: int = 0, chunk: int = 32, progress=None) -> dict:
+    """Metrics as fractions in [0, 1], each with its 95% interval (`<metric>_ci`) and the problem count."""
+    params = SamplingParams(n=n_samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    verdicts = _sample_verdicts(policy, verifier, problems, params, max(1, chunk * 8 // n_samples), progress)
+    out: dict = {"n_problems": len(problems), "n_samples": n_samples, "temperature": temperature}
+    for k in ks:
+        per_problem = [pass_at_k(n_samples, sum(ok for _, ok in v), k) for v in verdicts]
+        mean, lo, hi = mean_ci(per_problem)
+        out[f"pass@{k}"], out[f"pass@{k}_ci"] = mean, [lo, hi]
+    k = max(ks)
+    maj = [maj_at_k([a for a, _ in v], [ok for _, ok in v], k) for v in verdicts]
+    mean, lo, hi = wilson_ci(sum(maj), len(maj))
+    out[f"maj@{k}"], out[f"maj@{k}_ci"] = mean, [lo, hi]
+    out["distinct_answers"] = sum(len({a for a, _ in v if a is not None}) for v in verdicts) / max(1, len(verdicts))
+    if greedy:
+        g = _sample_verdicts(policy, verifier, problems, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), chunk * 8)
+        mean, lo, hi = wilson_ci(sum(v[0][1] for v in g), len(g))
+        out["greedy"], out["greedy_ci"] = mean, [lo, hi]
+    return out

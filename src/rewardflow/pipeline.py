@@ -1,0 +1,126 @@
+"""The end-to-end job behind `rewardflow quickstart` and `rewardflow train`:
+model -> SFT warm-start on worked solutions -> eval -> GRPO -> eval -> results.json, plots, report.html.
+
+Each stage leaves its output in the run directory, so `--resume` skips finished stages and continues RL
+from its last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Config, to_dict
+from .data import GymSource, load_jsonl, worked_solution
+from .data.jsonl import ListSource
+from .eval.report import plot_pass_at_k, plot_rl_curves, write_html
+from .eval.runner import evaluate_policy
+from .policy.hf import HFPolicy
+from .policy.tiny import TinyModelConfig, make_tiny_checkpoint
+from .progress import console, progress_bars
+from .rewards.verifier import VerifierScorer
+from .train.metrics import MetricsLog
+from .train.rl import train_rl
+from .train.sft import run_sft
+
+SFT_OFFSET = 5_000_000  # SFT reads the training stream from here, RL from 0: no problem is used twice
+
+
+def make_source(cfg: Config):
+    d = cfg.data
+    if d.task.endswith(".jsonl"):
+        eval_problems = load_jsonl(d.eval_path, limit=d.eval_size) if d.eval_path else []
+        return ListSource(load_jsonl(d.task), eval_problems)
+    source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
+    if d.eval_path:
+        source.eval_problems = load_jsonl(d.eval_path, limit=d.eval_size)
+    return source
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict:
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.trainer.seed)
+    source = make_source(cfg)
+    eval_problems = source.eval_problems
+    scorer = VerifierScorer()
+    e = cfg.eval
+    eval_kw = dict(n_samples=e.n_samples, ks=e.ks, temperature=e.temperature, max_new_tokens=e.max_new_tokens, greedy=e.greedy, seed=cfg.trainer.seed)
+    log = MetricsLog(out / "metrics.jsonl", resume_after=_resume_step(out) if resume else None)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    with progress_bars(show_progress) as bar:
+        # 1. the starting model: a local checkpoint, or a tiny model built from the config
+        sft_dir = out / "sft"
+        if cfg.model.path:
+            init = Path(cfg.model.path)
+        else:
+            m = cfg.model
+            init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed))
+        dtype = getattr(torch, cfg.model.dtype)
+        # 2. supervised warm-start on worked solutions (skipped when already done, or sft.steps=0)
+        if cfg.sft.steps > 0 and not (resume and (sft_dir / "DONE").exists()):
+            policy = HFPolicy.from_pretrained(init, device=cfg.model.device, dtype=dtype)
+            s = cfg.sft
+
+            def examples(step: int) -> list[tuple[str, str]]:
+                batch = source.train_problems(range(SFT_OFFSET + step * s.batch_size, SFT_OFFSET + (step + 1) * s.batch_size))
+                return [(p.prompt, worked_solution(p)) for p in batch]
+
+            run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
+                    log=log, progress=bar("SFT warm-start", s.steps))
+            policy.model.save_pretrained(sft_dir)
+            policy.tokenizer.save_pretrained(sft_dir)
+            (sft_dir / "DONE").touch()
+        start = sft_dir if (sft_dir / "DONE").exists() else init
+        policy = HFPolicy.from_pretrained(start, device=cfg.model.device, dtype=dtype)
+
+        # 3. evaluate the RL starting point
+        results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or init)}}
+        if resume and (out / "eval_sft.json").exists():
+            results["sft"] = json.loads((out / "eval_sft.json").read_text())
+        else:
+            results["sft"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval before RL", len(eval_problems)), **eval_kw)
+            _write_json(out / "eval_sft.json", results["sft"])
+
+        # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
+        ref = HFPolicy.from_pretrained(start, device=cfg.model.device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
+        subset = eval_problems[: cfg.trainer.eval_problems]
+
+        def periodic(step: int) -> dict:
+            res = evaluate_policy(policy, scorer.verifier, subset, n_samples=4, ks=[1], temperature=e.temperature,
+                                  max_new_tokens=e.max_new_tokens, greedy=True, seed=cfg.trainer.seed + step)
+            return {"pass@1": res["pass@1"], "greedy": res["greedy"]}
+
+        if not resume or _resume_step(out) is None:
+            log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
+        train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
+                 progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
+
+        # 5. evaluate the trained policy with the same samples budget and seed
+        results["rl"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval after RL", len(eval_problems)), **eval_kw)
+    results["wall_seconds"] = time.perf_counter() - t_start + (json.loads((out / "results.json").read_text()).get("wall_seconds", 0) if resume and (out / "results.json").exists() else 0)
+    results["delta"] = {k: results["rl"][k] - results["sft"][k] for k in ("pass@1", "greedy", f"maj@{max(e.ks)}") if k in results["rl"]}
+    results["algo"] = cfg.algo.name
+    _write_json(out / "results.json", results)
+    images = [plot_rl_curves(log.read(), out / "rl_curves.png"), plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, list(e.ks), out / "pass_at_k.png")]
+    write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
+    scorer.verifier.close()
+    return results
+
+
+def _resume_step(out: Path) -> int | None:
+    from .train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(out / "rl")
+    return int(ckpt.name.split("_")[-1]) if ckpt else None

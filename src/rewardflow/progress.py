@@ -1,0 +1,30 @@
+"""Progress bars (rich) for long work; callers get a `tick(n, **fields)` callable per task."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bars(enabled: bool = True):
+    """Yields `bar(description, total) -> tick` ; a disabled instance yields no-op ticks."""
+    if not enabled:
+        yield lambda description, total: (lambda n=1, **fields: None)
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as prog:
+        def bar(description: str, total: int):
+            task = prog.add_task(description, total=total, info="")
+
+            def tick(n: int = 1, **fields) -> None:
+                info = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+                prog.update(task, advance=n, info=info)
+
+            return tick
+
+        yield bar

@@ -1,0 +1,70 @@
+"""Reward shaping (overlong, unlikeliness, semantic entropy) and dense per-step credit."""
+import math
+
+import torch
+
+from rewardflow.algos import (
+    dense_advantages,
+    overlong_filter_mask,
+    overlong_penalty,
+    seed_scale,
+    semantic_entropy,
+    step_sums,
+    unlikeliness_reward,
+)
+
+ATOL = 1e-6
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def close(actual, expected):
+    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
+
+
+def test_overlong_penalty_eq13():
+    # L_max 10, L_cache 4 -> soft zone (6, 10]: 7 -> (6-7)/4 = -.25, 8 -> -.5, 10 -> -1; beyond 10 -> -1
+    out = overlong_penalty(torch.tensor([5, 6, 7, 8, 10, 11]), max_len=10, cache_len=4)
+    close(out, [0.0, 0.0, -0.25, -0.5, -1.0, -1.0])
+    assert overlong_filter_mask(torch.tensor([True, False])).tolist() == [False, True]
+
+
+def test_unlikeliness_least_likely_correct_keeps_full_reward():
+    # G 2, beta .5: the likelier correct sample keeps 1 - .5 * 1/2 = .75, the other 1
+    close(unlikeliness_reward(t([1, 1]), t([-0.1, -5.0]), beta_rank=0.5), [[0.75, 1.0]])
+    close(unlikeliness_reward(t([0, 0]), t([-0.1, -5.0]), beta_rank=0.5), [[0.0, 0.0]])
+
+
+def test_semantic_entropy_frequency_and_probability():
+    # [a, a, b, c]: p = [.5, .25, .25], SE = -(log .5 + 2 log .25)/3 ; all equal -> 0
+    se = semantic_entropy([["a", "a", "b", "c"], [7, 7, 7, 7]])
+    close(se, [-(math.log(0.5) + 2 * math.log(0.25)) / 3, 0.0])
+    # probability-weighted: pi = [.2, .2, .6] (already normalised) -> p(a) = .4, p(b) = .6
+    se = semantic_entropy([["a", "a", "b"]], seq_logp=torch.log(t([0.2, 0.2, 0.6])))
+    close(se, [-(math.log(0.4) + math.log(0.6)) / 2])
+    # confident group keeps the full advantage; G = 1 is left alone
+    close(seed_scale([["x", "x", "x"]], alpha=1.0), [1.0])
+    close(seed_scale([["x"]]), [1.0])
+
+
+def test_dense_advantages_modes():
+    # steps cover tokens [0,2), [2,3), [3,5); token 5 is after the last step
+    rewards, ends = t([1.0, 0.0, 2.0]), torch.tensor([[2, 3, 5]])
+    # returns-to-go gamma 1: [3, 2, 2]; gamma .5: G2 = 2, G1 = 0 + .5*2 = 1, G0 = 1 + .5*1 = 1.5
+    close(dense_advantages(rewards, ends, 6), [[3, 3, 2, 2, 2, 0]])
+    close(dense_advantages(rewards, ends, 6, gamma=0.5), [[1.5, 1.5, 1, 2, 2, 0]])
+    close(dense_advantages(rewards, ends, 6, mode="step"), [[1, 1, 0, 2, 2, 0]])
+    close(dense_advantages(rewards, ends, 6, mode="last"), [[0, 1, 0, 0, 2, 0]])
+
+
+def test_dense_advantages_ragged_list():
+    # row0: steps [0,1) r=1, [1,3) r=2 -> returns [3, 2, 2]; row1: one step [0,2) r=3, padding end -1
+    out = dense_advantages([torch.tensor([1.0, 2.0]), torch.tensor([3.0])], torch.tensor([[1, 3], [2, -1]]), 3)
+    close(out, [[3, 2, 2], [3, 3, 0]])
+
+
+def test_step_sums():
+    # tokens [1, 2, 3, 4], steps [0,1) and [1,3), padded third step -> [1, 2+3, 0]
+    close(step_sums(t([1, 2, 3, 4]), torch.tensor([[1, 3, -1]])), [[1, 5, 0]])
