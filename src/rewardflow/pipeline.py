@@ -66,7 +66,10 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
             init = Path(cfg.model.path)
         else:
             m = cfg.model
-            init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed))
+            # the tokenizer learns its words from training prompts and worked solutions (never eval data)
+            sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
+            corpus = [p.prompt for p in sample] + ([worked_solution(p) for p in sample] if cfg.sft.steps > 0 else [])
+            init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
         dtype = getattr(torch, cfg.model.dtype)
         # 2. supervised warm-start on worked solutions (skipped when already done, or sft.steps=0)
         if cfg.sft.steps > 0 and not (resume and (sft_dir / "DONE").exists()):

@@ -29,6 +29,23 @@ class Rollout:
     prompt_ids: list[list[int]]  # [N]
     completions: list  # [N] Completion
     rewards: torch.Tensor  # [B, G]
+    answers: list[list]  # [B][G] extracted final answers (None when there is none)
+    baseline: torch.Tensor | None = None  # [B] reward of the greedy rollout (ReMax)
+
+    @property
+    def seq_logp(self) -> torch.Tensor:
+        """Mean token logprob of each sample, [B, G]: how likely the policy found it."""
+        B, G = self.rewards.shape
+        return torch.stack([c.logprobs.mean() for c in self.completions]).view(B, G)
+
+
+# Inputs each advantage estimator takes besides the rewards (one table, looked up once per step).
+ADVANTAGE_INPUTS = {
+    "grpo": lambda ro, cfg: {"scale": cfg.algo.scale},
+    "remax": lambda ro, cfg: {"baseline": ro.baseline},
+    "seed_grpo": lambda ro, cfg: {"answers": ro.answers},
+    "grpo_unlikely": lambda ro, cfg: {"seq_logp": ro.seq_logp, "scale": cfg.algo.scale},
+}
 
 
 def collect_rollout(policy, scorer, problems, cfg: Config, seed: int) -> tuple[Rollout, float]:
@@ -41,8 +58,13 @@ def collect_rollout(policy, scorer, problems, cfg: Config, seed: int) -> tuple[R
     flat = [p for p in problems for _ in range(r.group_size)]
     verdicts = scorer.score_texts(flat, [c.text for c in completions])
     rewards = torch.tensor([float(v.correct) for v in verdicts]).view(len(problems), r.group_size)  # [B, G]
+    answers = [[v.pred for v in verdicts[i * r.group_size : (i + 1) * r.group_size]] for i in range(len(problems))]
     prompt_ids = [ids for ids in policy.encode_prompts([p.prompt for p in problems]) for _ in range(r.group_size)]
-    return Rollout(flat, prompt_ids, completions, rewards), gen_seconds
+    baseline = None
+    if cfg.algo.name == "remax":  # ReMax (Li et al. 2024, Alg. 1): the greedy rollout's reward is the baseline
+        greedy = policy.generate([p.prompt for p in problems], SamplingParams(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens))
+        baseline = torch.tensor([float(v.correct) for v in scorer.score_texts(problems, [g[0].text for g in greedy])])  # [B]
+    return Rollout(flat, prompt_ids, completions, rewards, answers, baseline), gen_seconds
 
 
 def _normalizer(agg: str, mask: torch.Tensor, max_new_tokens: int) -> float:
@@ -53,7 +75,7 @@ def _normalizer(agg: str, mask: torch.Tensor, max_new_tokens: int) -> float:
 def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched) -> dict:
     """algo.epochs optimiser steps on one rollout batch, accumulating gradients over micro-batches."""
     a = cfg.algo
-    adv_kwargs = {"scale": a.scale} if a.name == "grpo" else {}
+    adv_kwargs = ADVANTAGE_INPUTS.get(a.name, lambda ro, cfg: {})(rollout, cfg)
     adv = ADVANTAGES[a.name](rollout.rewards, **adv_kwargs).reshape(-1)  # [N]
     batch = policy.token_batch(rollout.prompt_ids, [c.token_ids for c in rollout.completions])
     mask = batch.completion_mask  # [N, T]

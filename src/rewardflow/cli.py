@@ -1,0 +1,139 @@
+"""`rewardflow <verb>`: quickstart, train, eval, rm eval. Run `rewardflow <verb> --help` for each."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  rewardflow quickstart --out runs/quickstart         # tiny model: SFT -> eval -> GRPO -> eval -> report
+  rewardflow train --config configs/grpo_chain_sum.yaml algo.name=rloo trainer.steps=100 --out runs/rloo
+  rewardflow eval --model runs/quickstart/rl/checkpoints/step_000080 --data chain_sum --n 16
+  rewardflow rm eval --bench processbench --scores my_prm_scores.jsonl --out runs/pb
+"""
+
+
+def _quickstart(args) -> int:
+    from .config import load_config
+    from .pipeline import run_pipeline
+
+    overrides = [f"trainer.seed={args.seed}"] + list(args.overrides)
+    cfg = load_config(args.config, overrides)
+    results = run_pipeline(cfg, Path(args.out), resume=args.resume, show_progress=not args.quiet)
+    _print_summary(results, Path(args.out))
+    return 0
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    from rich.table import Table
+
+    from .progress import console
+
+    table = Table(title=f"{results['algo']} on {results['task']} ({results['model']['params']:,} params, {results['wall_seconds']:.0f} s)")
+    table.add_column("metric")
+    for phase in ("sft", "rl"):
+        table.add_column(f"after {phase.upper()}", justify="right")
+    for key in ("greedy", "pass@1", "pass@8", "maj@8"):
+        if key in results["sft"]:
+            table.add_row(key, *(f"{results[p][key]:.3f}" for p in ("sft", "rl")))
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}   results: {out / 'results.json'}   metrics: {out / 'metrics.jsonl'}")
+
+
+def _eval(args) -> int:
+    from .data import GymSource, load_jsonl
+    from .eval.runner import evaluate_policy
+    from .policy.hf import HFPolicy
+    from .progress import progress_bars
+    from .verify import Verifier
+
+    if args.data.endswith(".jsonl"):
+        problems = load_jsonl(args.data, limit=args.limit)
+    else:
+        kwargs = json.loads(args.task_kwargs) if args.task_kwargs else {}
+        problems = GymSource(args.data, seed=args.seed, eval_size=args.limit or 200, **kwargs).eval_problems
+    policy = HFPolicy.from_pretrained(args.model)
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.n]
+    with Verifier() as verifier, progress_bars(not args.quiet) as bar:
+        res = evaluate_policy(policy, verifier, problems, n_samples=args.n, ks=ks, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed, progress=bar("eval", len(problems)))
+    res["verifier_counts"] = dict(verifier.counts)
+    text = json.dumps(res, indent=2)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(text)
+    print(text)
+    return 0
+
+
+def _rm_eval(args) -> int:
+    from .eval.rm import run_rm_eval
+
+    res = run_rm_eval(args.bench, Path(args.out), scores=Path(args.scores) if args.scores else None, threshold=args.threshold,
+                      data_root=Path(args.data_root) if args.data_root else None)
+    md = Path(args.out) / "results.md"
+    print(md.read_text() if md.exists() else json.dumps(res, indent=2)[:4000])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rewardflow", description="Make language models reason better with rewards.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def run_parser(name: str, help_: str, default_out: str):
+        q = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("--out", default=default_out, help=f"run directory (default: {default_out})")
+        q.add_argument("--resume", action="store_true", help="continue a crashed or stopped run in --out from its last checkpoint")
+        q.add_argument("--seed", type=int, default=0, help="seed for the model, data and sampling (default: 0)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.steps=40 algo.kl_coef=0.01")
+        return q
+
+    q = run_parser("quickstart", "Build a tiny model, warm-start it with SFT, run GRPO, evaluate before and after, write a report.", "runs/quickstart")
+    q.add_argument("--config", default=None, help="YAML recipe overriding the built-in quickstart defaults")
+    q.set_defaults(func=_quickstart)
+    t = run_parser("train", "Train with a YAML recipe (SFT warm-start when sft.steps > 0, then online RL), evaluate, report.", "runs/train")
+    t.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    t.set_defaults(func=_quickstart)
+
+    e = sub.add_parser("eval", help="Evaluate a policy: greedy, pass@k, maj@k with 95% intervals.")
+    e.add_argument("--model", required=True, help="a local transformers checkpoint directory")
+    e.add_argument("--data", default="chain_sum", help="reasoning-gym task name (its eval split) or a .jsonl file (GSM8K / MATH-500 format)")
+    e.add_argument("--task-kwargs", default=None, help='reasoning-gym options as JSON, e.g. \'{"min_terms": 3}\'')
+    e.add_argument("--n", type=int, default=8, help="samples per problem (default 8)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="directory for results.json")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_eval)
+
+    rm = sub.add_parser("rm", help="Reward models: evaluate on real benchmarks.")
+    rm_sub = rm.add_subparsers(dest="rm_verb", required=True)
+    r = rm_sub.add_parser("eval", help="Score a reward model on ProcessBench, RewardBench-math, RewardMATH, PRMBench, stored-sample selection.")
+    r.add_argument("--bench", required=True, help="processbench | rewardbench | rewardmath | prmbench | selection | probes")
+    r.add_argument("--scores", default=None, help='JSONL of {"id", "step_scores"} or {"id", "outcome_score"} scored elsewhere')
+    r.add_argument("--threshold", type=float, default=None, help="step-score threshold (ProcessBench default: best F1 on its gsm8k subset)")
+    r.add_argument("--data-root", default=None, help="benchmark data folder (default: $REWARDFLOW_DATA or ../shared/data)")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=_rm_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"rewardflow: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
