@@ -112,7 +112,8 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
 
         # 5. evaluate the trained policy with the same samples budget and seed
         results["rl"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval after RL", len(eval_problems)), **eval_kw)
-    results["wall_seconds"] = time.perf_counter() - t_start + (json.loads((out / "results.json").read_text()).get("wall_seconds", 0) if resume and (out / "results.json").exists() else 0)
+    results["wall_seconds"] = time.perf_counter() - t_start  # this invocation only (a resumed run counts its own part)
+    results["resumed"] = resume
     results["delta"] = {k: results["rl"][k] - results["sft"][k] for k in ("pass@1", "greedy", f"maj@{max(e.ks)}") if k in results["rl"]}
     results["algo"] = cfg.algo.name
     _write_json(out / "results.json", results)

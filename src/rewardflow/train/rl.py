@@ -148,10 +148,9 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
         stats = optimise(policy, ref_policy, rollout, cfg, opt, sched)
         train_seconds = time.perf_counter() - t1
         metrics = rollout_metrics(rollout, gen_seconds)
+        metrics["perf/train_tok_per_s"] = stats.pop("trained_tokens") / train_seconds
         metrics.update(stats)
-        metrics.update({"perf/train_tok_per_s": stats.pop("trained_tokens") / train_seconds, "lr": sched.get_last_lr()[0],
-                        "time/step_s": time.perf_counter() - t0})
-        metrics.pop("trained_tokens", None)
+        metrics.update({"lr": sched.get_last_lr()[0], "time/step_s": time.perf_counter() - t0})
         if evaluate is not None and tr.eval_every and (step % tr.eval_every == 0 or step == tr.steps):
             policy.model.eval()
             metrics.update({f"eval/{k}": v for k, v in evaluate(step).items()})
