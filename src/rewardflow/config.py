@@ -42,6 +42,7 @@ class SFTConfig:
     lr: float = 3e-3  # peak learning rate
     warmup_steps: int = 20  # linear warm-up
     weight_decay: float = 0.0  # AdamW decoupled weight decay
+    direct_frac: float = 0.5  # share of warm-start examples that state the answer without steps (see README)
 
 
 @dataclass
@@ -119,6 +120,10 @@ def validate(cfg: Config) -> Config:
     _choices("model.dtype", cfg.model.dtype, {"float32", "bfloat16", "float16"})
     if cfg.rollout.group_size < 2 and cfg.algo.name in {"grpo", "rloo"}:
         raise ConfigError(f"rollout.group_size={cfg.rollout.group_size}: {cfg.algo.name} needs >= 2 samples per prompt")
+    if not cfg.eval.ks or min(cfg.eval.ks) < 1:
+        raise ConfigError(f"eval.ks={list(cfg.eval.ks)} must be a non-empty list of k >= 1")
+    if not 0.0 <= cfg.sft.direct_frac <= 1.0:
+        raise ConfigError(f"sft.direct_frac={cfg.sft.direct_frac} must lie in [0, 1]")
     if max(cfg.eval.ks) > cfg.eval.n_samples:
         raise ConfigError(f"eval.ks={list(cfg.eval.ks)} has k > eval.n_samples={cfg.eval.n_samples}")
     for name, value in [("trainer.steps", cfg.trainer.steps), ("trainer.micro_batch_size", cfg.trainer.micro_batch_size), ("algo.epochs", cfg.algo.epochs)]:
@@ -136,9 +141,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         layers = [OmegaConf.load(path)] if path is not None else []
         layers += [OmegaConf.from_dotlist(list(overrides))] if overrides else []
         for layer in layers:
-            # task_kwargs are options of one task: a layer that switches task without giving them must not
-            # inherit the default task's options (OmegaConf merges dicts key by key).
-            if OmegaConf.select(layer, "data.task") is not None and OmegaConf.select(layer, "data.task_kwargs") is None:
+            # task_kwargs are options of one task: a layer that switches task must not inherit the previous
+            # task's options (OmegaConf merges dicts key by key), only keep the ones it gives itself.
+            new_task = OmegaConf.select(layer, "data.task")
+            if new_task is not None and new_task != merged.data.task:
                 merged.data.task_kwargs = {}
             merged = OmegaConf.merge(merged, layer)
         cfg: Config = OmegaConf.to_object(merged)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .data import GymSource, load_jsonl, worked_solution
 from .data.jsonl import ListSource
 from .eval.report import plot_pass_at_k, plot_rl_curves, write_html
@@ -75,10 +75,14 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
         if cfg.sft.steps > 0 and not (resume and (sft_dir / "DONE").exists()):
             policy = HFPolicy.from_pretrained(init, device=cfg.model.device, dtype=dtype)
             s = cfg.sft
+            _check_worked_solutions(source, cfg)
 
             def examples(step: int) -> list[tuple[str, str]]:
-                batch = source.train_problems(range(SFT_OFFSET + step * s.batch_size, SFT_OFFSET + (step + 1) * s.batch_size))
-                return [(p.prompt, worked_solution(p)) for p in batch]
+                first = SFT_OFFSET + step * s.batch_size
+                batch = source.train_problems(range(first, first + s.batch_size))
+                # A share of examples answers directly, without working: the warm-started policy then mixes
+                # both habits, and RL has to discover from reward alone that working step by step pays.
+                return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac))) for i, p in enumerate(batch)]
 
             run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
                     log=log, progress=bar("SFT warm-start", s.steps))
@@ -121,6 +125,19 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
     scorer.verifier.close()
     return results
+
+
+def _check_worked_solutions(source, cfg: Config) -> None:
+    try:
+        worked_solution(source.train_problems([SFT_OFFSET])[0])
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"sft.steps={cfg.sft.steps}: warm-start needs worked solutions, which exist for arithmetic chains "
+                          f"(chain_sum), not for data.task={cfg.data.task!r}; set sft.steps=0 and start from model.path") from e
+
+
+def _is_direct(index: int, frac: float) -> bool:
+    """Deterministic, evenly spread choice of `frac` of the indices (golden-ratio sequence)."""
+    return (index * 0.6180339887498949) % 1.0 < frac
 
 
 def _resume_step(out: Path) -> int | None:

@@ -27,6 +27,8 @@ def _generic(row: dict) -> tuple[str, str, dict]:
     answer = row.get("answer", row.get("gt"))
     if question is None or answer is None:
         raise KeyError("needs 'question' or 'problem', and 'answer' or 'gt'")
+    if row.get("body"):  # ASDiv keeps the facts in 'body' and only the final question in 'question'
+        question = f"{row['body'].strip()} {question}"
     return question, str(answer), {}
 
 

@@ -41,6 +41,8 @@ class HFPolicy:
         # Text of each token id, to detect stop strings without decoding whole sequences every step.
         self._pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self._pieces = [tokenizer.convert_tokens_to_string([p]) if p is not None else "" for p in self._pieces]
+        for i in tokenizer.all_special_ids:  # decoding drops special tokens, so they can never complete a stop string
+            self._pieces[i] = ""
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None, **kw) -> "HFPolicy":

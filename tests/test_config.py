@@ -1,0 +1,188 @@
+"""config.py: defaults <- YAML <- dotted overrides; every bad field or combination is a ConfigError that names it."""
+from pathlib import Path
+
+import pytest
+
+from rewardflow.algos import ADVANTAGES, POLICY_LOSSES
+from rewardflow.config import Config, ConfigError, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_TASK_KWARGS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+
+
+def yaml_file(tmp_path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults():
+    cfg = load_config()
+    assert to_dict(cfg) == to_dict(Config())
+    assert (cfg.algo.name, cfg.algo.loss, cfg.data.task, cfg.eval.ks, cfg.eval.n_samples) == ("grpo", "clip", "chain_sum", [1, 2, 4, 8], 8)
+    assert cfg.data.task_kwargs == DEFAULT_TASK_KWARGS
+    assert ConfigError.__mro__[1] is ValueError
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config(overrides=["trainer.steps=7", "rollout.temperature=1", "algo.name=rloo", "eval.greedy=false", "model.path=/ckpt"])
+    assert cfg.trainer.steps == 7 and isinstance(cfg.trainer.steps, int)
+    assert cfg.rollout.temperature == 1.0 and isinstance(cfg.rollout.temperature, float)
+    assert (cfg.algo.name, cfg.eval.greedy, cfg.model.path) == ("rloo", False, "/ckpt")
+    assert cfg.trainer.lr == 5e-4  # untouched fields keep their defaults
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("algo.nme=rloo", "algo.nme"),
+        ("trainer.stpes=3", "trainer.stpes"),
+        ("nosuch.x=1", "nosuch"),
+    ],
+)
+def test_unknown_field_is_named(override, field):
+    with pytest.raises(ConfigError, match=f"field: {field}\\)"):
+        load_config(overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("trainer.steps=abc", "trainer.steps"),
+        ("trainer.steps=1.5", "trainer.steps"),  # no silent truncation to 1
+        ("algo.kl_coef=abc", "algo.kl_coef"),
+        ("eval.greedy=maybe", "eval.greedy"),
+        ("data.task_kwargs=null", "data.task_kwargs"),
+    ],
+)
+def test_wrong_type_is_named(override, field):
+    with pytest.raises(ConfigError, match=f"field: {field}\\)"):
+        load_config(overrides=[override])
+
+
+def test_invalid_choice_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="algo.name='foo'") as info:
+        load_config(overrides=["algo.name=foo"])
+    assert all(name in str(info.value) for name in ADVANTAGES)
+    with pytest.raises(ConfigError, match="algo.loss='ppo'") as info:
+        load_config(overrides=["algo.loss=ppo"])
+    assert all(name in str(info.value) for name in POLICY_LOSSES)
+    for override, field in [("model.dtype=float64", "model.dtype"), ("algo.agg=sum", "algo.agg"), ("algo.scale=max", "algo.scale"),
+                            ("algo.kl_estimator=k4", "algo.kl_estimator"), ("trainer.lr_schedule=step", "trainer.lr_schedule")]:
+        with pytest.raises(ConfigError, match=field):
+            load_config(overrides=[override])
+
+
+def test_every_registered_estimator_and_loss_is_accepted():
+    for name in ADVANTAGES:
+        assert load_config(overrides=[f"algo.name={name}"]).algo.name == name
+    for name in POLICY_LOSSES:
+        assert load_config(overrides=[f"algo.loss={name}"]).algo.loss == name
+
+
+def test_ks_must_not_exceed_n_samples():
+    with pytest.raises(ConfigError, match=r"eval\.ks=\[1, 16\].*eval\.n_samples=8"):
+        load_config(overrides=["eval.ks=[1,16]"])
+    with pytest.raises(ConfigError, match="eval.ks"):
+        load_config(overrides=["eval.n_samples=4"])  # default ks go up to 8
+    assert load_config(overrides=["eval.ks=[1,8]"]).eval.ks == [1, 8]  # k = n is fine
+    assert load_config(overrides=["eval.n_samples=16", "eval.ks=[1,16]"]).eval.ks == [1, 16]
+
+
+def test_empty_ks_is_a_config_error():
+    with pytest.raises(ConfigError, match="eval.ks"):
+        load_config(overrides=["eval.ks=[]"])
+
+
+def test_non_positive_k_is_a_config_error():
+    with pytest.raises(ConfigError, match="eval.ks"):
+        load_config(overrides=["eval.ks=[0,1]"])
+
+
+def test_group_baselines_need_two_samples():
+    for name in ("grpo", "rloo"):
+        with pytest.raises(ConfigError, match=f"rollout.group_size=1: {name}"):
+            load_config(overrides=[f"algo.name={name}", "rollout.group_size=1"])
+    assert load_config(overrides=["algo.name=remax", "rollout.group_size=1"]).rollout.group_size == 1
+
+
+@pytest.mark.parametrize("field", ["trainer.steps", "trainer.micro_batch_size", "algo.epochs"])
+def test_counts_must_be_positive(field):
+    with pytest.raises(ConfigError, match=f"{field}=0 must be >= 1"):
+        load_config(overrides=[f"{field}=0"])
+
+
+def test_clip_ranges_must_be_non_negative():
+    for field in ("algo.eps_low", "algo.eps_high"):
+        with pytest.raises(ConfigError, match="eps_low and algo.eps_high"):
+            load_config(overrides=[f"{field}=-0.1"])
+    assert load_config(overrides=["algo.eps_low=0", "algo.eps_high=0.28"]).algo.eps_high == 0.28
+
+
+# ----------------------------------------------------------------------------- YAML layering
+
+
+def test_yaml_layer_then_overrides(tmp_path):
+    path = yaml_file(tmp_path, "algo:\n  name: rloo\ntrainer:\n  steps: 5\n  lr: 1.0e-3\n")
+    cfg = load_config(path)
+    assert (cfg.algo.name, cfg.trainer.steps, cfg.trainer.lr) == ("rloo", 5, 1e-3)
+    assert cfg.trainer.max_grad_norm == 1.0 and cfg.data.task_kwargs == DEFAULT_TASK_KWARGS  # defaults below the file
+    cfg = load_config(path, ["trainer.steps=7"])  # the command line wins over the file
+    assert (cfg.algo.name, cfg.trainer.steps, cfg.trainer.lr) == ("rloo", 7, 1e-3)
+
+
+def test_yaml_errors_name_the_file_and_the_field(tmp_path):
+    path = yaml_file(tmp_path, "algo:\n  name: rloo\n  nme: x\n")
+    with pytest.raises(ConfigError, match=f"in {path}.*field: algo.nme"):
+        load_config(path)
+    path = yaml_file(tmp_path, "trainer:\n  steps: abc\n", "typed.yaml")
+    with pytest.raises(ConfigError, match=f"in {path}.*field: trainer.steps"):
+        load_config(path)
+    path = yaml_file(tmp_path, "algo:\n  name: foo\n", "choice.yaml")
+    with pytest.raises(ConfigError, match="algo.name='foo'"):
+        load_config(path)
+
+
+def test_missing_yaml_file(tmp_path):
+    with pytest.raises((FileNotFoundError, ConfigError)):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_switching_task_without_kwargs_drops_the_default_task_options(tmp_path):
+    assert load_config(overrides=["data.task=basic_arithmetic"]).data.task_kwargs == {}
+    path = yaml_file(tmp_path, "data:\n  task: basic_arithmetic\n")
+    assert load_config(path).data.task_kwargs == {}
+    # the file's task (with its options) is switched again on the command line: the file's options go too
+    path = yaml_file(tmp_path, "data:\n  task: basic_arithmetic\n  task_kwargs: {min_terms: 2, max_terms: 2}\n", "b.yaml")
+    assert load_config(path, ["data.task=leg_counting"]).data.task_kwargs == {}
+    # without switching task, one option is overridden and the others stay
+    kwargs = load_config(overrides=["data.task_kwargs.min_terms=2"]).data.task_kwargs
+    assert kwargs == {**DEFAULT_TASK_KWARGS, "min_terms": 2}
+    # a layer giving a task together with options: its options win
+    assert load_config(path).data.task_kwargs["min_terms"] == 2
+
+
+def test_switching_task_with_some_kwargs_does_not_inherit_the_rest(tmp_path):
+    path = yaml_file(tmp_path, "data:\n  task: basic_arithmetic\n  task_kwargs: {min_terms: 2}\n")
+    assert load_config(path).data.task_kwargs == {"min_terms": 2}
+    assert load_config(overrides=["data.task=basic_arithmetic", "data.task_kwargs.min_terms=2"]).data.task_kwargs == {"min_terms": 2}
+
+
+def test_shipped_recipes_load():
+    recipes = sorted(CONFIGS.glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"quickstart.yaml", "grpo_chain_sum.yaml"}
+    for path in recipes:
+        load_config(path)
+    # quickstart.yaml says every field in it equals the built-in default
+    assert to_dict(load_config(CONFIGS / "quickstart.yaml")) == to_dict(load_config())
+    grpo = load_config(CONFIGS / "grpo_chain_sum.yaml")
+    assert (grpo.algo.kl_coef, grpo.algo.eps_high, grpo.algo.epochs, grpo.trainer.lr_schedule) == (0.02, 0.28, 2, "cosine")
+
+
+def test_to_dict_round_trips_through_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = load_config(overrides=["algo.name=rloo", "data.task=basic_arithmetic", "data.task_kwargs={min_terms: 2}", "eval.ks=[1,2]"])
+    path = tmp_path / "dump.yaml"
+    OmegaConf.save(OmegaConf.create(to_dict(cfg)), path)
+    assert to_dict(load_config(path)) == to_dict(cfg)
