@@ -20,7 +20,7 @@ quickstart: $(STAMP)
 	$(BIN)/rewardflow quickstart --out runs/quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) runs

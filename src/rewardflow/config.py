@@ -37,17 +37,17 @@ class DataConfig:
 
 @dataclass
 class SFTConfig:
-    steps: int = 300  # optimiser steps of supervised warm-start on worked solutions
+    steps: int = 400  # optimiser steps of supervised warm-start on worked solutions
     batch_size: int = 32  # examples per step
     lr: float = 3e-3  # peak learning rate
     warmup_steps: int = 20  # linear warm-up
     weight_decay: float = 0.0  # AdamW decoupled weight decay
-    direct_frac: float = 0.5  # share of warm-start examples that state the answer without steps (see README)
+    direct_frac: float = 0.0  # share of warm-start examples that state the answer without steps (see README)
 
 
 @dataclass
 class RolloutConfig:
-    prompts_per_step: int = 16  # B: prompts sampled per RL step
+    prompts_per_step: int = 32  # B: prompts sampled per RL step
     group_size: int = 8  # G: completions per prompt
     temperature: float = 1.0  # sampling temperature (the ratio uses logprobs at this temperature)
     top_p: float = 1.0  # nucleus sampling
@@ -70,15 +70,15 @@ class AlgoConfig:
 
 @dataclass
 class TrainerConfig:
-    steps: int = 60  # RL steps
-    lr: float = 5e-4  # peak learning rate
+    steps: int = 300  # RL steps
+    lr: float = 3e-5  # peak learning rate (tiny models collapse under noisy RL gradients at 5e-4)
     lr_schedule: str = "constant"  # constant | linear | cosine (decay after warm-up)
-    warmup_steps: int = 0  # linear warm-up steps
+    warmup_steps: int = 10  # linear warm-up steps
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     max_grad_norm: float = 1.0  # gradient clipping
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation over the batch)
     save_every: int = 20  # checkpoint period in steps (0: only at the end)
-    eval_every: int = 10  # held-out eval period in steps (0: never during training)
+    eval_every: int = 50  # held-out eval period in steps (0: never during training)
     eval_problems: int = 64  # problems in the periodic eval
     seed: int = 0  # everything random derives from this
 

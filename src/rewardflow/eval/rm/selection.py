@@ -27,19 +27,13 @@ from ...data.steps import split_steps
 from ...rewards.base import Scorer
 from .report import save_lines, write_report
 from .scores_io import ScoreItem, reduce_scores, resolve_scores
+from ..metrics import pass_at_k
 
 WEIGHTS: dict[str, Callable[[float], float]] = {
     "sigmoid": lambda s: 1.0 / (1.0 + math.exp(-s)),
     "exp": math.exp,
     "raw": lambda s: s,
 }
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k: 1 - C(n-c, k) / C(n, k)."""
-    if not (0 <= c <= n and 1 <= k <= n):
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def _credit(winners: Sequence[int], correct: Sequence[bool], tie_break: str) -> float:
