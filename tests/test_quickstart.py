@@ -32,3 +32,13 @@ def test_reduced_quickstart_end_to_end(tmp_path):
 def test_cli_rejects_unknown_field_by_name(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path), "--quiet", "algo.nmae=grpo"]) == 2
     assert "algo.nmae" in capsys.readouterr().err
+
+
+def test_every_help_page_renders(capsys):
+    import pytest
+
+    for argv in (["--help"], ["quickstart", "--help"], ["train", "--help"], ["eval", "--help"], ["rm", "eval", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        assert "usage: rewardflow" in capsys.readouterr().out

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="YAML recipe (see configs/)")
     t.set_defaults(func=_quickstart)
 
-    e = sub.add_parser("eval", help="Evaluate a policy: greedy, pass@k, maj@k with 95% intervals.")
+    e = sub.add_parser("eval", help="Evaluate a policy: greedy, pass@k, maj@k with 95%% intervals.")
     e.add_argument("--model", required=True, help="a local transformers checkpoint directory")
     e.add_argument("--data", default="chain_sum", help="reasoning-gym task name (its eval split) or a .jsonl file (GSM8K / MATH-500 format)")
     e.add_argument("--task-kwargs", default=None, help='reasoning-gym options as JSON, e.g. \'{"min_terms": 3}\'')
