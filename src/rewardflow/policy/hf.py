@@ -116,7 +116,7 @@ class HFPolicy:
 
         out_ids = torch.full((n_rows, max_new), self.pad_id, dtype=torch.long)
         out_lp = torch.zeros((n_rows, max_new))
-        lengths = [0] * n_rows
+        lengths = torch.zeros(n_rows, dtype=torch.long)  # tokens emitted per original row
         reasons = ["length"] * n_rows
         active = torch.arange(n_rows)  # original row of each batch row
         finished = torch.zeros(n_rows, dtype=torch.bool)  # per batch row, awaiting compaction
@@ -133,8 +133,7 @@ class HFPolicy:
             out_ids[rows_live, t] = tok[live].cpu()
             out_lp[rows_live, t] = lp[live].cpu()
             now_done = live & (tok.cpu() == self.eos_id)
-            for r in rows_live.tolist():
-                lengths[r] = t + 1
+            lengths[rows_live] = t + 1
             for b in torch.nonzero(now_done).flatten().tolist():
                 reasons[active[b].item()] = "eos"
             if max_stop:
@@ -157,7 +156,7 @@ class HFPolicy:
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
             next_pos = next_pos + 1
             logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
-        return out_ids, out_lp, lengths, reasons
+        return out_ids, out_lp, lengths.tolist(), reasons
 
     @staticmethod
     def _pick(logits: torch.Tensor, params: SamplingParams, gen) -> tuple[torch.Tensor, torch.Tensor]:
