@@ -39,11 +39,8 @@ def raft_pp_loss(
     surrogate with advantage 1 on the kept (correct) samples and nothing on the rest:
     -min(ratio, clip(ratio, 1-eps_low, 1+eps_high)) on kept tokens. keep: [N] bool."""
     adv = torch.ones(logp.shape[0], dtype=logp.dtype, device=logp.device)  # [N]
-    loss, stats = clipped_policy_loss(
-        logp, old_logp, adv, _kept_tokens(mask, keep), eps_low=eps_low, eps_high=eps_high, agg=agg, normalizer=normalizer
-    )
-    stats["raft/keep_frac"] = keep.float().mean().item()
-    return loss, stats
+    # the same clipped surrogate on kept samples as Reinforce-Rej, with every kept advantage equal to 1
+    return reinforce_rej_loss(logp, old_logp, adv, mask, keep, eps_low=eps_low, eps_high=eps_high, agg=agg, normalizer=normalizer)
 
 
 def reinforce_rej_loss(
