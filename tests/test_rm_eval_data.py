@@ -159,3 +159,40 @@ def test_probes_and_rewardmath_sample_run_end_to_end(shared_data, tmp_path):
     res = run_rm_eval("rewardmath", tmp_path / "rm", scores=path, data_root=shared_data)
     assert res["sample"]["outcome"]["accuracy"] == 0.0  # outcome 0 for all -> ties -> the correct one ranks last
     assert res["sample"]["prod"] == {"accuracy": 1.0, "mrr": 1.0, "accuracy_ties_as_wins": 1.0, "n": 2}
+
+
+def test_cli_rm_eval_runs_a_scorer_and_limits_items(shared_data, tmp_path):
+    from rewardflow.cli import main
+
+    code = main(["rm", "eval", "--bench", "probes", "--model", "verifier", "--limit", "3", "--data-root", str(shared_data),
+                 "--out", str(tmp_path / "p")])
+    assert code == 0
+    res = json.loads((tmp_path / "p" / "results.json").read_text())
+    # 3 pairs -> 6 solutions; every perturbation gets a row, each over at most those 6 solutions
+    assert res["n_solutions"] == 6
+    assert [r["perturbation"] for r in res["perturbations"]] == ["question_removed", "numbers_changed", "steps_shuffled",
+                                                                 "first_step_truncated", "last_step_truncated"]
+    assert all(r["n"] <= 6 for r in res["perturbations"])
+
+
+def test_cli_rm_eval_rejects_conflicting_sources_and_misplaced_limit(shared_data, tmp_path, capsys):
+    from rewardflow.cli import main
+
+    root = ["--data-root", str(shared_data), "--out", str(tmp_path)]
+    assert main(["rm", "eval", "--bench", "probes", "--model", "verifier", "--scores", "x.jsonl", *root]) == 2
+    assert "at most one" in capsys.readouterr().err
+    assert main(["rm", "eval", "--bench", "rewardmath", "--limit", "3", *root]) == 2
+    assert "limit applies to processbench and probes" in capsys.readouterr().err
+    assert main(["rm", "eval", "--bench", "probes", "--model", "no/such/dir", *root]) == 2
+    assert "scorer.json" in capsys.readouterr().err
+
+
+def test_processbench_critic_limit_keeps_first_items_per_subset(shared_data, tmp_path):
+    seen = []
+
+    def critic(prompt: str) -> str:
+        seen.append(prompt)
+        return "-1"
+
+    res = run_rm_eval("processbench", tmp_path, critic=critic, data_root=shared_data, limit=2)
+    assert len(seen) == 8 and res["n_items"] == 8  # 4 subsets x 2

@@ -69,9 +69,18 @@ def _eval(args) -> int:
 
 def _rm_eval(args) -> int:
     from .eval.rm import run_rm_eval
+    from .rewards import load_scorer
 
+    if sum(x is not None for x in (args.scores, args.model, args.critic)) > 1:
+        raise ValueError("give at most one of --scores, --model and --critic")
+    scorer = load_scorer(args.model) if args.model else None
+    critic = None
+    if args.critic:
+        from .policy.hf import HFPolicy
+
+        critic = HFPolicy.from_pretrained(args.critic)
     res = run_rm_eval(args.bench, Path(args.out), scores=Path(args.scores) if args.scores else None, threshold=args.threshold,
-                      data_root=Path(args.data_root) if args.data_root else None)
+                      data_root=Path(args.data_root) if args.data_root else None, scorer=scorer, critic=critic, limit=args.limit)
     md = Path(args.out) / "results.md"
     print(md.read_text() if md.exists() else json.dumps(res, indent=2)[:4000])
     return 0
@@ -116,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = rm_sub.add_parser("eval", help="Score a reward model on ProcessBench, RewardBench-math, RewardMATH, PRMBench, stored-sample selection.")
     r.add_argument("--bench", required=True, help="processbench | rewardbench | rewardmath | prmbench | selection | probes")
     r.add_argument("--scores", default=None, help='JSONL of {"id", "step_scores"} or {"id", "outcome_score"} scored elsewhere')
+    r.add_argument("--model", default=None, help="one of our Scorers: 'verifier' or a saved reward-model directory (`rm train --out`); "
+                   "needed by --bench probes")
+    r.add_argument("--critic", default=None, help="processbench only: a causal-LM checkpoint prompted to name the earliest wrong step")
+    r.add_argument("--limit", type=int, default=None, help="processbench (per subset) and probes (pairs): evaluate only the first N items")
     r.add_argument("--threshold", type=float, default=None, help="step-score threshold (ProcessBench default: best F1 on its gsm8k subset)")
     r.add_argument("--data-root", default=None, help="benchmark data folder (default: $REWARDFLOW_DATA or ../shared/data)")
     r.add_argument("--out", required=True)

@@ -143,10 +143,15 @@ def _tables(res: dict) -> list:
 
 
 def run_processbench(out: Path, *, data_root: Path, scores: Path | None = None, scorer: Scorer | None = None,
-                     threshold: float | None = None, critic=None) -> dict:
-    """Score ProcessBench from a scores file, a Scorer, or a generative critic; write DIR/results.*."""
+                     threshold: float | None = None, critic=None, limit: int | None = None) -> dict:
+    """Score ProcessBench from a scores file, a Scorer, or a generative critic; write DIR/results.*.
+    `limit` keeps the first items of each subset (a model or critic run; a scores file covers everything)."""
     start = time.perf_counter()
     data = load_processbench(data_root)
+    if limit is not None:
+        if scores is not None:
+            raise ValueError("--limit applies to --model and --critic runs; a scores file is evaluated whole")
+        data = {subset: rows[:limit] for subset, rows in data.items()}
     if critic is not None:
         from .critic import evaluate_processbench_critic
 
