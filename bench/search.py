@@ -1,0 +1,253 @@
+"""Test-time search on the quickstart task (issue 6): every strategy at N = 1, 2, 4, ... on held-out chain_sum
+problems, accuracy against FLOPs, with two tiny SFT-warm-started policies: a smaller draft and a larger target.
+
+1. draft and target: tiny models + SFT on worked solutions (as pipeline.py builds the quickstart policy); cached;
+2. every strategy with the target as policy (speculative decoding: draft proposes, target repairs) at each N;
+3. OUT/search.json (OUT/search_<scorer>.json for a scorer other than the verifier): per strategy and N, accuracy with its 95% interval, tokens and FLOPs per model, seconds;
+   the speculative target-FLOPs ratio against target-only sampling; beam against best-of-N at equal FLOPs;
+4. OUT/search.png: accuracy against FLOPs per problem.
+
+The verifier is the default scorer: an ORACLE (it knows the gold answer), labelled so in the JSON and the plot.
+
+    rewardflow bench search --out runs/bench_search           # or: python bench/search.py --out runs/bench_search
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+TASK, TASK_KWARGS = "chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+SFT_OFFSET = 5_000_000  # training problems from here on (pipeline.py's SFT stream); eval is GymSource's eval split
+# (hidden, layers, heads, intermediate): the target is the quickstart model (1.07M params), the draft bench/rm.py's
+# "small" model (about 1/6 of it; a 63k-parameter draft stayed at 4% accuracy after 500 SFT steps)
+SIZES = {"draft": (64, 2, 2, 256), "target": (128, 4, 4, 512)}
+SFT_BATCH, SFT_LR, SFT_WARMUP = 32, 3e-3, 20  # the quickstart SFT recipe (config.SFTConfig)
+
+
+def train_policy(name: str, source, out: Path, *, sft_steps: int, seed: int, bar):
+    """Tiny model + SFT warm-start on worked solutions, as pipeline.run_pipeline builds it; cached in OUT/name."""
+    from rewardflow.data import worked_solution
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from rewardflow.train.sft import run_sft
+
+    done = out / name / "DONE"
+    if done.exists() and json.loads(done.read_text()) == {"sft_steps": sft_steps, "seed": seed, "size": list(SIZES[name])}:
+        return HFPolicy.from_pretrained(out / name)
+    torch.manual_seed(seed)
+    # the tokenizer learns its words from training prompts and worked solutions (never eval data)
+    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
+    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
+    init = make_tiny_checkpoint(out / f"{name}_init", TinyModelConfig(*SIZES[name], 512, seed), corpus)
+    policy = HFPolicy.from_pretrained(init)
+
+    def examples(step: int) -> list[tuple[str, str]]:
+        batch = source.train_problems(range(SFT_OFFSET + step * SFT_BATCH, SFT_OFFSET + (step + 1) * SFT_BATCH))
+        return [(p.prompt, worked_solution(p)) for p in batch]
+
+    run_sft(policy, examples, steps=sft_steps, lr=SFT_LR, warmup_steps=min(SFT_WARMUP, sft_steps // 5), progress=bar(f"SFT {name}", sft_steps))
+    policy.model.save_pretrained(out / name)
+    policy.tokenizer.save_pretrained(out / name)
+    done.write_text(json.dumps({"sft_steps": sft_steps, "seed": seed, "size": list(SIZES[name])}))
+    return policy
+
+
+class ChainStepOracle:
+    """Ground-truth process labels for arithmetic chains (an ORACLE PRM, `--scorer step-oracle`): step k scores
+    1.0 when steps 1..k are exactly the first k lines of the problem's worked solution (whitespace aside), else
+    0.0; the outcome is 1.0 when the whole solution is the worked solution. No model: 0 FLOPs."""
+
+    def score(self, problems, solutions):
+        from rewardflow.data import worked_solution
+        from rewardflow.rewards import StepScores
+
+        out = []
+        for problem, steps in zip(problems, solutions):
+            gold = [" ".join(line.split()) for line in worked_solution(problem).split("\n")]
+            ok, values = True, []
+            for k, step in enumerate(steps):
+                ok = ok and k < len(gold) and " ".join(step.split()) == gold[k]
+                values.append(float(ok))
+            out.append(StepScores(values, float(ok and len(steps) == len(gold))))
+        return out
+
+
+def load_bench_scorer(spec: str):
+    """`step-oracle` (ChainStepOracle), else rewards.load_scorer (verifier or a saved reward-model directory)."""
+    from rewardflow.rewards import load_scorer
+
+    return ChainStepOracle() if spec == "step-oracle" else load_scorer(spec)
+
+
+def bench_scorer_label(spec: str) -> str:
+    from rewardflow.search.cli import scorer_label
+
+    return "step-oracle (ORACLE PRM: each step checked against the worked solution)" if spec == "step-oracle" else scorer_label(spec)
+
+
+def base_config(seed: int):
+    from rewardflow.search import SearchConfig
+
+    # 3-term chains: two "a op b = c" lines and "Answer: c" -> 3 steps; 5 leaves room for a rambling model
+    return SearchConfig(beam_width=4, max_steps=5, max_step_tokens=16, max_new_tokens=48, temperature=1.0, delta=0.7,
+                        aggregation="last", select="best", seed=seed)
+
+
+def interpolate_log(points: list[dict], flops: float, key: str = "flops_per_problem") -> float | None:
+    """Accuracy of a curve at `flops` (measured by `key`), linear in log FLOPs between its two neighbouring points
+    (None outside the curve)."""
+    pts = sorted(points, key=lambda p: p[key])
+    for a, b in zip(pts, pts[1:]):
+        if a[key] <= flops <= b[key]:
+            la, lb = math.log(a[key]), math.log(b[key])
+            w = 0.0 if lb == la else (math.log(flops) - la) / (lb - la)
+            return a["accuracy"] + w * (b["accuracy"] - a["accuracy"])
+    return None
+
+
+def beam_vs_best_of_n(curves: dict) -> list[dict]:
+    """At each beam point: best-of-N's accuracy at the same FLOPs (interpolated) and the difference; also at the
+    same decode FLOPs, i.e. as if a prefix cache spared beam search from re-reading prompt + prefix every step."""
+    rows = []
+    bon = curves.get("best_of_n", [])
+    for p in curves.get("beam", []):
+        other = interpolate_log(bon, p["flops_per_problem"])
+        other_decode = interpolate_log(bon, p["decode_flops_per_problem"], "decode_flops_per_problem") if p.get("decode_flops_per_problem") else None
+        rows.append({"n": p["n"], "flops_per_problem": p["flops_per_problem"], "beam": p["accuracy"], "beam_ci95": p["accuracy_ci95"],
+                     "best_of_n_at_equal_flops": other, "difference": None if other is None else p["accuracy"] - other,
+                     "best_of_n_at_equal_decode_flops": other_decode,
+                     "difference_decode": None if other_decode is None else p["accuracy"] - other_decode})
+    return rows
+
+
+def speculative_vs_target(curves: dict) -> list[dict]:
+    """Speculative decoding against target-only sampling (best-of-N with the target, same N and scorer): accuracy,
+    and the ratio of target-model FLOPs spent."""
+    bon = {p["n"]: p for p in curves.get("best_of_n", [])}
+    rows = []
+    for p in curves.get("speculative", []):
+        if p["n"] not in bon:
+            continue
+        q = bon[p["n"]]
+        rows.append({"n": p["n"], "speculative": p["accuracy"], "speculative_ci95": p["accuracy_ci95"],
+                     "target_only": q["accuracy"], "target_only_ci95": q["accuracy_ci95"],
+                     "speculative_target_flops": p["compute"]["target"]["flops"], "target_only_target_flops": q["compute"]["policy"]["flops"],
+                     "target_flops_ratio": p["compute"]["target"]["flops"] / q["compute"]["policy"]["flops"],
+                     # decode only: what the ratio would be if the target kept its KV cache between steps (prefix caching)
+                     "target_decode_flops_ratio": p["compute"]["target"]["flops_decode"] / q["compute"]["policy"]["flops_decode"],
+                     "draft_step_share": p.get("draft_step_share")})
+    return rows
+
+
+def _point(name: str, n: int, summary: dict, seconds: float) -> dict:
+    point = {k: v for k, v in summary.items() if k != "problems"}
+    point.update(n=n, wall_seconds=seconds, decode_flops_per_problem=sum(c["flops_decode"] for c in summary["compute"].values()) / summary["n_problems"])
+    shares = [r["info"]["draft_step_share"] for r in summary["problems"] if "draft_step_share" in r.get("info", {})]
+    if shares:
+        point["draft_step_share"] = sum(shares) / len(shares)
+    return point
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int = 500, scorer_spec: str = "verifier",
+              strategies: list[str] | None = None, seed: int = 0, show_progress: bool = True) -> dict:
+    from rewardflow.data import GymSource
+    from rewardflow.progress import progress_bars
+    from rewardflow.search import STRATEGIES, USES_SCORER, plot_accuracy_vs_flops, summarize
+    from rewardflow.verify import Verifier
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = strategies or list(STRATEGIES)
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"--strategies: unknown {', '.join(unknown)}; valid: {', '.join(STRATEGIES)}")
+    ns = [2**k for k in range(int(math.log2(max_n)) + 1)]
+    source = GymSource(TASK, seed=seed, eval_size=problems, **TASK_KWARGS)
+    eval_set = source.eval_problems
+    cfg0 = base_config(seed)
+    t_start = time.perf_counter()
+    scorer = load_bench_scorer(scorer_spec)
+    curves: dict[str, list[dict]] = {}
+    with Verifier() as verifier, progress_bars(show_progress) as bar:
+        t0 = time.perf_counter()
+        draft = train_policy("draft", source, out, sft_steps=sft_steps, seed=seed, bar=bar)
+        target = train_policy("target", source, out, sft_steps=sft_steps, seed=seed, bar=bar)
+        train_seconds = time.perf_counter() - t0
+        # single samples of each model alone: the accuracy speculative decoding should reach
+        reference = {}
+        for label, model in (("draft", draft), ("target", target)):
+            res = STRATEGIES["majority"](eval_set, model, None, dataclasses.replace(cfg0, n=1))
+            s = summarize(res, eval_set, verifier)
+            reference[f"{label}_single_sample"] = {"accuracy": s["accuracy"], "accuracy_ci95": s["accuracy_ci95"], "flops_per_problem": s["flops_per_problem"]}
+        tick = bar("search (strategy x N)", len(names) * len(ns))
+        for name in names:
+            curves[name] = []
+            for n in ns:
+                t1 = time.perf_counter()
+                results = STRATEGIES[name](eval_set, target, scorer if name in USES_SCORER else None, dataclasses.replace(cfg0, n=n),
+                                           draft=draft if name == "speculative" else None)
+                curves[name].append(_point(name, n, summarize(results, eval_set, verifier), time.perf_counter() - t1))
+                tick(1, strategy=name, N=n, acc=curves[name][-1]["accuracy"])
+    if hasattr(getattr(scorer, "verifier", None), "close"):
+        scorer.verifier.close()
+    label = bench_scorer_label(scorer_spec)
+    result = {
+        "task": TASK, "task_kwargs": TASK_KWARGS, "n_problems": len(eval_set), "ns": ns,
+        "scorer": {"spec": scorer_spec, "label": label, "oracle": scorer_spec in ("verifier", "step-oracle")},
+        "models": {"draft": {"params": draft.num_params, "size": SIZES["draft"]}, "target": {"params": target.num_params, "size": SIZES["target"]},
+                   "sft_steps": sft_steps},
+        "config": dataclasses.asdict(cfg0), "reference": reference, "curves": curves,
+        "speculative_vs_target_only": speculative_vs_target(curves), "beam_vs_best_of_n": beam_vs_best_of_n(curves),
+        "seconds": {"training": train_seconds, "total": time.perf_counter() - t_start},
+        "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end "
+                   "(shared machine: wall seconds are noisy, FLOPs and tokens are exact)",
+    }
+    stem = "search" if scorer_spec == "verifier" else f"search_{Path(scorer_spec).name}"
+    result["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.png")]
+    _write_json(out / f"{stem}.json", result)
+    plot_accuracy_vs_flops(curves, out / f"{stem}.png", title=f"{TASK} (3 one-digit terms), {len(eval_set)} held-out problems, "
+                           f"target {target.num_params:,} / draft {draft.num_params:,} params", scorer_label=label)
+    return result
+
+
+def run_from_args(args) -> int:
+    from rewardflow.progress import console
+
+    res = run_bench(Path(args.out), problems=args.problems, max_n=args.max_n, sft_steps=args.sft_steps, scorer_spec=args.scorer,
+                    strategies=args.strategies.split(",") if args.strategies else None, seed=args.seed, show_progress=not args.quiet)
+    console.print(f"scorer: {res['scorer']['label']}")
+    for name, pts in res["curves"].items():
+        console.print(f"{name:22s} " + "  ".join(f"N={p['n']}: {p['accuracy']:.2f} ({p['flops_per_problem']:.2g})" for p in pts))
+    for row in res["speculative_vs_target_only"]:
+        console.print(f"speculative N={row['n']}: acc {row['speculative']:.3f} vs target-only {row['target_only']:.3f}, "
+                      f"target FLOPs ratio {row['target_flops_ratio']:.3f} (decode only {row['target_decode_flops_ratio']:.3f}), "
+                      f"draft wrote {row['draft_step_share']:.2f} of steps")
+    console.print(f"wrote {res['files']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rewardflow.search.cli import register_bench
+
+    parser = argparse.ArgumentParser(prog="python bench/search.py")
+    register_bench(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)])
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
