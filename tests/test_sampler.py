@@ -254,7 +254,7 @@ def test_forced_eos_gives_empty_completions(policy):
 
 
 def test_stop_string_cuts_at_first_occurrence(policy):
-    params = SamplingParams(max_new_tokens=30, seed=3)
+    params = SamplingParams(max_new_tokens=30, seed=4)  # a draw of 30 ordinary characters (precondition below)
     with logit_override(policy, policy.eos_id, -1e9):
         (full,) = flat(policy.generate(PROMPTS[:1], params))
         text = full.text
@@ -265,14 +265,14 @@ def test_stop_string_cuts_at_first_occurrence(policy):
             ((text[9], text[4]), min(text.index(text[9]), text.index(text[4])) + 1),  # the earlier of two
         ]
         for stop, end in cases:
-            (c,) = flat(policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=30, seed=3, stop=stop)))
+            (c,) = flat(policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=30, seed=4, stop=stop)))
             assert c.finish_reason == "stop"
             assert c.text == text[:end] and any(c.text.endswith(s) for s in stop)
             assert c.token_ids == full.token_ids[:end]
             torch.testing.assert_close(c.logprobs, full.logprobs[:end], atol=1e-6, rtol=0)
         missing = "~" * 5
         assert missing not in text
-        (c,) = flat(policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=30, seed=3, stop=(missing,))))
+        (c,) = flat(policy.generate(PROMPTS[:1], SamplingParams(max_new_tokens=30, seed=4, stop=(missing,))))
         assert (c.text, c.finish_reason) == (text, "length")
 
 

@@ -3,6 +3,12 @@
 Why not `model.generate`: we need per-token logprobs of the sampled tokens at the sampling temperature
 (for the RL ratio), n samples per prompt without re-encoding the prompt n times in Python, and
 finished rows removed from the batch so they stop costing compute.
+
+Randomness is per request: every sample draws from a counter-based stream keyed by (prompt seed, sample
+index, step, token), so what a prompt samples never depends on the rest of the batch, and a batch split
+over Ray workers or torch.distributed ranks samples exactly what one process would. Llama-architecture
+models decode through `_LlamaDecoder` (preallocated K/V, no per-token framework overhead); teacher forcing
+runs length-sorted, trimmed chunks.
 """
 from __future__ import annotations
 
@@ -28,11 +34,48 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     return logits
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (xorshift-multiply rounds, after C. Wellons' "lowbias32") on int64 tensors
+    holding values in [0, 2^32). Multipliers are < 2^31 so no product overflows int64."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x346CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def _mix32(a: int, b: int) -> int:
+    """Combine two integers into one 32-bit seed (deterministic, platform independent)."""
+    return int(_hash32(torch.tensor([(_hash32(torch.tensor([a & _M32])).item() + 0x3C6EF372 * (b + 1)) & _M32]))[0])
+
+
+def derive_prompt_seeds(seed: int | None, n_prompts: int, offset: int = 0) -> list[int]:
+    """Per-prompt seeds of prompts offset .. offset+n-1 of a request seeded `seed`. None draws one base seed
+    from torch's global RNG, so unseeded calls still follow `torch.manual_seed`."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    return [_mix32(seed, offset + i) for i in range(n_prompts)]
+
+
+def _gumbel(keys: torch.Tensor, t: int, vocab: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise [n, V] for rows with 32-bit `keys` [n] at step t, a pure function of (key, t, token)."""
+    step_key = _hash32((keys + (t + 1) * 0x2545F491) & _M32)  # [n]
+    token = torch.arange(vocab, device=keys.device) * 0x1B873593  # [V] < 2^52
+    bits = _hash32((step_key[:, None] ^ _hash32(token & _M32)[None, :]))  # [n, V]
+    u = (bits.double() + 0.5) / 2.0**32  # (0, 1), never 0 or 1
+    return (-torch.log(-torch.log(u))).float()  # [n, V]
+
+
 class HFPolicy:
     """A Policy over a transformers causal LM and its tokenizer (chat template applied to prompts)."""
 
-    def __init__(self, model, tokenizer, *, device: str = "cpu", use_chat_template: bool = True):
+    def __init__(self, model, tokenizer, *, device: str = "cpu", use_chat_template: bool = True, fast_decode: bool = True):
         self.model = model.to(device)
+        self.fast_decode = fast_decode  # our own decode step for Llama-architecture models (see _LlamaDecoder)
+        self.logprob_chunk_rows = 32  # teacher forcing runs length-sorted chunks of this many rows (0: one pass)
         self.tokenizer = tokenizer
         self.device = device
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
@@ -79,10 +122,19 @@ class HFPolicy:
 
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: list[str], params: SamplingParams, prefixes: list[str] | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], params: SamplingParams, prefixes: list[str] | None = None, *,
+                 prompt_seeds: list[int] | None = None) -> list[list[Completion]]:
+        """params.n completions per prompt. Randomness is per request: prompt i's samples depend only on
+        `prompt_seeds[i]` (default: derived from params.seed and i), never on what else is in the batch, so a
+        batch split across workers (dist/ray_rollout.py) samples exactly what one process would."""
         prompt_ids = self.encode_prompts(prompts, prefixes)
+        if prompt_seeds is None:
+            prompt_seeds = derive_prompt_seeds(params.seed, len(prompts))
+        if len(prompt_seeds) != len(prompts):
+            raise ValueError(f"generate: {len(prompt_seeds)} prompt_seeds for {len(prompts)} prompts")
         rows = [ids for ids in prompt_ids for _ in range(params.n)]  # N = B * n, prompt-major
-        out_ids, out_lp, lengths, reasons = self._sample(rows, params)
+        row_keys = [_mix32(s, j) for s in prompt_seeds for j in range(params.n)]
+        out_ids, out_lp, lengths, reasons = self._sample(rows, row_keys, params)
         completions = []
         for r in range(len(rows)):
             ids = out_ids[r, : lengths[r]].tolist()
@@ -98,77 +150,85 @@ class HFPolicy:
             )
         return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
-    def _sample(self, rows: list[list[int]], params: SamplingParams):
+    def _sample(self, rows: list[list[int]], row_keys: list[int], params: SamplingParams):
         from transformers import DynamicCache
 
-        n_rows, max_new = len(rows), params.max_new_tokens
+        n_rows, max_new, dev = len(rows), params.max_new_tokens, self.device
         P = max(len(r) for r in rows)
         input_ids = torch.full((n_rows, P), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((n_rows, P), dtype=torch.long)
+        # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
+        attn_buf = torch.zeros((n_rows, P + max_new), dtype=torch.long)
         for i, r in enumerate(rows):  # left padding: every prompt ends at column P-1
             input_ids[i, P - len(r) :] = torch.tensor(r)
-            attn[i, P - len(r) :] = 1
-        input_ids, attn = input_ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P]
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+            attn_buf[i, P - len(r) :] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
+        input_ids, attn_buf = input_ids.to(dev), attn_buf.to(dev)
+        pos = (attn_buf[:, :P].cumsum(-1) - 1).clamp(min=0)  # [N, P]
+        keys = torch.tensor(row_keys, dtype=torch.long, device=dev)  # [N] per-row random stream
 
-        out_ids = torch.full((n_rows, max_new), self.pad_id, dtype=torch.long)
-        out_lp = torch.zeros((n_rows, max_new))
-        lengths = torch.zeros(n_rows, dtype=torch.long)  # tokens emitted per original row
-        reasons = ["length"] * n_rows
-        active = torch.arange(n_rows)  # original row of each batch row
-        finished = torch.zeros(n_rows, dtype=torch.bool)  # per batch row, awaiting compaction
+        out_ids = torch.full((n_rows, max_new), self.pad_id, dtype=torch.long, device=dev)
+        out_lp = torch.zeros((n_rows, max_new), device=dev)
+        end_step = torch.full((n_rows,), max_new, dtype=torch.long, device=dev)  # tokens emitted per original row
+        reason_code = torch.zeros(n_rows, dtype=torch.long, device=dev)  # 0 length, 1 eos, 2 stop
+        active = torch.arange(n_rows, device=dev)  # original row of each batch row
+        finished = torch.zeros(n_rows, dtype=torch.bool, device=dev)  # per batch row, awaiting compaction
         tails = [""] * n_rows
         max_stop = max((len(s) for s in params.stop), default=0)
 
         cache = DynamicCache()
-        logits = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(input_ids=input_ids, attention_mask=attn_buf[:, :P], position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         next_pos = pos[:, -1]  # [N]
+        fast = _LlamaDecoder.maybe(self.model, cache, P + max_new) if self.fast_decode else None
         for t in range(max_new):
-            tok, lp = self._pick(logits.float(), params, gen)  # [n], [n]
+            tok, lp = self._pick(logits.float(), params, keys, t)  # [n], [n]
             live = ~finished
             rows_live = active[live]
-            out_ids[rows_live, t] = tok[live].cpu()
-            out_lp[rows_live, t] = lp[live].cpu()
-            now_done = live & (tok.cpu() == self.eos_id)
-            lengths[rows_live] = t + 1
-            for b in torch.nonzero(now_done).flatten().tolist():
-                reasons[active[b].item()] = "eos"
-            if max_stop:
+            out_ids[rows_live, t] = tok[live]
+            out_lp[rows_live, t] = lp[live]
+            now_done = live & (tok == self.eos_id)
+            if max_stop:  # stop strings need the text: per-row Python only when the caller asked for them
                 for b in torch.nonzero(live & ~now_done).flatten().tolist():
-                    r = active[b].item()
-                    tails[r] = (tails[r] + self._pieces[tok[b].item()])[-(max_stop + 8) :]
+                    r = int(active[b])
+                    tails[r] = (tails[r] + self._pieces[int(tok[b])])[-(max_stop + 8) :]
                     if any(tails[r].endswith(s) for s in params.stop):
-                        reasons[r] = "stop"
+                        reason_code[r] = 2
                         now_done[b] = True
+            reason_code[active[now_done & (tok == self.eos_id)]] = 1
+            end_step[active[now_done]] = t + 1
             finished |= now_done
-            if bool(finished.all()) or t == max_new - 1:
+            if t == max_new - 1 or bool(finished.all()):
                 break
             # Compact: drop finished rows from the batch (and the KV cache) once they are >= 1/8 of it.
-            if finished.sum() * 8 >= len(finished):
+            if int(finished.sum()) * 8 >= len(finished):
                 keep = torch.nonzero(~finished).flatten()
-                cache.batch_select_indices(keep.to(self.device))
-                active, attn, next_pos, tok = active[keep], attn[keep], next_pos[keep], tok[keep]
+                fast.select(keep) if fast is not None else cache.batch_select_indices(keep)
+                active, attn_buf, next_pos, tok, keys = active[keep], attn_buf[keep], next_pos[keep], tok[keep], keys[keep]
                 finished = finished[keep]
-            tok = tok.masked_fill(finished.to(tok.device), self.pad_id)
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+            tok = tok.masked_fill(finished, self.pad_id)
             next_pos = next_pos + 1
-            logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
-        return out_ids, out_lp, lengths.tolist(), reasons
+            if fast is not None:
+                logits = fast.step(tok, next_pos, attn_buf[:, : P + t + 1])
+            else:
+                logits = self.model(input_ids=tok[:, None], attention_mask=attn_buf[:, : P + t + 1], position_ids=next_pos[:, None],
+                                    past_key_values=cache, use_cache=True).logits[:, -1]
+        names = ("length", "eos", "stop")
+        return out_ids.cpu(), out_lp.cpu(), end_step.tolist(), [names[c] for c in reason_code.tolist()]
 
     @staticmethod
-    def _pick(logits: torch.Tensor, params: SamplingParams, gen) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next token and its logprob at the sampling temperature (before top-k/top-p truncation)."""
+    def _pick(logits: torch.Tensor, params: SamplingParams, keys: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next token and its logprob at the sampling temperature (before top-k/top-p truncation).
+
+        Sampling is the Gumbel-max trick (Gumbel 1954; Maddison et al. 2014): argmax(logits + G) with
+        G = -log(-log U) is an exact draw from softmax(logits). U comes from a counter-based hash of
+        (row key, step, token), so every row has its own stream regardless of batch composition.
+        """
         if params.temperature <= 0:
             logp_all = logits.log_softmax(-1)  # [n, V]
             tok = logits.argmax(-1)
         else:
             scaled = logits / params.temperature
             logp_all = scaled.log_softmax(-1)  # [n, V]
-            probs = _filter_logits(scaled, params.top_k, params.top_p).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            filtered = _filter_logits(scaled, params.top_k, params.top_p)  # [n, V]
+            tok = (filtered + _gumbel(keys, t, logits.shape[-1])).argmax(-1)
         return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1)
 
     # -- teacher forcing -------------------------------------------------------------------------
@@ -187,16 +247,109 @@ class HFPolicy:
         return TokenBatch(ids.to(self.device), attn.to(self.device), cmask.to(self.device), P)
 
     def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False) -> LogprobOutput:
+        """Teacher-forced logprobs [N, T]. Rows are sorted by length and run in chunks of `logprob_chunk_rows`,
+        each trimmed to its own longest prompt and completion: a batch padded to its longest row would
+        otherwise spend most of its FLOPs on padding (RL completions range from a few tokens to the budget).
+        Trimming is exact: left-padding columns and columns after every row's last token change nothing
+        that a real token attends to."""
+        N, T = batch.completion_mask.shape
+        chunk = self.logprob_chunk_rows
+        if not chunk or N <= chunk:
+            return self._logprobs_trimmed(batch, temperature, with_entropy)
+        order = torch.argsort(batch.completion_mask.sum(1), stable=True)  # [N] shortest first
+        parts = [self._logprobs_trimmed(batch.select(idx), temperature, with_entropy) for idx in order.split(chunk)]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(N, device=order.device)
+        logp = torch.cat([p.logprobs for p in parts])[inverse]  # [N, T]
+        entropy = torch.cat([p.entropy for p in parts])[inverse] if with_entropy else None
+        return LogprobOutput(logp, entropy)
+
+    def _logprobs_trimmed(self, batch: TokenBatch, temperature: float, with_entropy: bool) -> LogprobOutput:
         P, T = batch.prompt_len, batch.completion_mask.shape[1]
-        pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
-        # logits at positions P-1 .. P+T-2 predict the completion tokens P .. P+T-1
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, logits_to_keep=T + 1).logits[:, :-1]
-        logits = logits.float() / temperature  # [N, T, V]
-        log_norm = logits.logsumexp(-1)  # [N, T]
-        logp = logits.gather(-1, batch.completion_ids[..., None]).squeeze(-1) - log_norm  # [N, T]
+        t_eff = max(1, int(batch.completion_mask.sum(1).max()))  # longest completion in this chunk
+        first = int(batch.attention_mask[:, :P].any(0).float().argmax())  # first column any prompt uses
+        ids, attn = batch.input_ids[:, first : P + t_eff], batch.attention_mask[:, first : P + t_eff]
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [n, P'+T']
+        # logits at positions P-1 .. P+T'-2 predict the completion tokens P .. P+T'-1
+        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t_eff + 1).logits[:, :-1]
+        logits = logits.float() / temperature  # [n, T', V]
+        log_norm = logits.logsumexp(-1)  # [n, T']
+        logp = logits.gather(-1, batch.completion_ids[:, :t_eff, None]).squeeze(-1) - log_norm  # [n, T']
         entropy = None
         if with_entropy:
             with torch.no_grad():
                 probs = (logits - log_norm[..., None]).exp()
-                entropy = log_norm - (probs * logits).sum(-1)  # [N, T]
-        return LogprobOutput(logp, entropy)
+                entropy = torch.nn.functional.pad(log_norm - (probs * logits).sum(-1), (0, T - t_eff))  # [n, T]
+        return LogprobOutput(torch.nn.functional.pad(logp, (0, T - t_eff)), entropy)  # zeros past each chunk's end
+
+
+class _LlamaDecoder:
+    """One decode step of a Llama-architecture model with our own preallocated key/value buffers.
+
+    Why: for small models the time per generated token is mostly Python and framework overhead, not
+    FLOPs. The transformers forward rebuilds masks, walks output-capturing wrappers and grows its cache by
+    concatenation on every token; here a step is the layer arithmetic alone, writing keys and values in
+    place into buffers sized once for prompt + budget. The prefill still runs through the model's own
+    forward (and its cache is copied in), and the submodules are called as modules, so hooks on them
+    fire. When anything hooks the whole model's forward, or the model is not Llama-shaped, the sampler
+    keeps using the transformers forward for every step (also in training mode with attention dropout).
+    """
+
+    MODEL_TYPES = ("llama",)  # same block structure, RoPE and (grouped-query) attention as LlamaDecoderLayer
+
+    @classmethod
+    def maybe(cls, model, cache, total_len: int) -> "_LlamaDecoder | None":
+        if getattr(model.config, "model_type", None) not in cls.MODEL_TYPES:
+            return None
+        if model.training and getattr(model.config, "attention_dropout", 0.0) > 0:
+            return None  # the transformers forward applies attention dropout in training mode; this step has none
+        if model._forward_hooks or model._forward_pre_hooks or model.model._forward_hooks or model.model._forward_pre_hooks:
+            return None  # someone observes whole forwards: give them every one
+        return cls(model, cache, total_len)
+
+    def __init__(self, model, cache, total_len: int):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.rope = apply_rotary_pos_emb
+        self.body, self.lm_head = model.model, model.lm_head
+        k0 = cache.layers[0].keys  # [N, H_kv, P, Dh]
+        n, h_kv, p, dh = k0.shape
+        self.K = k0.new_zeros(len(self.body.layers), n, h_kv, total_len, dh)  # [L, N, H_kv, P+T, Dh]
+        self.V = torch.zeros_like(self.K)
+        for i, layer in enumerate(cache.layers):
+            self.K[i, :, :, :p] = layer.keys
+            self.V[i, :, :, :p] = layer.values
+        self.length = p  # filled columns
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep rows `keep` (ascending): move only their filled columns to the front, no reallocation."""
+        m, t = len(keep), self.length
+        self.K[:, :m, :, :t] = self.K[:, keep, :, :t]  # the right side is gathered into a copy first: no aliasing
+        self.V[:, :m, :, :t] = self.V[:, keep, :, :t]
+        self.K, self.V = self.K[:, :m], self.V[:, :m]
+
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]; `attn` [n, length+1] marks real columns."""
+        n, t = tok.shape[0], self.length
+        x = self.body.embed_tokens(tok[:, None])  # [n, 1, d]
+        cos, sin = self.body.rotary_emb(x, pos[:, None])  # [n, 1, Dh]
+        mask = attn.bool()[:, None, None, :]  # [n, 1, 1, t+1]
+        for i, layer in enumerate(self.body.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H, 1, Dh]
+            k = a.k_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+            v = a.v_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+            q, k = self.rope(q, k, cos, sin)
+            self.K[i, :, :, t] = k[:, :, 0]
+            self.V[i, :, :, t] = v[:, :, 0]
+            # one query per row: plain batched matmuls over the filled columns (no copy of the strided cache
+            # view, unlike the fused SDPA kernel); grouped-query heads share their key/value head
+            q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
+            scores = (q @ self.K[i, :, :, : t + 1].transpose(-1, -2)) * a.scaling  # [n, H_kv, H/H_kv, t+1]
+            probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            o = probs @ self.V[i, :, :, : t + 1]  # [n, H_kv, H/H_kv, Dh]
+            x = x + a.o_proj(o.reshape(n, 1, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        self.length = t + 1
+        return self.lm_head(self.body.norm(x))[:, -1]  # [n, V]

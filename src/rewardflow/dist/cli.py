@@ -1,0 +1,85 @@
+"""`rewardflow bench trl | sampler | mfu`: the speed benchmarks. The lead wires `register_bench(bench_sub)` into
+cli.py. The benchmark scripts live in the repository's bench/ folder (a source checkout, as `make` sets up)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
+
+
+def _run_script(name: str, argv: list[str]) -> int:
+    import runpy
+
+    script = BENCH_DIR / f"{name}.py"
+    if not script.exists():
+        print(f"error: {script} not found: `rewardflow bench {name}` runs from a source checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:  # the scripts end with `raise SystemExit(main())`
+        return int(e.code or 0)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _trl(args) -> int:
+    argv = ["--out", args.out, "--sizes", args.sizes, "--reps", str(args.reps), "--steps", str(args.steps), "--threads", str(args.threads)]
+    return _run_script("trl", argv)
+
+
+def _sampler(args) -> int:
+    argv = ["--out", args.out, "--batches", args.batches, "--reps", str(args.reps), "--max-new-tokens", str(args.max_new_tokens),
+            "--peak-sizes", args.peak_sizes]
+    return _run_script("sampler", argv)
+
+
+def _mfu(args) -> int:
+    import json
+
+    import torch
+
+    from .flops import matmul_peak_gflops
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    print(json.dumps(matmul_peak_gflops(reps=args.reps), indent=2))
+    return 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = bench_sub.add_parser("trl", formatter_class=fmt, help="rewardflow vs TRL's GRPOTrainer on the same GRPO work -> DIR/vs_trl.json",
+                             description="Run the same GRPO work (tiny model, chain_sum with 3 one-digit terms, same prompts, group size,\n"
+                             "completion length, lr, token-mean clipped loss) with rewardflow and with TRL's GRPOTrainer, alternating,\n"
+                             "each repetition in its own process. Writes seconds/step (median/min/max), samples/s, generation and\n"
+                             "training tokens/s, MFU, peak RSS, reward curves and a profile of one rewardflow step.\n"
+                             "Needs the bench extra: pip install -e '.[bench]'.\n\n"
+                             "example: rewardflow bench trl --out runs/bench_trl --sizes 1m --reps 3")
+    p.add_argument("--out", default="runs/bench_trl", help="output folder (default runs/bench_trl)")
+    p.add_argument("--sizes", default="1m,20m", help="1m (1.07M params), 20m (19.5M), comma-separated (default 1m,20m)")
+    p.add_argument("--reps", type=int, default=3, help="runs per framework and size (default 3)")
+    p.add_argument("--steps", type=int, default=0, help="GRPO steps per run (default: 8 at 1m, 4 at 20m)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.set_defaults(func=_trl)
+
+    s = bench_sub.add_parser("sampler", formatter_class=fmt, help="our sampler vs transformers' model.generate -> JSON",
+                             description="Tokens/s of HFPolicy.generate against model.generate on the same model and batch, greedy and\n"
+                             "sampled, with MFU against the measured fp32 peak and a profile of our sampler.\n\n"
+                             "example: rewardflow bench sampler --out runs/bench_sampler.json --batches 1,16,64,256")
+    s.add_argument("--out", default="runs/bench_sampler.json", help="result JSON (default runs/bench_sampler.json)")
+    s.add_argument("--batches", default="1,16,64,256", help="batch sizes (default 1,16,64,256)")
+    s.add_argument("--reps", type=int, default=3, help="alternating repetitions, best kept (default 3)")
+    s.add_argument("--max-new-tokens", type=int, default=48, help="tokens per sample (default 48)")
+    s.add_argument("--peak-sizes", default="256,512,1024,2048", help="matmul sizes of the fp32 peak sweep (default 256,512,1024,2048)")
+    s.set_defaults(func=_sampler)
+
+    m = bench_sub.add_parser("mfu", formatter_class=fmt, help="this machine's fp32 matmul peak (GFLOP/s), the MFU denominator",
+                             description="Square fp32 matmuls of sizes 256..2048, best of --reps timings each; prints JSON.\n\n"
+                             "example: rewardflow bench mfu --threads 1")
+    m.add_argument("--reps", type=int, default=5, help="timings per size (default 5)")
+    m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's current setting)")
+    m.set_defaults(func=_mfu)

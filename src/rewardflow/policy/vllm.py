@@ -1,0 +1,143 @@
+"""The vllm backend (optional extra `vllm`, GPU): vLLM samples, a transformers copy of the same weights
+keeps the parts of the Policy contract vLLM does not serve (chat template, teacher-forced logprobs,
+TokenBatch packing), and `load_weights` pushes the trainer's weights into the engine after each update.
+
+Logprobs returned with each completion. Our contract is log pi(token) at the sampling temperature,
+*before* top-k/top-p truncation. vLLM's sampler reports either the raw distribution (temperature 1, its
+default `logprobs_mode="raw_logprobs"`) or the processed one (after temperature *and* truncation,
+`"processed_logprobs"`). So:
+- the engine is built with `logprobs_mode="processed_logprobs"` and asked for `logprobs=0` (the sampled
+  token's logprob only); with no truncation (top_k 0, top_p 1) that is exactly our quantity;
+- with truncation, or greedy decoding, the completions are rescored by teacher forcing through the
+  transformers copy (`HFPolicy.logprobs`), one batched forward pass — exact, at the cost of that pass.
+`logprob_source` in the constructor forces one path ("engine" | "teacher").
+
+Seeds are per request (vLLM's `SamplingParams.seed`): prompt i gets `derive_prompt_seeds(seed, B)[i]`, as
+in the hf backend, so a request split over workers samples the same as one request. The two engines'
+random streams differ, so hf and vllm samples for the same seed differ.
+
+vLLM is imported inside the functions that need it; the tests drive this glue with a fake engine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Completion, LogprobOutput, SamplingParams, TokenBatch
+from .hf import HFPolicy, derive_prompt_seeds
+
+
+def to_vllm_params(params: SamplingParams, seed: int, sampling_params_cls):
+    """Our SamplingParams as vLLM's, for one request seeded `seed` (top_k 0 -> -1: disabled in every vLLM version)."""
+    return sampling_params_cls(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k if params.top_k > 0 else -1,
+        max_tokens=params.max_new_tokens,
+        stop=list(params.stop) or None,
+        include_stop_str_in_output=True,  # our texts keep the stop string
+        logprobs=0,  # the sampled token's logprob only
+        seed=seed,
+        skip_special_tokens=True,
+    )
+
+
+def finish_reason(output) -> str:
+    """vLLM's (finish_reason, stop_reason) as ours: length; stop with a string -> stop; stop on EOS -> eos."""
+    if output.finish_reason == "length":
+        return "length"
+    return "stop" if isinstance(output.stop_reason, str) else "eos"
+
+
+class VLLMPolicy:
+    """A Policy whose `generate` runs on a vLLM engine (`llm`: a `vllm.LLM` or anything with its API)."""
+
+    def __init__(self, llm, hf: HFPolicy, *, logprob_source: str = "auto"):
+        if logprob_source not in {"auto", "engine", "teacher"}:
+            raise ValueError(f"logprob_source={logprob_source!r}: choose auto | engine | teacher")
+        self.llm = llm
+        self.hf = hf
+        self.logprob_source = logprob_source
+        self.tokenizer = hf.tokenizer
+        self.eos_id = hf.eos_id
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "cuda", dtype: torch.dtype | None = None,
+                        gpu_memory_utilization: float = 0.3, **llm_kwargs) -> "VLLMPolicy":
+        """Both engines from one local checkpoint; vLLM shares the GPU with the trainer (`gpu_memory_utilization`)."""
+        from vllm import LLM
+
+        hf = HFPolicy.from_pretrained(path, device=device, dtype=dtype)
+        dtype_name = str(dtype or torch.float32).replace("torch.", "")
+        llm = LLM(model=str(path), dtype=dtype_name, gpu_memory_utilization=gpu_memory_utilization,
+                  logprobs_mode="processed_logprobs", enable_prefix_caching=True, **llm_kwargs)
+        return cls(llm, hf)
+
+    @property
+    def num_params(self) -> int:
+        return self.hf.num_params
+
+    # -- the parts served by the transformers copy ---------------------------------------------------
+    def encode_prompts(self, prompts: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
+        return self.hf.encode_prompts(prompts, prefixes)
+
+    def token_batch(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> TokenBatch:
+        return self.hf.token_batch(prompt_ids, completion_ids)
+
+    def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, with_entropy: bool = False) -> LogprobOutput:
+        return self.hf.logprobs(batch, temperature=temperature, with_entropy=with_entropy)
+
+    # -- sampling ------------------------------------------------------------------------------------
+    def _engine_logprobs_match(self, params: SamplingParams) -> bool:
+        if self.logprob_source != "auto":
+            return self.logprob_source == "engine"
+        return params.temperature > 0 and params.top_k == 0 and params.top_p >= 1.0
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], params: SamplingParams, prefixes: list[str] | None = None, *,
+                 prompt_seeds: list[int] | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams as VSamplingParams
+
+        prompt_ids = self.encode_prompts(prompts, prefixes)
+        seeds = prompt_seeds if prompt_seeds is not None else derive_prompt_seeds(params.seed, len(prompts))
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        outputs = self.llm.generate(requests, [to_vllm_params(params, s, VSamplingParams) for s in seeds], use_tqdm=False)
+        groups = []
+        for ids, out in zip(prompt_ids, outputs):
+            group = []
+            for o in out.outputs:
+                tokens = list(o.token_ids)
+                engine_lp = [step[t].logprob for step, t in zip(o.logprobs or [], tokens)]
+                group.append(Completion(text=o.text, token_ids=tokens, logprobs=torch.tensor(engine_lp, dtype=torch.float32),
+                                        finish_reason=finish_reason(o), prompt_tokens=len(ids)))
+            groups.append(group)
+        if not self._engine_logprobs_match(params):
+            self._teacher_force(prompt_ids, groups, params)
+        return groups
+
+    def _teacher_force(self, prompt_ids: list[list[int]], groups: list[list[Completion]], params: SamplingParams) -> None:
+        """Replace each completion's logprobs with log pi(token) at the sampling temperature, untruncated."""
+        comps = [c for g in groups for c in g]
+        rows = [ids for ids, g in zip(prompt_ids, groups) for _ in g]
+        if not comps:
+            return
+        batch = self.hf.token_batch(rows, [c.token_ids or [self.eos_id] for c in comps])
+        temperature = params.temperature if params.temperature > 0 else 1.0  # greedy reports T=1, as the hf backend
+        logp = self.hf.logprobs(batch, temperature=temperature).logprobs.float().cpu()  # [N, T]
+        for i, c in enumerate(comps):
+            c.logprobs = logp[i, : len(c.token_ids)].clone()
+
+    # -- weights -------------------------------------------------------------------------------------
+    def load_weights(self, model: torch.nn.Module | None = None) -> None:
+        """Push weights (default: the transformers copy's, which the trainer updates) into the engine, and drop
+        the engine's prefix cache: its keys/values were computed with the old weights."""
+        source = model if model is not None else self.hf.model
+        weights = [(name, t.detach()) for name, t in source.state_dict().items()]
+        if hasattr(self.llm, "apply_model"):  # vLLM >= 0.9: runs the function on the model in every worker
+            self.llm.apply_model(lambda m: m.load_weights(weights))
+        else:  # older in-process engines
+            self.llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(weights)
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()

@@ -1,0 +1,56 @@
+"""dist/cli.py: `rewardflow bench ...` parsers, and a tiny end-to-end run of the sampler benchmark and the peak."""
+import argparse
+import json
+
+import pytest
+
+from rewardflow.dist.cli import BENCH_DIR, register_bench
+
+
+@pytest.fixture
+def parser():
+    ap = argparse.ArgumentParser(prog="rewardflow")
+    bench = ap.add_subparsers(dest="verb").add_parser("bench").add_subparsers(dest="bench")
+    register_bench(bench)
+    return ap
+
+
+def test_parsers_and_defaults(parser):
+    a = parser.parse_args(["bench", "trl", "--out", "x"])
+    assert (a.out, a.sizes, a.reps, a.steps, a.threads) == ("x", "1m,20m", 3, 0, 1)
+    a = parser.parse_args(["bench", "sampler"])
+    assert (a.out, a.batches, a.reps, a.max_new_tokens) == ("runs/bench_sampler.json", "1,16,64,256", 3, 48)
+    assert callable(a.func)
+    assert (BENCH_DIR / "trl.py").exists() and (BENCH_DIR / "sampler.py").exists()
+
+
+def test_help_teaches_with_an_example(parser, capsys):
+    for verb in ("trl", "sampler", "mfu"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", verb, "--help"])
+        assert "example: rewardflow bench " + verb in capsys.readouterr().out
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls on a busy 2-core machine: a second thread only adds synchronisation
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sampler_benchmark_writes_throughput_with_mfu(parser, tmp_path, one_thread):
+    out = tmp_path / "s.json"
+    a = parser.parse_args(["bench", "sampler", "--out", str(out), "--batches", "2", "--reps", "1", "--max-new-tokens", "3",
+                              "--peak-sizes", "64,128"])
+    assert a.func(a) == 0
+    res = json.loads(out.read_text())
+    assert res["peak"]["peak_gflops"] > 0 and res["model_params"] > 0
+    assert [(r["batch"], r["mode"]) for r in res["rows"]] == [(2, "greedy"), (2, "sampled")]
+    for r in res["rows"]:
+        for k in ("ours", "ours_hf_forward", "hf_generate"):
+            # MFU = tokens/s * 2P / peak
+            assert r[f"{k}_mfu"] == pytest.approx(r[f"{k}_tok_per_s"] * 2 * res["model_params"] / (res["peak"]["peak_gflops"] * 1e9), rel=1e-9)
+    assert res["profile_ours_sampled"]["top_ops"], "the profile names what dominates"

@@ -1,0 +1,62 @@
+"""dist/ddp.py: 2 processes under torchrun (gloo, CPU) take the same step as 1 process on the same global batch."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from rewardflow.dist.ddp import allreduce_gradients, data_parallel_step, rank_world, shard_rows
+from rewardflow.dist.ddp_check import build, run
+
+
+def test_shard_rows_cover_the_batch_once():
+    assert [shard_rows(7, r, 2).tolist() for r in range(2)] == [[0, 1, 2], [3, 4, 5, 6]]
+    assert [shard_rows(8, r, 3).tolist() for r in range(3)] == [[0, 1], [2, 3, 4], [5, 6, 7]]
+    assert shard_rows(5, 0, 1).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_single_process_step_is_plain_accumulation():
+    # w = [1, 2]; rows' losses l_i = x_i . w / 2 with x = [[1, 0], [0, 1], [1, 1]]; the summed gradient is
+    # (x_0 + x_1 + x_2) / 2 = [1, 1]; SGD lr .5 -> w = [0.5, 1.5]; total loss (1 + 2 + 3) / 2 = 3
+    assert rank_world() == (0, 1)
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    stats = data_parallel_step(model, opt, None, lambda idx: model(x[idx]).sum() / 2, 3, micro_batch_size=2, max_grad_norm=100.0)
+    assert stats["loss"] == 3.0 and stats["rows"] == 3
+    assert abs(stats["grad_norm"] - 2**0.5) < 1e-7
+    assert model.weight.tolist() == [[0.5, 1.5]]
+    allreduce_gradients(model)  # a no-op without a process group
+
+
+def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path):
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "rewardflow.dist.ddp_check", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run()
+    finally:
+        torch.set_num_threads(before)
+    assert two["world"] == 2
+    # the ranks sampled 2 and 3 of the 5 prompts; gathered, they equal one process sampling all 5
+    assert two["sampled"] == one["sampled"] and len(one["sampled"]) == 5
+    # Losses are sums of per-row terms over the global normaliser: a rank averaging (DDP's default) or a
+    # per-rank normaliser would halve or change them, and the gradient norm with them.
+    assert abs(two["rl_loss"] - one["rl_loss"]) < 1e-6
+    assert abs(two["sft_loss"] - one["sft_loss"]) < 1e-6
+    assert abs(two["rl_grad_norm"] - one["rl_grad_norm"]) < 1e-6
+    assert abs(two["sft_grad_norm"] - one["sft_grad_norm"]) < 1e-6
+    for name, w in one["state"].items():
+        torch.testing.assert_close(two["state"][name], w, atol=1e-6, rtol=0)
+    init = build().model.state_dict()
+    moved = max((one["state"][k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-3, "precondition: the steps changed the weights"
