@@ -66,6 +66,26 @@ class AlgoConfig:
     kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 skips the reference model
     kl_estimator: str = "k3"  # k1 | k2 | k3
     epochs: int = 1  # optimisation passes over each rollout batch (against the old logprobs)
+    kl_mode: str = "loss"  # loss: kl_coef * KL added to the loss | reward: -kl_coef * KL_t folded into token rewards (REINFORCE++)
+    entropy_coef: float = 0.0  # entropy bonus weight (PPO eq. 9); > 0 needs full logits in the forward pass
+    dynamic_sampling: bool = False  # DAPO: drop groups whose samples are all right or all wrong, refill with new prompts
+    dynamic_sampling_max_rounds: int = 3  # DAPO: at most this many extra sampling rounds per step to refill the batch
+    overlong_cache: int = 0  # DAPO soft overlong punishment: L_cache tokens before rollout.max_new_tokens (0: off)
+    overlong_filter: bool = False  # DAPO overlong filtering: truncated samples get no loss
+    d3s: str = "none"  # D3S down-sampling: none | sample | token | both
+    d3s_start: float = 0.25  # D3S keep ratio at step 0 (aggressive early)
+    d3s_end: float = 1.0  # D3S keep ratio at the last step (relaxed)
+    d3s_schedule: str = "linear"  # D3S schedule of the keep ratio: linear | cosine
+    dense_coef: float = 0.0  # weight of dense per-step advantages (Rollout.step_rewards, e.g. PRM steps); 0: off
+    dense_mode: str = "return"  # how step rewards become token advantages (algos.dense_advantages): return | step
+    critic: str = "head"  # ppo: value head on the policy backbone (head) or a separate value model (model)
+    critic_lr: float = 1e-3  # ppo: learning rate of the value head / value model
+    vf_coef: float = 0.5  # ppo: weight of the clipped value loss
+    value_clip: float = 0.2  # ppo: clip range of the value loss
+    gamma: float = 1.0  # ppo: GAE discount
+    lam: float = 0.95  # ppo: GAE lambda
+    raft_keep: str = "correct"  # raft / raft_pp: keep every correct sample (correct) or each prompt's best (best)
+    rover_rho: float = 1.0  # rover: temperature rho of Q = rho * log(pi / pi_old)
 
 
 @dataclass
@@ -93,6 +113,36 @@ class EvalConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    loss: str = "dpo"  # algos.PREFERENCE_LOSSES: dpo | ipo | cdpo | simpo | rpo
+    pairs: str | None = None  # offline: JSONL of {"prompt", "chosen", "rejected"}; None runs online iterative DPO
+    beta: float = 0.1  # DPO beta (IPO tau; SimPO wants ~2)
+    label_smoothing: float = 0.1  # cDPO: probability that a label is flipped
+    simpo_gamma: float = 1.0  # SimPO target reward margin
+    rpo_alpha: float = 1.0  # RPO weight of the chosen NLL
+    epochs: int = 1  # passes over the pairs (per iteration, online)
+    batch_size: int = 16  # pairs per optimiser step
+    lr: float = 1e-4  # learning rate
+    iterations: int = 3  # online: sample -> score -> pair -> DPO rounds
+    prompts_per_iter: int = 64  # online: prompts sampled per iteration
+    samples_per_prompt: int = 8  # online: K completions per prompt, best vs worst is the pair
+    refresh_ref: bool = True  # online: the reference becomes the current policy after each iteration
+    scorer: str = "verifier"  # online: rewards.load_scorer spec (verifier or a saved reward-model directory)
+
+
+@dataclass
+class OfflineConfig:
+    samples_per_prompt: int = 8  # OREO: trajectories sampled from the SFT policy per prompt
+    prompts: int = 128  # OREO: prompts to sample trajectories for
+    beta: float = 0.03  # OREO: KL-regularisation strength in the soft Bellman equation
+    kl_alpha: float = 0.0  # OREO: weight of the extra KL regulariser in the policy loss
+    epochs: int = 1  # passes over the trajectories
+    batch_size: int = 16  # trajectories per optimiser step
+    lr: float = 1e-5  # policy learning rate
+    value_lr: float = 1e-4  # value model learning rate
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -101,6 +151,8 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
 
 
 def _choices(name: str, value: str, valid) -> None:
@@ -109,9 +161,25 @@ def _choices(name: str, value: str, valid) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from .algos import ADVANTAGES, POLICY_LOSSES
+    from .algos import POLICY_LOSSES, PREFERENCE_LOSSES
+    from .train.algorithms import ALGORITHMS
 
-    _choices("algo.name", cfg.algo.name, ADVANTAGES)
+    _choices("algo.name", cfg.algo.name, ALGORITHMS)
+    _choices("algo.kl_mode", cfg.algo.kl_mode, {"loss", "reward"})
+    _choices("algo.d3s", cfg.algo.d3s, {"none", "sample", "token", "both"})
+    _choices("algo.d3s_schedule", cfg.algo.d3s_schedule, {"linear", "cosine"})
+    _choices("algo.dense_mode", cfg.algo.dense_mode, {"return", "step"})
+    _choices("algo.critic", cfg.algo.critic, {"head", "model"})
+    _choices("algo.raft_keep", cfg.algo.raft_keep, {"correct", "best"})
+    _choices("preference.loss", cfg.preference.loss, PREFERENCE_LOSSES)
+    if not (0 < cfg.algo.d3s_start <= 1 and 0 < cfg.algo.d3s_end <= 1):
+        raise ConfigError(f"algo.d3s_start={cfg.algo.d3s_start} and algo.d3s_end={cfg.algo.d3s_end} must lie in (0, 1]")
+    if not 0 <= cfg.algo.overlong_cache < cfg.rollout.max_new_tokens:
+        raise ConfigError(f"algo.overlong_cache={cfg.algo.overlong_cache} must lie in [0, rollout.max_new_tokens={cfg.rollout.max_new_tokens})")
+    if cfg.preference.samples_per_prompt < 2:
+        raise ConfigError(f"preference.samples_per_prompt={cfg.preference.samples_per_prompt}: pairing best vs worst needs >= 2")
+    if cfg.algo.dynamic_sampling_max_rounds < 0:
+        raise ConfigError(f"algo.dynamic_sampling_max_rounds={cfg.algo.dynamic_sampling_max_rounds} must be >= 0")
     _choices("algo.loss", cfg.algo.loss, POLICY_LOSSES)
     _choices("algo.scale", cfg.algo.scale, {"group", "batch", "none"})
     _choices("algo.agg", cfg.algo.agg, {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"})

@@ -1,0 +1,260 @@
+"""Online algorithms as two parts each: `prepare` (once per rollout batch, no gradient: advantages, keep-masks,
+critic targets) and `loss` (per micro-batch, with gradient). ALGORITHMS is the one registry `algo.name` is
+looked up in; every advantage estimator of algos.ADVANTAGES runs as a clipped policy gradient.
+
+The shared preparation applies what every algorithm can use: DAPO's overlong filter, the reference
+logprobs, KL folded into the reward (REINFORCE++) and D3S down-sampling; the normaliser is the whole
+batch's, computed after every mask is final, so micro-batches (and ranks) add up to the full-batch loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from ..algos import (
+    ADVANTAGES,
+    POLICY_LOSSES,
+    clipped_value_loss,
+    d3s_keep_ratio,
+    d3s_sample_mask,
+    d3s_token_mask,
+    dense_advantages,
+    dr_grpo_advantages,
+    gae,
+    keep_correct,
+    kl_estimate,
+    kl_shaped_rewards,
+    masked_whiten,
+    overlong_filter_mask,
+    raft_keep_best,
+    raft_loss,
+    raft_pp_loss,
+    reinforce_pp_token_advantages,
+    reinforce_rej_keep,
+    reinforce_rej_loss,
+    returns_to_go,
+    rover_loss,
+    rover_next_q_mean,
+    vocab_mean_logprob,
+)
+from .forward import forward, pad_ends, step_token_ends
+
+
+@dataclass
+class Prepared:
+    batch: object  # TokenBatch of the rollout
+    mask: torch.Tensor  # [N, T] loss mask after filters, keep-masks and D3S
+    old_logp: torch.Tensor  # [N, T] at sampling time
+    ref_logp: torch.Tensor | None  # [N, T] under the reference (when kl_coef > 0)
+    adv: torch.Tensor | None = None  # [N] or [N, T]
+    norm: float = 1.0  # the full batch's denominator for algo.agg
+    rows: torch.Tensor | None = None  # sequences that get a forward pass
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OnlineAlgorithm:
+    prepare: Callable  # (p, rollout, cfg, ctx) -> None: fills p.adv / p.mask / p.extra
+    loss: Callable  # (fw, p, mb, cfg, ctx) -> (loss, stats)
+    logits: bool = False  # loss needs full logits
+    hidden: bool = False  # loss needs hidden states (shared value head)
+    critic: bool = False  # train_rl builds a Critic (train/ppo.py)
+    all_rows: bool = False  # zero-advantage sequences still carry loss (value / Q regression)
+
+
+# Inputs each advantage estimator takes besides the rewards (one table, looked up once per step).
+ADVANTAGE_INPUTS = {
+    "grpo": lambda ro, cfg: {"scale": cfg.algo.scale},
+    "remax": lambda ro, cfg: {"baseline": ro.baseline},
+    "seed_grpo": lambda ro, cfg: {"answers": ro.answers},
+    "grpo_unlikely": lambda ro, cfg: {"seq_logp": ro.seq_logp, "scale": cfg.algo.scale},
+}
+
+# KL folded into the reward: estimators with their own token-level form; the rest add the KL penalty's
+# return-to-go, -beta * sum_{i >= t} KL_i, to their sequence advantage.
+KL_REWARD_ADVANTAGES = {
+    "reinforce_pp": lambda adv, ro, kl, mask, a: reinforce_pp_token_advantages(ro.rewards.reshape(-1), kl, mask, beta=a.kl_coef),
+}
+
+
+def _kl_return(adv, ro, kl, mask, a):
+    return adv[:, None] - returns_to_go(a.kl_coef * kl, mask)  # [N, T]
+
+
+def _policy_loss(fw, p, mb, cfg):
+    a = cfg.algo
+    return POLICY_LOSSES[a.loss](fw.logp, p.old_logp[mb], p.adv[mb], p.mask[mb], eps_low=a.eps_low, eps_high=a.eps_high, agg=a.agg, normalizer=p.norm)
+
+
+# ---------------------------------------------------------------- policy gradient (every ADVANTAGES entry)
+
+
+def _pg_prepare(p, ro, cfg, ctx):
+    a = cfg.algo
+    adv = ADVANTAGES[a.name](ro.rewards, **ADVANTAGE_INPUTS.get(a.name, lambda ro, cfg: {})(ro, cfg)).reshape(-1)  # [N]
+    if a.kl_mode == "reward" and p.ref_logp is not None:
+        kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator)  # [N, T] KL_t of the sampling policy
+        adv = KL_REWARD_ADVANTAGES.get(a.name, _kl_return)(adv, ro, kl, p.mask, a)  # [N, T]
+    if a.dense_coef > 0 and ro.step_rewards is not None:
+        adv = _with_dense(adv, ro, p, ctx, a)
+    p.adv = adv
+
+
+def _with_dense(adv, ro, p, ctx, a):
+    """The dense hook: per-step rewards of each sample (Rollout.step_rewards) placed on its steps' tokens."""
+    T = p.mask.shape[1]
+    ends = pad_ends([step_token_ends(ctx["tokenizer"], c.token_ids, c.text) for c in ro.completions])  # [N, S]
+    dense = dense_advantages(ro.step_rewards, ends, T, mode=a.dense_mode)  # [N, T]
+    return (adv[:, None] if adv.dim() == 1 else adv) + a.dense_coef * dense * p.mask
+
+
+def _pg_loss(fw, p, mb, cfg, ctx):
+    return _policy_loss(fw, p, mb, cfg)
+
+
+# ---------------------------------------------------------------- PPO with a learned critic
+
+
+def _ppo_prepare(p, ro, cfg, ctx):
+    """Token rewards: the outcome on the last token (minus kl_coef * KL_t when kl_mode=reward, Ouyang et al.
+    2022 eq. 2), then GAE(gamma, lambda) against the critic's values at rollout time; advantages whitened."""
+    a, critic = cfg.algo, ctx["critic"]
+    with torch.no_grad():
+        old_values = torch.cat([_values(critic, ctx["policy"], p.batch.select(mb), cfg) for mb in torch.arange(len(p.mask)).split(cfg.trainer.micro_batch_size)])  # [N, T]
+    kl = torch.zeros_like(p.old_logp)
+    if a.kl_mode == "reward" and p.ref_logp is not None:
+        kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator)  # [N, T]
+    token_rewards = kl_shaped_rewards(ro.rewards.reshape(-1), kl, p.mask, beta=a.kl_coef)  # [N, T]
+    adv, returns = gae(token_rewards, old_values, p.mask, gamma=a.gamma, lam=a.lam)  # [N, T]
+    p.adv = masked_whiten(adv, p.mask)
+    p.extra.update(old_values=old_values, returns=returns)
+
+
+def _values(critic, policy, batch, cfg):
+    hidden = forward(policy.model, batch, cfg.rollout.temperature, hidden=True).hidden if critic.shared else None
+    return critic.values(batch, hidden)  # [n, T]
+
+
+def _ppo_loss(fw, p, mb, cfg, ctx):
+    a = cfg.algo
+    loss, stats = _policy_loss(fw, p, mb, cfg)
+    values = ctx["critic"].values(p.batch.select(mb), fw.hidden)  # [n, T]
+    v_loss, v_stats = clipped_value_loss(values, p.extra["old_values"][mb], p.extra["returns"][mb], p.mask[mb],
+                                         clip_eps=a.value_clip, agg=a.agg, normalizer=p.norm)
+    stats.update(v_stats, **{"loss/value": v_loss.item()})
+    return loss + a.vf_coef * v_loss, stats
+
+
+# ---------------------------------------------------------------- RAFT, RAFT++, Reinforce-Rej
+
+RAFT_KEEP = {"correct": keep_correct, "best": lambda r: raft_keep_best(r, min_reward=1.0)}
+
+
+def _keep_prepare(keep_fn):
+    def prepare(p, ro, cfg, ctx):
+        keep = keep_fn(ro.outcome, cfg).reshape(-1)  # [N] bool, chosen on the verifier's verdicts
+        p.mask = p.mask * keep[:, None].to(p.mask.dtype)  # only kept samples carry loss (and count in the normaliser)
+        # Reinforce-Rej uses the raw reward as advantage: 0/1 rewards become -1/+1 so wrong samples get pushed down
+        p.adv = 2 * ro.rewards.reshape(-1) - 1  # [N]
+        p.extra["keep"] = keep
+    return prepare
+
+
+def _raft_loss(fw, p, mb, cfg, ctx):
+    return raft_loss(fw.logp, p.mask[mb], p.extra["keep"][mb], agg=cfg.algo.agg, normalizer=p.norm)
+
+
+def _raft_pp_loss(fw, p, mb, cfg, ctx):
+    a = cfg.algo
+    return raft_pp_loss(fw.logp, p.old_logp[mb], p.mask[mb], p.extra["keep"][mb], eps_low=a.eps_low, eps_high=a.eps_high, agg=a.agg, normalizer=p.norm)
+
+
+def _reinforce_rej_loss(fw, p, mb, cfg, ctx):
+    a = cfg.algo
+    return reinforce_rej_loss(fw.logp, p.old_logp[mb], p.adv[mb], p.mask[mb], p.extra["keep"][mb], eps_low=a.eps_low, eps_high=a.eps_high, agg=a.agg, normalizer=p.norm)
+
+
+# ---------------------------------------------------------------- ROVER
+
+
+def _rover_prepare(p, ro, cfg, ctx):
+    """Centred reward r - mean_group (paper sec. 3) and pi_old's vocabulary-mean logprob for the successor term."""
+    p.adv = dr_grpo_advantages(ro.rewards).reshape(-1)  # [N]
+    with torch.no_grad():
+        p.extra["old_mean_logp"] = torch.cat([
+            vocab_mean_logprob(forward(ctx["policy"].model, p.batch.select(mb), cfg.rollout.temperature, logits=True).logits)
+            for mb in torch.arange(len(p.mask)).split(cfg.trainer.micro_batch_size)])  # [N, T]
+
+
+def _rover_loss(fw, p, mb, cfg, ctx):
+    a = cfg.algo
+    next_q = rover_next_q_mean(vocab_mean_logprob(fw.logits), p.extra["old_mean_logp"][mb], p.mask[mb], rho=a.rover_rho)  # [n, T]
+    return rover_loss(fw.logp, p.old_logp[mb], next_q, p.adv[mb], p.mask[mb], rho=a.rover_rho, agg=a.agg, normalizer=p.norm)
+
+
+_policy_gradient = OnlineAlgorithm(_pg_prepare, _pg_loss)
+
+ALGORITHMS: dict[str, OnlineAlgorithm] = {
+    **{name: _policy_gradient for name in ADVANTAGES},
+    "ppo": OnlineAlgorithm(_ppo_prepare, _ppo_loss, hidden=True, critic=True, all_rows=True),
+    # RAFT's loss ignores p.adv: every kept row trains (the mask already holds only kept rows)
+    "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_loss, all_rows=True),
+    "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_pp_loss, all_rows=True),
+    "reinforce_rej": OnlineAlgorithm(_keep_prepare(lambda r, cfg: reinforce_rej_keep(r)), _reinforce_rej_loss),
+    "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True),
+}
+
+
+# ---------------------------------------------------------------- the shared preparation
+
+
+def _normalizer(agg: str, mask: torch.Tensor, max_new_tokens: int) -> float:
+    """Denominator of the whole batch, so micro-batches (and ranks) add up to the full-batch loss."""
+    seqs = int((mask.sum(1) > 0).sum().item())
+    return {"token-mean": mask.sum().item(), "seq-mean-token-mean": seqs, "seq-mean-token-sum": max_new_tokens}[agg]
+
+
+def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> tuple[Prepared, OnlineAlgorithm]:
+    a, algo = cfg.algo, ALGORITHMS[cfg.algo.name]
+    batch = policy.token_batch(rollout.prompt_ids, [c.token_ids for c in rollout.completions])
+    mask = batch.completion_mask.clone()  # [N, T]
+    T = mask.shape[1]
+    if a.overlong_filter:  # DAPO sec. 3.4: truncated samples carry no loss
+        truncated = torch.tensor([c.finish_reason == "length" for c in rollout.completions])
+        mask = mask * overlong_filter_mask(truncated)[:, None].to(mask.dtype)
+    old_logp = pad_sequence([c.logprobs for c in rollout.completions], batch_first=True)[:, :T]  # [N, T] from sampling
+    ref_logp = None
+    if a.kl_coef > 0:
+        with torch.no_grad():
+            ref_logp = ref_policy.logprobs(batch, temperature=cfg.rollout.temperature).logprobs  # [N, T]
+    p = Prepared(batch, mask, old_logp, ref_logp)
+    algo.prepare(p, rollout, cfg, {"policy": policy, "critic": critic, "tokenizer": getattr(policy, "tokenizer", None)})
+    if a.d3s != "none":
+        p.mask = p.mask * d3s_mask(policy, p, rollout.rewards.shape, cfg, step).to(p.mask.dtype)
+    p.norm = _normalizer(a.agg, p.mask, cfg.rollout.max_new_tokens)
+    has_tokens = p.mask.sum(1) > 0  # [N]
+    # Without a KL or entropy term, a sequence with zero advantage has exactly zero gradient: skip its forward.
+    only_adv = not algo.all_rows and not (a.kl_coef > 0 and a.kl_mode == "loss") and a.entropy_coef == 0 and p.adv is not None
+    if only_adv:
+        has_tokens &= (p.adv.reshape(len(has_tokens), -1) != 0).any(1)
+    p.rows = torch.nonzero(has_tokens).flatten()
+    return p, algo
+
+
+def d3s_mask(policy, p: Prepared, shape, cfg, step: int) -> torch.Tensor:
+    """D3S (Wang et al. 2025): sample-level max-variance subsets and/or top |A|*H tokens, at the scheduled ratio."""
+    a = cfg.algo
+    ratio = d3s_keep_ratio(step, cfg.trainer.steps, start=a.d3s_start, end=a.d3s_end, schedule=a.d3s_schedule)
+    seq_adv = p.adv if p.adv.dim() == 1 else (p.adv * p.mask).sum(1) / p.mask.sum(1).clamp(min=1)  # [N]
+    keep = torch.ones_like(p.mask, dtype=torch.bool)  # [N, T]
+    if a.d3s in ("sample", "both"):
+        keep &= d3s_sample_mask(seq_adv.reshape(shape), ratio).reshape(-1, 1)
+    if a.d3s in ("token", "both"):
+        with torch.no_grad():
+            entropy = policy.logprobs(p.batch, temperature=cfg.rollout.temperature, with_entropy=True).entropy  # [N, T]
+        keep &= d3s_token_mask(p.adv, entropy, p.mask * keep, ratio)
+    p.extra["d3s/keep_ratio"] = ratio
+    return keep

@@ -1,0 +1,114 @@
+"""Command-line verbs of the training loops beyond `train`: `preference`, `oreo`, and `bench algos`.
+cli.py wires them in with `register(sub)` and `register_bench(bench_sub)`; heavy imports stay in handlers."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+PREFERENCE_HELP = """Preference optimisation from a policy checkpoint (model.path).
+
+Offline: set preference.pairs to a JSONL of {"prompt", "chosen", "rejected"} rows and preference.loss to one of
+dpo | ipo | cdpo | simpo | rpo (default dpo, beta 0.1). Online (preference.pairs unset): the iterative DPO of
+"RLHF Workflow" (Dong et al. 2024): preference.iterations (3) rounds of sampling preference.samples_per_prompt (8)
+completions for preference.prompts_per_iter (64) training prompts, scoring them with preference.scorer
+('verifier' or a saved reward-model directory), pairing best against worst (ties skipped), training, and
+(preference.refresh_ref, default true) making the policy the next reference. Evaluates before and after on
+the held-out split; writes results.json, metrics.jsonl and the trained policy under --out.
+
+examples:
+  rewardflow preference --config configs/dpo_pairs.yaml model.path=runs/quickstart/sft preference.pairs=pairs.jsonl
+  rewardflow preference --config configs/online_dpo.yaml model.path=runs/quickstart/sft preference.iterations=5
+"""
+
+OREO_HELP = """OREO (Wang, Hao et al. 2024): offline RL by soft Bellman consistency.
+
+Samples offline.samples_per_prompt (8) trajectories for offline.prompts (128) training prompts from the starting
+policy (model.path, e.g. the SFT checkpoint), verifies them, then trains the policy and a separate value model
+jointly (beta = offline.beta, 0.03). Writes results.json (eval before/after), trajectories.jsonl, the policy
+(--out/policy) and the value model (--out/value, with scorer.json kind "oreo_value", for search).
+
+example:
+  rewardflow oreo --config configs/oreo.yaml model.path=runs/quickstart/sft --out runs/oreo
+"""
+
+BENCH_HELP = """Every online algorithm on the quickstart task from one SFT checkpoint with the same budget
+(prompts per step, group size, steps, seeds). Writes DIR/algos.json (per algorithm: pass@1, pass@N, maj@N as
+mean and std over seeds, pass@1 intervals, distinct answers per problem, final training reward, seconds per step,
+tokens generated, reward curves), DIR/algos.png (reward curves) and DIR/algos.md (a table).
+
+example:
+  rewardflow bench algos --out runs/bench_algos --steps 40 --seeds 0,1,2
+  rewardflow bench algos --out runs/bench_small --steps 10 --seeds 0 --algos grpo,ppo,rover rollout.prompts_per_step=8
+"""
+
+
+def _add_common(p, default_out: str) -> None:
+    p.add_argument("--config", default=None, help="YAML recipe (see configs/); defaults are the quickstart recipe")
+    p.add_argument("--out", default=default_out, help=f"run directory (default: {default_out})")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and data order (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. preference.loss=ipo preference.beta=0.5")
+
+
+def _load(args):
+    from ..config import load_config
+
+    return load_config(args.config, [f"trainer.seed={args.seed}"] + list(args.overrides))
+
+
+def _preference(args) -> int:
+    from .jobs import run_preference
+
+    res = run_preference(_load(args), Path(args.out), show_progress=not args.quiet)
+    print(json.dumps({"mode": res["mode"], "loss": res["loss"], "delta": res["delta"], "wall_seconds": res["wall_seconds"]}, indent=2))
+    return 0
+
+
+def _oreo(args) -> int:
+    from .jobs import run_oreo
+
+    res = run_oreo(_load(args), Path(args.out), show_progress=not args.quiet)
+    print(json.dumps({"trajectories": res["trajectories"], "delta": res["delta"], "wall_seconds": res["wall_seconds"]}, indent=2))
+    return 0
+
+
+def _bench_algos(args) -> int:
+    from .compare import BENCH_ALGOS, run_bench, table
+
+    algos = args.algos.split(",") if args.algos else list(BENCH_ALGOS)
+    overrides = ([f"trainer.steps={args.steps}"] + list(args.overrides))
+    res = run_bench(Path(args.out), algos=algos, seeds=[int(s) for s in args.seeds.split(",")], overrides=overrides,
+                    n_eval=args.n, eval_size=args.eval_size, show_progress=not args.quiet)
+    md = table(res)
+    (Path(args.out) / "algos.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+def register(sub) -> None:
+    """Adds `preference` and `oreo` to the top-level subparsers."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("preference", help="DPO / IPO / cDPO / SimPO / RPO on pairs, or online iterative DPO.",
+                       description=PREFERENCE_HELP.replace("%", "%%"), formatter_class=fmt)
+    _add_common(p, "runs/preference")
+    p.set_defaults(func=_preference)
+    o = sub.add_parser("oreo", help="OREO offline RL on trajectories sampled from the SFT policy; saves a value model.",
+                       description=OREO_HELP.replace("%", "%%"), formatter_class=fmt)
+    _add_common(o, "runs/oreo")
+    o.set_defaults(func=_oreo)
+
+
+def register_bench(bench_sub) -> None:
+    """Adds `algos` to the `bench` subparsers."""
+    b = bench_sub.add_parser("algos", help="Compare every online RL algorithm from one SFT checkpoint.",
+                             description=BENCH_HELP.replace("%", "%%"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--out", default="runs/bench_algos", help="output directory (default: runs/bench_algos)")
+    b.add_argument("--steps", type=int, default=40, help="RL steps per run (default: 40)")
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated sampling seeds (default: 0,1,2)")
+    b.add_argument("--algos", default=None, help="comma-separated subset (default: all; see rewardflow/train/compare.py BENCH_ALGOS)")
+    b.add_argument("--n", type=int, default=16, help="eval samples per problem: pass@1, pass@N, maj@N (default: 16)")
+    b.add_argument("--eval-size", type=int, default=200, help="held-out problems (default: 200)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("overrides", nargs="*", help="dotted config overrides for every run, e.g. rollout.prompts_per_step=16 sft.steps=200")
+    b.set_defaults(func=_bench_algos)

@@ -1,0 +1,174 @@
+"""`rewardflow bench algos`: every online algorithm on the quickstart task, from one SFT checkpoint, with the
+same prompts per step, group size, step count and seeds; held-out pass@1 / pass@k / maj@k (mean and spread
+over seeds), distinct final answers per problem, tokens generated, seconds, and reward curves.
+DAPO (dynamic sampling) and ReMax (greedy baseline rollout) generate more than the others by design: their
+extra tokens are counted in `tokens_generated`."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+# name -> dotted overrides on top of the quickstart recipe (one table; every entry runs through train_rl)
+BENCH_ALGOS = {
+    "grpo": ["algo.name=grpo"],
+    "dr_grpo": ["algo.name=dr_grpo", "algo.agg=seq-mean-token-sum"],
+    "rloo": ["algo.name=rloo"],
+    "remax": ["algo.name=remax"],
+    "reinforce_pp": ["algo.name=reinforce_pp", "algo.kl_coef=0.01", "algo.kl_mode=reward", "algo.kl_estimator=k1"],
+    "reinforce_pp_baseline": ["algo.name=reinforce_pp_baseline"],
+    "seed_grpo": ["algo.name=seed_grpo"],
+    "grpo_unlikely": ["algo.name=grpo_unlikely"],
+    "gspo": ["algo.name=grpo", "algo.loss=gspo", "algo.eps_low=3e-4", "algo.eps_high=4e-4", "algo.agg=seq-mean-token-mean"],
+    "dual_clip": ["algo.name=grpo", "algo.loss=dual_clip"],
+    "dapo": ["algo.name=grpo", "algo.dynamic_sampling=true", "algo.eps_high=0.28", "algo.overlong_cache=16", "algo.agg=token-mean"],
+    "d3s": ["algo.name=grpo", "algo.d3s=both"],
+    "ppo": ["algo.name=ppo"],
+    "raft": ["algo.name=raft"],
+    "raft_pp": ["algo.name=raft_pp"],
+    "reinforce_rej": ["algo.name=reinforce_rej"],
+    "rover": ["algo.name=rover"],
+}
+
+
+def _spread(xs: list[float]) -> dict:
+    return {"mean": sum(xs) / len(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "values": xs}
+
+
+def make_sft(cfg, out: Path, *, progress=None) -> Path:
+    """The shared starting point: the quickstart's tiny model and SFT warm-start, built once into out/sft."""
+    from ..data import worked_solution
+    from ..pipeline import SFT_OFFSET, _is_direct, make_source
+    from ..policy.hf import HFPolicy
+    from ..policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from .sft import run_sft
+
+    sft_dir = out / "sft"
+    if (sft_dir / "DONE").exists():
+        return sft_dir
+    source, m, s = make_source(cfg), cfg.model, cfg.sft
+    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
+    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
+    init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
+    policy = HFPolicy.from_pretrained(init)
+
+    def examples(step: int):
+        first = SFT_OFFSET + step * s.batch_size
+        return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac)))
+                for i, p in enumerate(source.train_problems(range(first, first + s.batch_size)))]
+
+    run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=progress)
+    policy.model.save_pretrained(sft_dir)
+    policy.tokenizer.save_pretrained(sft_dir)
+    (sft_dir / "DONE").touch()
+    return sft_dir
+
+
+def run_one(cfg, sft_dir: Path, run_dir: Path, source, eval_problems, *, n_eval: int, progress=None) -> dict:
+    from ..eval.runner import evaluate_policy
+    from ..policy.hf import HFPolicy
+    from ..rewards.verifier import VerifierScorer
+    from .metrics import MetricsLog
+    from .rl import train_rl
+
+    torch.manual_seed(cfg.trainer.seed)
+    policy = HFPolicy.from_pretrained(sft_dir)
+    ref = HFPolicy.from_pretrained(sft_dir) if cfg.algo.kl_coef > 0 else None
+    scorer, log = VerifierScorer(), MetricsLog(run_dir / "metrics.jsonl")
+    t0 = time.perf_counter()
+    train_rl(cfg, policy, ref, source, scorer, run_dir, log=log, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    rows = [r for r in log.read() if "reward/mean" in r]
+    ks = sorted({1, n_eval})
+    res = evaluate_policy(policy, scorer.verifier, eval_problems, n_samples=n_eval, ks=ks, temperature=cfg.eval.temperature,
+                          max_new_tokens=cfg.eval.max_new_tokens, greedy=False, seed=cfg.trainer.seed)
+    scorer.verifier.close()
+    return {"eval": res, "train_seconds": train_seconds, "seconds_per_step": train_seconds / max(1, len(rows)),
+            "tokens_generated": sum(r.get("rollout/tokens", 0.0) for r in rows),
+            "reward_curve": [r.get("reward/correct", r["reward/mean"]) for r in rows]}
+
+
+def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[str], n_eval: int = 16, eval_size: int = 200,
+              show_progress: bool = True) -> dict:
+    from ..config import load_config
+    from ..eval.runner import evaluate_policy
+    from ..pipeline import _write_json, make_source
+    from ..policy.hf import HFPolicy
+    from ..progress import progress_bars
+    from ..verify import Verifier
+
+    unknown = [a for a in algos if a not in BENCH_ALGOS]
+    if unknown:
+        raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}; valid: {', '.join(BENCH_ALGOS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load_config(None, overrides + [f"data.eval_size={eval_size}"])
+    # one data source for every run: seeds vary sampling, not which problems are train or eval
+    source = make_source(base)
+    eval_problems = source.eval_problems
+    ks = sorted({1, n_eval})
+    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+                    "overrides": overrides, "seeds": seeds, "eval": {"problems": len(eval_problems), "samples": n_eval}, "algos": {}}
+    with progress_bars(show_progress) as bar:
+        sft_dir = make_sft(base, out, progress=bar("SFT warm-start", base.sft.steps))
+        with Verifier() as verifier:
+            result["sft"] = evaluate_policy(HFPolicy.from_pretrained(sft_dir), verifier, eval_problems, n_samples=n_eval, ks=ks,
+                                            temperature=base.eval.temperature, max_new_tokens=base.eval.max_new_tokens, greedy=False, seed=0)
+        for name in algos:
+            runs = []
+            for seed in seeds:
+                cfg = load_config(None, overrides + BENCH_ALGOS[name] + [f"data.eval_size={eval_size}", f"trainer.seed={seed}", "trainer.eval_every=0", "trainer.save_every=0"])
+                runs.append(run_one(cfg, sft_dir, out / "runs" / f"{name}_s{seed}", source, eval_problems, n_eval=n_eval,
+                                    progress=bar(f"{name} seed {seed}", cfg.trainer.steps)))
+            row = {m: _spread([r["eval"][m] for r in runs]) for m in [f"pass@{k}" for k in ks] + [f"maj@{n_eval}", "distinct_answers"]}
+            row["pass@1_ci"] = [r["eval"]["pass@1_ci"] for r in runs]
+            row["final_reward"] = _spread([sum(r["reward_curve"][-5:]) / len(r["reward_curve"][-5:]) for r in runs])
+            row.update({k: _spread([r[k] for r in runs]) for k in ("tokens_generated", "train_seconds", "seconds_per_step")})
+            row["reward_curves"] = [r["reward_curve"] for r in runs]
+            row["overrides"] = BENCH_ALGOS[name]
+            result["algos"][name] = row
+            _write_json(out / "algos.json", result)  # after every algorithm, so a stopped run keeps what it measured
+    plot_curves(result, out / "algos.png")
+    _write_json(out / "algos.json", result)
+    return result
+
+
+def plot_curves(result: dict, path: Path) -> Path:
+    """Reward (fraction correct) per RL step, mean over seeds, one line per algorithm; SFT pass@1 as a line."""
+    from ..eval.report import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name, row in result["algos"].items():
+        curves = row["reward_curves"]
+        steps = min(len(c) for c in curves)
+        if steps:
+            mean = [sum(c[i] for c in curves) / len(curves) for i in range(steps)]
+            ax.plot(range(1, steps + 1), mean, label=f"{name} ({row['pass@1']['mean']:.3f})", linestyle="-" if len(ax.lines) < 10 else "--")
+    if "sft" in result:
+        ax.axhline(result["sft"]["pass@1"], color="black", linewidth=1, linestyle=":", label=f"SFT pass@1 ({result['sft']['pass@1']:.3f})")
+    ax.set(xlabel="RL step", ylabel="training reward (fraction correct)", title="Online algorithms from one SFT checkpoint (legend: held-out pass@1)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table(result: dict) -> str:
+    """A Markdown table of the result (for the README)."""
+    n = result["eval"]["samples"]
+    lines = [f"| algorithm | pass@1 | pass@{n} | maj@{n} | distinct answers | final train reward | s/step | tokens generated |",
+             "|---|---|---|---|---|---|---|---|"]
+    s = result["sft"]
+    lines.append(f"| SFT start | {s['pass@1']:.3f} | {s.get(f'pass@{n}', math.nan):.3f} | {s[f'maj@{n}']:.3f} | {s['distinct_answers']:.2f} | | | |")
+    for name, r in result["algos"].items():
+        f = lambda m, d=3: f"{r[m]['mean']:.{d}f} ± {r[m]['std']:.{d}f}"
+        lines.append(f"| {name} | {f('pass@1')} | {f(f'pass@{n}')} | {f(f'maj@{n}')} | {f('distinct_answers', 2)} | {f('final_reward')} | "
+                     f"{r['seconds_per_step']['mean']:.2f} | {r['tokens_generated']['mean']:.0f} |")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""The jobs behind `rewardflow preference` and `rewardflow oreo`: load the starting policy (model.path),
+train, evaluate before and after on the held-out split, write results.json (atomically) and metrics.jsonl."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import Config, ConfigError, to_dict
+
+
+def _start(cfg: Config, out: Path, verb: str):
+    from ..pipeline import make_source
+    from ..policy.hf import HFPolicy
+    from .metrics import MetricsLog
+
+    if not cfg.model.path:
+        raise ConfigError(f"{verb} starts from a trained policy: set model.path (e.g. model.path=runs/quickstart/sft)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    torch.manual_seed(cfg.trainer.seed)
+    load = lambda: HFPolicy.from_pretrained(cfg.model.path, device=cfg.model.device, dtype=getattr(torch, cfg.model.dtype))
+    return make_source(cfg), load(), load(), MetricsLog(out / "metrics.jsonl")
+
+
+def _evaluate(policy, problems, cfg: Config, bar, name: str) -> dict:
+    from ..eval.runner import evaluate_policy
+    from ..verify import Verifier
+
+    e = cfg.eval
+    with Verifier() as verifier:
+        return evaluate_policy(policy, verifier, problems, n_samples=e.n_samples, ks=e.ks, temperature=e.temperature,
+                               max_new_tokens=e.max_new_tokens, greedy=e.greedy, seed=cfg.trainer.seed, progress=bar(name, len(problems)))
+
+
+def _finish(out: Path, results: dict, t0: float) -> dict:
+    from ..pipeline import _write_json
+
+    results["wall_seconds"] = time.perf_counter() - t0
+    results["delta"] = {k: results["after"][k] - results["before"][k] for k in ("pass@1", "greedy") if k in results["after"]}
+    _write_json(out / "results.json", results)
+    return results
+
+
+def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
+    """Offline DPO-family on preference.pairs, or (pairs unset) online iterative DPO scored by preference.scorer."""
+    from ..progress import progress_bars
+    from ..rewards import load_scorer
+    from .preference import load_pairs, online_iterative_dpo, train_pairs
+
+    t0, out = time.perf_counter(), Path(out)
+    pc = cfg.preference
+    pairs = load_pairs(pc.pairs) if pc.pairs else None  # bad rows fail before any model is loaded
+    source, policy, ref, log = _start(cfg, out, "preference")
+    problems = source.eval_problems
+    with progress_bars(show_progress) as bar:
+        results = {"mode": "offline" if pairs else "online", "loss": pc.loss, "before": _evaluate(policy, problems, cfg, bar, "eval before")}
+        if pairs:
+            steps = -(-len(pairs) // pc.batch_size) * pc.epochs
+            history = train_pairs(policy, ref, pairs, pc, seed=cfg.trainer.seed, log=log, progress=bar(f"{pc.loss} on {len(pairs)} pairs", steps))
+        else:
+            scorer = load_scorer(pc.scorer)
+            history = online_iterative_dpo(policy, ref, source, scorer, cfg, log=log, progress=bar(f"online iterative {pc.loss}", pc.iterations))
+        results["history"] = history
+        results["after"] = _evaluate(policy, problems, cfg, bar, "eval after")
+    policy.model.save_pretrained(out / "policy")
+    policy.tokenizer.save_pretrained(out / "policy")
+    return _finish(out, results, t0)
+
+
+def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
+    """Sample offline.samples_per_prompt trajectories for offline.prompts training prompts from the start policy,
+    verify them, train OREO, save the policy (out/policy) and the value model (out/value)."""
+    from ..progress import progress_bars
+    from ..rewards.verifier import VerifierScorer
+    from .offline import sample_trajectories, save_value, train_oreo
+
+    t0, out = time.perf_counter(), Path(out)
+    oc = cfg.offline
+    source, policy, ref, log = _start(cfg, out, "oreo")
+    problems = source.eval_problems
+    scorer = VerifierScorer()
+    with progress_bars(show_progress) as bar:
+        results = {"before": _evaluate(policy, problems, cfg, bar, "eval before")}
+        train = source.train_problems(range(oc.prompts))
+        trajs = sample_trajectories(policy, scorer, train, k=oc.samples_per_prompt, max_new_tokens=cfg.rollout.max_new_tokens,
+                                    temperature=cfg.rollout.temperature, seed=cfg.trainer.seed)
+        (out / "trajectories.jsonl").write_text("".join(json.dumps({k: v for k, v in t.items() if k != "token_ids"}) + "\n" for t in trajs))
+        results["trajectories"] = {"n": len(trajs), "success_rate": sum(t["reward"] for t in trajs) / len(trajs)}
+        steps = -(-len(trajs) // oc.batch_size) * oc.epochs
+        value, history = train_oreo(policy, ref, trajs, oc, seed=cfg.trainer.seed, log=log, progress=bar("OREO", steps))
+        results["history_last"] = history[-1]
+        results["after"] = _evaluate(policy, problems, cfg, bar, "eval after")
+    scorer.verifier.close()
+    policy.model.save_pretrained(out / "policy")
+    policy.tokenizer.save_pretrained(out / "policy")
+    save_value(value, policy.tokenizer, out / "value", beta=oc.beta)
+    return _finish(out, results, t0)

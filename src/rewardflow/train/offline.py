@@ -1,0 +1,123 @@
+"""OREO (Wang, Hao et al. 2024, "Offline Reinforcement Learning for LLM Multi-Step Reasoning", sec. 3 / Alg. 1)
+as an offline loop: trajectories sampled once from the SFT policy and verified, then joint training of the
+policy and a separate value model by soft Bellman consistency (algos.oreo_value_loss / oreo_policy_loss).
+The value model is saved next to the policy (with scorer.json, kind "oreo_value") so search can use it
+later: ValueScorer scores each step by V(state after the step)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..algos import kl_estimate, oreo_policy_loss, oreo_value_loss
+from ..data.steps import join_steps, split_steps
+from ..policy.base import SamplingParams
+from ..rewards.base import StepScores
+from .forward import forward, step_token_ends
+from .ppo import Critic
+
+
+def sample_trajectories(policy, scorer, problems, *, k: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0, chunk: int = 16) -> list[dict]:
+    """k verified completions per problem from `policy`: {"prompt", "text", "token_ids", "reward"} each."""
+    out = []
+    for c, start in enumerate(range(0, len(problems), chunk)):
+        batch = problems[start : start + chunk]
+        groups = policy.generate([p.prompt for p in batch], SamplingParams(n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + c))
+        flat = [p for p, g in zip(batch, groups) for _ in g]
+        completions = [x for g in groups for x in g]
+        verdicts = scorer.score_texts(flat, [x.text for x in completions])
+        out += [{"prompt": p.prompt, "text": x.text, "token_ids": x.token_ids, "reward": float(v.correct)} for p, x, v in zip(flat, completions, verdicts)]
+    return out
+
+
+def oreo_step(policy, ref_policy, value: Critic, trajs: list[dict], oc, *, normalizer: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(policy loss, value loss, stats) on one micro-batch of trajectories (token-level OREO)."""
+    batch = policy.token_batch(policy.encode_prompts([t["prompt"] for t in trajs]), [t["token_ids"] for t in trajs])
+    mask = batch.completion_mask  # [n, T]
+    reward = torch.tensor([t["reward"] for t in trajs], device=mask.device)  # [n]
+    with torch.no_grad():
+        ref_logp = ref_policy.logprobs(batch).logprobs  # [n, T]
+    logp = forward(policy.model, batch).logp  # [n, T]
+    values = value.values(batch)  # [n, T] V(s_t) of the separate value model
+    v_loss, v_stats = oreo_value_loss(values, logp, ref_logp, reward, mask, beta=oc.beta, normalizer=normalizer)
+    kl = kl_estimate(logp, ref_logp, "k3") if oc.kl_alpha > 0 else None
+    p_loss, p_stats = oreo_policy_loss(logp, ref_logp, values, reward, mask, beta=oc.beta, normalizer=normalizer, kl=kl, alpha=oc.kl_alpha)
+    return p_loss, v_loss, {**v_stats, **p_stats}
+
+
+def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=None, progress=None, max_grad_norm: float = 1.0,
+               micro_batch: int = 32) -> tuple[Critic, list[dict]]:
+    """offline.epochs passes over the trajectories; returns the trained value model and per-step stats."""
+    from .optim import make_optimizer
+
+    value = Critic(policy.model, mode="model", lr=oc.value_lr, max_grad_norm=max_grad_norm)
+    steps_per_epoch = -(-len(trajs) // oc.batch_size)
+    opt, sched = make_optimizer(policy.model, oc.lr, 0.0, 0, steps_per_epoch * oc.epochs)
+    gen = torch.Generator().manual_seed(seed)
+    policy.model.train()
+    history = []
+    for _ in range(oc.epochs):
+        order = torch.randperm(len(trajs), generator=gen).tolist()
+        for s in range(steps_per_epoch):
+            batch = [trajs[i] for i in order[s * oc.batch_size : (s + 1) * oc.batch_size]]
+            stats = {"loss/policy": 0.0, "loss/value": 0.0}
+            for m in range(0, len(batch), micro_batch):
+                p_loss, v_loss, st = oreo_step(policy, ref_policy, value, batch[m : m + micro_batch], oc, normalizer=len(batch))
+                (p_loss + v_loss).backward()  # disjoint parameters: each loss only reaches its own model
+                stats["loss/policy"] += p_loss.item()
+                stats["loss/value"] += v_loss.item()
+                stats.update(st)
+            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), max_grad_norm).item()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            stats["value/grad_norm"] = value.step()
+            history.append(stats)
+            if log is not None:
+                log.log(len(history), stats, phase="oreo")
+            if progress is not None:
+                progress(1, loss=stats["loss/policy"])
+    policy.model.eval()
+    return value, history
+
+
+def save_value(value: Critic, tokenizer, path: str | Path, *, beta: float) -> Path:
+    """The value model as a directory: transformers backbone + head.pt + scorer.json (kind oreo_value)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    value.backbone.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    torch.save(value.head.state_dict(), path / "head.pt")
+    (path / "scorer.json").write_text(json.dumps({"kind": "oreo_value", "beta": beta}))
+    return path
+
+
+class ValueScorer:
+    """OREO's value function as a Scorer: each step's score is V(state after the step), the outcome the last one.
+    Load with `ValueScorer.load(dir)`; the lead registers it as rewards.SCORER_KINDS["oreo_value"]."""
+
+    def __init__(self, policy, head: torch.nn.Linear):
+        self.policy, self.head = policy, head
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ValueScorer":
+        from ..policy.hf import HFPolicy
+
+        policy = HFPolicy.from_pretrained(path)
+        head = torch.nn.Linear(policy.model.config.hidden_size, 1)
+        head.load_state_dict(torch.load(Path(path) / "head.pt"))
+        return cls(policy, head)
+
+    @torch.no_grad()
+    def score(self, problems, solutions: list[list[str]]) -> list[StepScores]:
+        texts = [join_steps(s) for s in solutions]
+        ids = self.policy.completion_ids(texts)  # text tokens + eos: the state after the last step exists
+        batch = self.policy.token_batch(self.policy.encode_prompts([p.prompt for p in problems]), ids)
+        values = self.head(forward(self.policy.model, batch, hidden=True).hidden).squeeze(-1)  # [N, T]
+        out = []
+        for n, (text, tok) in enumerate(zip(texts, ids)):
+            ends = step_token_ends(self.policy.tokenizer, tok[:-1], text) if split_steps(text) else []
+            steps = [values[n, e].item() for e in ends]  # V(s_e): the state just after step s
+            out.append(StepScores(steps=steps, outcome=steps[-1] if steps else values[n, 0].item()))
+        return out

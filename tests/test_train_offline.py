@@ -1,0 +1,59 @@
+"""OREO offline loop: policy and value train in the right direction on fixed trajectories; the saved value model
+loads back as a Scorer with one score per step."""
+import math
+
+import pytest
+import torch
+
+from rewardflow.config import load_config
+from rewardflow.data import Problem
+from rewardflow.policy.hf import HFPolicy
+from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+from rewardflow.train.offline import ValueScorer, save_value, train_oreo
+from rewardflow.train.preference import sequence_logps
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
+
+
+def _trajs(policy):
+    good, bad = "3 + 4 = 7\nAnswer: 7", "Answer: 2"
+    ids = policy.completion_ids([good, bad])
+    return [{"prompt": "3 + 4 =", "text": good, "token_ids": ids[0], "reward": 1.0},
+            {"prompt": "3 + 4 =", "text": bad, "token_ids": ids[1], "reward": 0.0}] * 2
+
+
+def test_oreo_policy_moves_towards_success_and_value_loads_as_a_scorer(init, tmp_path):
+    """Soft Bellman consistency: the successful trajectory's log-likelihood rises relative to the failed one's (a flipped
+    sign lowers it)."""
+    policy, ref = HFPolicy.from_pretrained(init), HFPolicy.from_pretrained(init)
+    trajs = _trajs(policy)
+    oc = load_config(overrides=["offline.epochs=8", "offline.batch_size=4", "offline.lr=3e-3", "offline.beta=0.1"]).offline
+
+    def margin():
+        lp, _ = sequence_logps(policy, ["3 + 4 ="] * 2, [trajs[0]["text"], trajs[1]["text"]], grad=False)
+        return (lp[0] - lp[1]).item()
+
+    before = margin()
+    value, history = train_oreo(policy, ref, trajs, oc)
+    assert len(history) == 8 and all(math.isfinite(h["loss/policy"]) and math.isfinite(h["loss/value"]) for h in history)
+    assert margin() > before + 1.0
+    scorer_dir = save_value(value, policy.tokenizer, tmp_path / "value", beta=oc.beta)
+    scores = ValueScorer.load(scorer_dir).score([Problem("0", "3 + 4 =", "7", "t")], [["3 + 4 = 7", "Answer: 7"]])
+    assert len(scores[0].steps) == 2 and scores[0].outcome == scores[0].steps[-1] and all(math.isfinite(s) for s in scores[0].steps)
+
+
+def test_oreo_value_fits_the_soft_return(init):
+    """With the policy frozen (lr 0, so pi = pi_ref and every log-ratio is 0) the value target is the reward R itself:
+    V(s_0), the prompt state both trajectories share, moves from 0 towards their mean 0.5 (a wrong sign in the
+    target would drive it negative)."""
+    policy, ref = HFPolicy.from_pretrained(init), HFPolicy.from_pretrained(init)
+    trajs = _trajs(policy)
+    oc = load_config(overrides=["offline.epochs=8", "offline.batch_size=4", "offline.lr=0", "offline.value_lr=3e-2"]).offline
+    value, _ = train_oreo(policy, ref, trajs, oc)
+    batch = policy.token_batch(policy.encode_prompts(["3 + 4 ="] * 2), [t["token_ids"] for t in trajs[:2]])
+    with torch.no_grad():
+        v = value.values(batch)  # [2, T]
+    assert 0.3 < v[0, 0].item() < 0.75 and v[0, 0].item() == pytest.approx(v[1, 0].item())
