@@ -1,0 +1,249 @@
+"""Reward-model demonstration on the quickstart task (issue 4, item 7): do learned reward models pick a
+better answer out of 16 samples than majority voting?
+
+1. the quickstart policy: tiny model + SFT warm-start on worked solutions, built as pipeline.py does;
+2. its own samples on TRAINING problems, step-labelled by Monte-Carlo rollouts (rewards/label.py);
+3. an outcome RM (sample correctness) and a process RM (the step labels), trained with train/rm.py;
+4. on held-out problems, 16 samples each: pass@1, maj@16, orm@16 (best of 16 by the ORM), prm@16 per
+   aggregation (min, prod, last, mean), pass@16 (the ceiling any selector has), with 95% intervals.
+
+Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, candidates.json), so a rerun resumes.
+
+    rewardflow bench rm --out runs/bench_rm            # or: python bench/rm.py --out runs/bench_rm
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+# ---------------------------------------------------------------- selection metrics (pure)
+
+
+def best_of_n(scores: Sequence[float], correct: Sequence[bool]) -> float:
+    """1.0 when the highest-scored sample is correct (best-of-N reranking, Cobbe et al. 2021; Lightman
+    et al. 2023, "Let's Verify Step by Step"). Ties go to the earliest sample, so a constant scorer
+    reduces to pass@1 of the first sample rather than to an oracle."""
+    if len(scores) != len(correct) or not scores:
+        raise ValueError(f"best_of_n needs as many scores as samples (got {len(scores)} and {len(correct)})")
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return float(correct[best])
+
+
+def weighted_vote(answers: Sequence, scores: Sequence[float], correct: Sequence[bool]) -> float:
+    """1.0 when the answer with the largest summed score is correct (RM-weighted majority voting, Uesato
+    et al. 2022; Wang et al. 2024 Math-Shepherd Sec. 4). Samples without an answer do not vote."""
+    totals: dict = {}
+    for a, s in zip(answers, scores):
+        if a is not None:
+            totals[a] = totals.get(a, 0.0) + s
+    if not totals:
+        return 0.0
+    best = max(totals, key=lambda a: totals[a])  # dict order = first seen: ties go to the earliest answer
+    return float(any(ok for a, ok in zip(answers, correct) if a == best))
+
+
+# ---------------------------------------------------------------- stages
+
+
+SIZES = {  # tiny-model shapes: the quickstart model (1.07M params) and a smaller one for quick runs
+    "quickstart": [],
+    "small": ["model.hidden_size=64", "model.layers=2", "model.heads=2", "model.intermediate_size=256"],
+}
+
+
+def warm_started_policy(cfg, out: Path, bar):
+    """Tiny model + SFT on worked solutions, the same recipe and data as pipeline.run_pipeline; cached."""
+    from rewardflow.data import worked_solution
+    from rewardflow.pipeline import SFT_OFFSET, _is_direct, make_source
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from rewardflow.train.sft import run_sft
+
+    source = make_source(cfg)
+    sft_dir = out / "sft"
+    if (sft_dir / "DONE").exists():
+        return HFPolicy.from_pretrained(sft_dir), source
+    torch.manual_seed(cfg.trainer.seed)
+    m, s = cfg.model, cfg.sft
+    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
+    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
+    init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
+    policy = HFPolicy.from_pretrained(init)
+
+    def examples(step: int) -> list[tuple[str, str]]:
+        first = SFT_OFFSET + step * s.batch_size
+        batch = source.train_problems(range(first, first + s.batch_size))
+        return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac))) for i, p in enumerate(batch)]
+
+    run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=bar("SFT warm-start", s.steps))
+    policy.model.save_pretrained(sft_dir)
+    policy.tokenizer.save_pretrained(sft_dir)
+    (sft_dir / "DONE").touch()
+    return policy, source
+
+
+def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, seed: int, out: Path, bar) -> list[dict]:
+    """n samples per held-out problem with their steps, answers and verdicts; cached in candidates.json."""
+    from rewardflow.policy.base import SamplingParams
+
+    path = out / "candidates.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    tick, rows = bar("sample held-out candidates", len(problems)), []
+    for c, start in enumerate(range(0, len(problems), 16)):
+        batch = problems[start : start + 16]
+        groups = policy.generate([p.prompt for p in batch], SamplingParams(n=n, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed + 10_000 + c))
+        verdicts = verifier.verify([p for p, g in zip(batch, groups) for _ in g], [x.text for g in groups for x in g])
+        for i, (p, g) in enumerate(zip(batch, groups)):
+            v = verdicts[i * n : (i + 1) * n]
+            rows.append({"id": p.id, "steps": [x.steps or [x.text] for x in g], "answers": [r.pred for r in v], "correct": [bool(r.correct) for r in v]})
+        tick(len(batch))
+    _write_json(path, rows)
+    return rows
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n: int) -> dict:
+    """pass@1, pass@n, maj@n and, per scorer name, best-of-n and RM-weighted voting; each with its n and 95% CI."""
+    from rewardflow.eval.metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
+
+    def prop(values: list[float]) -> dict:
+        p, lo, hi = wilson_ci(sum(values), len(values))
+        return {"value": p, "ci95": [lo, hi], "n": len(values)}
+
+    res = {}
+    p1, lo, hi = mean_ci([pass_at_k(n, sum(c["correct"]), 1) for c in cands])
+    res["pass@1"] = {"value": p1, "ci95": [lo, hi], "n": len(cands)}
+    res[f"pass@{n}"] = prop([pass_at_k(n, sum(c["correct"]), n) for c in cands])
+    res[f"maj@{n}"] = prop([maj_at_k(c["answers"], c["correct"], n) for c in cands])
+    for name, per_problem in scores.items():
+        res[f"{name}@{n}"] = prop([best_of_n(s, c["correct"]) for s, c in zip(per_problem, cands)])
+        res[f"{name}_weighted_maj@{n}"] = prop([weighted_vote(c["answers"], s, c["correct"]) for s, c in zip(per_problem, cands)])
+    return res
+
+
+def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str = "quickstart", train_problems: int = 256, samples: int = 4,
+              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
+    from rewardflow.config import load_config
+    from rewardflow.progress import progress_bars
+    from rewardflow.rewards import AGGREGATIONS, aggregate
+    from rewardflow.rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
+    from rewardflow.verify import Verifier
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(None, [f"trainer.seed={seed}", f"sft.steps={sft_steps}", f"data.eval_size={eval_problems}", *SIZES[model_size]])
+    max_new = cfg.eval.max_new_tokens
+    cost: dict = {}
+    with Verifier() as verifier, progress_bars(show_progress) as bar:
+        t0 = time.perf_counter()
+        policy, source = warm_started_policy(cfg, out, bar)
+        cost["policy_seconds"] = time.perf_counter() - t0
+
+        # 2. the policy's own samples on training problems (the RL stream from 0: SFT read from SFT_OFFSET on)
+        t0 = time.perf_counter()
+        problems = source.train_problems(range(train_problems))
+        sols = sample_solutions(policy, problems, samples, max_new_tokens=max_new, seed=seed, progress=bar("sample training solutions", len(problems)))
+        lcfg = LabelConfig(method=method, rollouts=rollouts, max_new_tokens=max_new, seed=seed)
+        stats = label_solutions(policy, verifier, sols, lcfg, out / "labels.jsonl", progress=bar(f"label steps ({method}, K={rollouts})", len(sols)))
+        rows = read_labels(out / "labels.jsonl")
+        cost["label_seconds"], cost["label_rollouts_this_run"] = time.perf_counter() - t0, stats["rollouts"]
+        cost["label_rollouts_total"] = sum(r["rollouts_used"] for r in rows)
+
+        # 3. outcome and process reward models (train/rm.py)
+        t0 = time.perf_counter()
+        orm, prm = train_reward_models(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar)
+        cost["rm_train_seconds"] = time.perf_counter() - t0
+
+        # 4. best-of-n on held-out problems
+        t0 = time.perf_counter()
+        eval_set = source.eval_problems[:eval_problems]
+        cands = eval_candidates(policy, verifier, eval_set, n, max_new_tokens=max_new, seed=seed, out=out, bar=bar)
+        by_id = {p.id: p for p in eval_set}
+        flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
+        flat_s = [s for c in cands for s in c["steps"]]
+        orm_scores = orm.score(flat_p, flat_s)
+        prm_scores = prm.score(flat_p, flat_s)
+        scores = {"orm": _regroup([aggregate(s, "outcome") for s in orm_scores], n)}
+        for how in AGGREGATIONS:
+            scores[f"prm_{how}"] = _regroup([aggregate(s, how) for s in prm_scores], n)
+        cost["eval_seconds"] = time.perf_counter() - t0
+
+    labels_summary = _label_summary(rows)
+    result = {"task": cfg.data.task, "task_kwargs": cfg.data.task_kwargs, "policy_params": policy.num_params, "n": n,
+              "metrics": selection_metrics(cands, scores, n), "labels": labels_summary,
+              "rm_diagnostics": _rm_diagnostics(cands, scores),
+              "sizes": {"sft_steps": sft_steps, "model_size": model_size, "train_problems": train_problems, "samples": samples,
+                        "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "eval_problems": eval_problems},
+              "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
+    _write_json(out / "rm.json", result)
+    return result
+
+
+def _regroup(flat: list[float], n: int) -> list[list[float]]:
+    return [flat[i : i + n] for i in range(0, len(flat), n)]
+
+
+def _label_summary(rows: list[dict]) -> dict:
+    steps = [l for r in rows for l in r["labels"]]
+    return {"solutions": len(rows), "correct_frac": sum(r["correct"] for r in rows) / max(1, len(rows)),
+            "steps": len(steps), "mean_step_label": sum(steps) / max(1, len(steps)),
+            "rollouts": sum(r["rollouts_used"] for r in rows)}
+
+
+def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> dict:
+    """Whether each scorer separates correct from wrong samples at all: AUROC over all held-out samples
+    (the probability that a random correct sample outscores a random wrong one; 0.5 is chance)."""
+    out = {}
+    for name, per_problem in scores.items():
+        pos = [s for sc, c in zip(per_problem, cands) for s, ok in zip(sc, c["correct"]) if ok]
+        neg = [s for sc, c in zip(per_problem, cands) for s, ok in zip(sc, c["correct"]) if not ok]
+        if not pos or not neg:
+            continue
+        pos_t, neg_t = torch.tensor(pos)[:, None], torch.tensor(neg)[None, :]  # [P, 1], [1, Q]
+        auc = ((pos_t > neg_t).float() + 0.5 * (pos_t == neg_t).float()).mean().item()
+        out[name] = {"auroc": auc, "mean_correct": sum(pos) / len(pos), "mean_wrong": sum(neg) / len(neg)}
+    return out
+
+
+def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar):
+    """Placeholder until train/rm.py lands."""
+    raise NotImplementedError
+
+
+def run_from_args(args) -> int:
+    res = run_bench(Path(args.out), seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
+                    samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs,
+                    eval_problems=args.eval_problems, n=args.n, show_progress=not args.quiet)
+    from rewardflow.progress import console
+
+    console.print(json.dumps({k: round(v["value"], 3) for k, v in res["metrics"].items()}, indent=2))
+    console.print(f"wrote {Path(args.out) / 'rm.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rewardflow.rewards.label_cli import register_bench
+
+    p = argparse.ArgumentParser(prog="python bench/rm.py")
+    sub = p.add_subparsers(dest="bench", required=True)
+    register_bench(sub)
+    args = p.parse_args(["rm", *(sys.argv[1:] if argv is None else argv)])
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("bench_rm", Path(__file__).resolve().parents[1] / "bench" / "rm.py")
+bench_rm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_rm)
+
+
+def test_best_of_n_picks_the_top_score_and_breaks_ties_early():
+    assert bench_rm.best_of_n([0.1, 0.9, 0.3], [False, True, False]) == 1.0
+    # a scorer that ranks backwards picks the wrong one: a sign error would flip these two
+    assert bench_rm.best_of_n([0.9, 0.1, 0.3], [False, True, False]) == 0.0
+    # a constant scorer is "take the first sample", not an oracle
+    assert bench_rm.best_of_n([0.5, 0.5, 0.5], [False, True, True]) == 0.0
+    with pytest.raises(ValueError):
+        bench_rm.best_of_n([0.5], [True, False])
+
+
+def test_weighted_vote_sums_scores_per_answer():
+    answers = ["3", "4", "4", None]
+    correct = [True, False, False, False]
+    # "3": 0.9; "4": 0.2 + 0.3 = 0.5 -> "3" wins although plain majority picks "4"
+    assert bench_rm.weighted_vote(answers, [0.9, 0.2, 0.3, 5.0], correct) == 1.0
+    # "3": 0.4; "4": 0.3 + 0.3 = 0.6 -> "4"; the None sample never votes whatever its score
+    assert bench_rm.weighted_vote(answers, [0.4, 0.3, 0.3, 5.0], correct) == 0.0
+    assert bench_rm.weighted_vote([None, None], [1.0, 1.0], [False, False]) == 0.0
+
+
+def test_selection_metrics_on_two_problems():
+    cands = [{"answers": ["1", "2", "2", "1"], "correct": [True, False, False, True]},
+             {"answers": ["5", "6", "6", "6"], "correct": [False, True, True, True]}]
+    scores = {"orm": [[0.1, 0.8, 0.2, 0.3], [0.0, 0.5, 0.1, 0.1]]}
+    m = bench_rm.selection_metrics(cands, scores, 4)
+    # pass@1 = mean(2/4, 3/4) = 0.625; pass@4 = 1, 1; maj@4: problem 1 ties 1:2 vs 2:2 -> first seen "1" (correct),
+    # problem 2 -> "6" (correct) = 1.0; orm@4: problem 1 picks sample 2 (wrong), problem 2 picks sample 2 (right) = 0.5
+    assert m["pass@1"]["value"] == pytest.approx(0.625) and m["pass@1"]["n"] == 2
+    assert m["pass@4"]["value"] == 1.0 and m["maj@4"]["value"] == 1.0
+    assert m["orm@4"]["value"] == 0.5
+    lo, hi = m["orm@4"]["ci95"]
+    assert lo < 0.5 < hi
+    # weighted: problem 1 "1": 0.4 vs "2": 1.0 -> wrong; problem 2 "6": 0.7 vs "5": 0 -> right
+    assert m["orm_weighted_maj@4"]["value"] == 0.5
