@@ -91,8 +91,8 @@ class AlgoConfig:
 @dataclass
 class TrainerConfig:
     steps: int = 300  # RL steps
-    lr: float = 3e-5  # peak learning rate (tiny models collapse under noisy RL gradients at 5e-4)
-    lr_schedule: str = "constant"  # constant | linear | cosine (decay after warm-up)
+    lr: float = 1e-4  # peak learning rate; cosine decay to 0 lets the tiny model take big early steps without collapsing (5e-4 collapses)
+    lr_schedule: str = "cosine"  # constant | linear | cosine (decay after warm-up)
     warmup_steps: int = 10  # linear warm-up steps
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     max_grad_norm: float = 1.0  # gradient clipping
