@@ -35,10 +35,26 @@ def test_cli_rejects_unknown_field_by_name(tmp_path, capsys):
 
 
 def test_every_help_page_renders(capsys):
+    """Walks the parser tree, so every verb a room registers (search, bench *, rm *, preference, ...) is covered."""
+    import argparse
+
     import pytest
 
-    for argv in (["--help"], ["quickstart", "--help"], ["train", "--help"], ["eval", "--help"], ["rm", "eval", "--help"]):
+    from rewardflow.cli import build_parser
+
+    def verbs(parser, prefix):
+        yield prefix
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from verbs(child, prefix + [name])
+
+    pages = list(verbs(build_parser(), []))
+    names = {" ".join(v) for v in pages}
+    assert {"quickstart", "train", "eval", "search", "preference", "oreo", "rm eval", "rm label", "bench search", "bench trl",
+            "bench sampler", "bench algos", "bench rm"} <= names
+    for argv in pages:
         with pytest.raises(SystemExit) as exit_info:
-            main(argv)
+            main(argv + ["--help"])
         assert exit_info.value.code == 0
         assert "usage: rewardflow" in capsys.readouterr().out

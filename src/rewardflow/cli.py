@@ -1,7 +1,10 @@
-"""`rewardflow <verb>`: quickstart, train, eval, rm eval. Run `rewardflow <verb> --help` for each."""
+"""`rewardflow <verb>`: quickstart, train, eval, preference, oreo, search, rm {eval,label,...}, bench {...}.
+Run `rewardflow <verb> --help` for each. Each room registers its own verbs (register / register_rm /
+register_bench in its cli module), so this file only lists the rooms."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,7 +14,18 @@ EPILOG = """examples:
   rewardflow train --config configs/grpo_chain_sum.yaml algo.name=rloo trainer.steps=100 --out runs/rloo
   rewardflow eval --model runs/quickstart/rl/checkpoints/step_000080 --data chain_sum --n 16
   rewardflow rm eval --bench processbench --scores my_prm_scores.jsonl --out runs/pb
+  rewardflow search --strategy beam --policy runs/quickstart/rl/final --scorer verifier --n 16 --out runs/beam
+  rewardflow bench search --out runs/bench_search    # every strategy, N = 1..64, accuracy vs FLOPs
 """
+
+# Rooms that add verbs: module -> the register functions it defines (top-level `sub`, `rm` and `bench`).
+VERB_MODULES = {
+    "train.cli": ("register", "register_bench"),
+    "search.cli": ("register", "register_bench"),
+    "rewards.label_cli": ("register_rm", "register_bench"),
+    "rewards.cli": ("register_rm",),
+    "dist.cli": ("register_bench",),
+}
 
 
 def _quickstart(args) -> int:
@@ -120,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_eval)
 
-    rm = sub.add_parser("rm", help="Reward models: evaluate on real benchmarks.")
+    rm = sub.add_parser("rm", help="Reward models: label steps, train, score, evaluate on real benchmarks.")
     rm_sub = rm.add_subparsers(dest="rm_verb", required=True)
     r = rm_sub.add_parser("eval", help="Score a reward model on ProcessBench, RewardBench-math, RewardMATH, PRMBench, stored-sample selection.")
     r.add_argument("--bench", required=True, help="processbench | rewardbench | rewardmath | prmbench | selection | probes")
@@ -133,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", default=None, help="benchmark data folder (default: $REWARDFLOW_DATA or ../shared/data)")
     r.add_argument("--out", required=True)
     r.set_defaults(func=_rm_eval)
+
+    bench = sub.add_parser("bench", help="Benchmarks that write JSON: algos, search, rm, trl, sampler, mfu.")
+    bench_sub = bench.add_subparsers(dest="bench_verb", required=True)
+    targets = {"register": sub, "register_rm": rm_sub, "register_bench": bench_sub}
+    for module, functions in VERB_MODULES.items():
+        try:
+            mod = importlib.import_module(f".{module}", __package__)
+        except ModuleNotFoundError as e:  # a room not built yet (e.g. rewards.cli before issue 4) adds nothing
+            if e.name != f"{__package__}.{module}":
+                raise
+            continue
+        for fn in functions:
+            getattr(mod, fn)(targets[fn])
     return p
 
 
