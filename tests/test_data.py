@@ -93,7 +93,7 @@ def test_format_is_fixed_by_the_first_row(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such data file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         load_jsonl(tmp_path / "nope.jsonl")
 
 

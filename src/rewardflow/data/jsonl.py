@@ -40,14 +40,12 @@ def _detect(row: dict):
     return _generic
 
 
-def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None = None) -> list[Problem]:
-    """Read problems from a JSONL file; the format is detected from the first row's fields."""
+def read_rows(path: str | Path, parse, *, what: str = "row"):
+    """Yield (line_no, parse(row)) for every non-empty line of a JSONL file. A line that is not a JSON object, or
+    that parse rejects (KeyError / TypeError), is a DataError naming file:line: bad data is reported, never skipped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
-    task = task or path.parent.name  # ../data/math500/test.jsonl -> "math500"
-    problems: list[Problem] = []
-    parse = None
+        raise FileNotFoundError(f"no such file: {path}")
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -56,14 +54,27 @@ def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None =
                 row = json.loads(line)
                 if not isinstance(row, dict):
                     raise TypeError("row is not a JSON object")
-                parse = parse or _detect(row)
-                question, answer, meta = parse(row)
+                item = parse(row)
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{line_no}: malformed row: {e}") from e
-            pid = str(row.get("unique_id", row.get("idx", row.get("id", len(problems)))))
-            problems.append(Problem(id=f"{task}/{pid}", prompt=question, answer=answer, task=task, meta=meta))
-            if limit and len(problems) >= limit:
-                break
+                raise DataError(f"{path}:{line_no}: malformed {what}: {e}") from e
+            yield line_no, item
+
+
+def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None = None) -> list[Problem]:
+    """Read problems from a JSONL file; the format is detected from the first row's fields."""
+    task = task or Path(path).parent.name  # ../data/math500/test.jsonl -> "math500"
+    detected = []  # the format parser, fixed by the first row
+
+    def parse(row: dict):
+        detected[:] = detected or [_detect(row)]
+        return row, *detected[0](row)
+
+    problems: list[Problem] = []
+    for _, (row, question, answer, meta) in read_rows(path, parse):
+        pid = str(row.get("unique_id", row.get("idx", row.get("id", len(problems)))))
+        problems.append(Problem(id=f"{task}/{pid}", prompt=question, answer=answer, task=task, meta=meta))
+        if limit and len(problems) >= limit:
+            break
     return problems
 
 

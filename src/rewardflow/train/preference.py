@@ -5,13 +5,13 @@ worst (ties give no pair), trains DPO on the pairs, and optionally makes the pol
 The losses are algos.PREFERENCE_LOSSES, looked up by `preference.loss`."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..algos import PREFERENCE_LOSSES
+from ..data.jsonl import read_rows
 from ..data.problem import DataError
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
@@ -25,26 +25,16 @@ class Pair:
     rejected: str
 
 
+def _pair(row: dict) -> Pair:
+    values = [row[k] for k in ("prompt", "chosen", "rejected")]
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise TypeError("prompt, chosen and rejected must be non-empty strings")
+    return Pair(*values)
+
+
 def load_pairs(path: str | Path) -> list[Pair]:
     """Rows {"prompt", "chosen", "rejected"} (non-empty strings); a bad row is a DataError naming file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such pairs file: {path}")
-    pairs = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise TypeError("row is not a JSON object")
-                values = [row[k] for k in ("prompt", "chosen", "rejected")]
-                if not all(isinstance(v, str) and v.strip() for v in values):
-                    raise TypeError("prompt, chosen and rejected must be non-empty strings")
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{line_no}: malformed preference pair: {e}") from e
-            pairs.append(Pair(*values))
+    pairs = [pair for _, pair in read_rows(path, _pair, what="preference pair")]
     if not pairs:
         raise DataError(f"{path}: no preference pairs")
     return pairs
