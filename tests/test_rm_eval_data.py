@@ -161,10 +161,21 @@ def test_probes_and_rewardmath_sample_run_end_to_end(shared_data, tmp_path):
     assert res["sample"]["prod"] == {"accuracy": 1.0, "mrr": 1.0, "accuracy_ties_as_wins": 1.0, "n": 2}
 
 
-def test_cli_rm_eval_runs_a_scorer_and_limits_items(shared_data, tmp_path):
-    from rewardflow.cli import main
+class _LengthScorer:
+    """Step score = step length / 100: perturbations that change the text change its scores."""
 
-    code = main(["rm", "eval", "--bench", "probes", "--model", "verifier", "--limit", "3", "--data-root", str(shared_data),
+    def score(self, problems, solutions):
+        return [StepScores([len(s) / 100 for s in steps], 0.0) for steps in solutions]
+
+
+def test_cli_rm_eval_runs_a_saved_scorer_and_limits_items(shared_data, tmp_path, monkeypatch, capsys):
+    from rewardflow.cli import main
+    from rewardflow.rewards import SCORER_KINDS
+
+    monkeypatch.setitem(SCORER_KINDS, "test-length", lambda path: _LengthScorer())
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "scorer.json").write_text('{"kind": "test-length"}')
+    code = main(["rm", "eval", "--bench", "probes", "--model", str(tmp_path / "rm"), "--limit", "3", "--data-root", str(shared_data),
                  "--out", str(tmp_path / "p")])
     assert code == 0
     res = json.loads((tmp_path / "p" / "results.json").read_text())
@@ -173,6 +184,12 @@ def test_cli_rm_eval_runs_a_scorer_and_limits_items(shared_data, tmp_path):
     assert [r["perturbation"] for r in res["perturbations"]] == ["question_removed", "numbers_changed", "steps_shuffled",
                                                                  "first_step_truncated", "last_step_truncated"]
     assert all(r["n"] <= 6 for r in res["perturbations"])
+    truncated = next(r for r in res["perturbations"] if r["perturbation"] == "last_step_truncated")
+    assert truncated["mean_abs_change"] > 0  # min step length moves when a step goes
+    # the math-prm pairs have no gold answers, so the verifier is refused rather than scoring everything 0
+    assert main(["rm", "eval", "--bench", "probes", "--model", "verifier", "--limit", "3", "--data-root", str(shared_data),
+                 "--out", str(tmp_path / "v")]) == 2
+    assert "no gold answers" in capsys.readouterr().err
 
 
 def test_cli_rm_eval_rejects_conflicting_sources_and_misplaced_limit(shared_data, tmp_path, capsys):

@@ -143,6 +143,13 @@ class OfflineConfig:
 
 
 @dataclass
+class DistConfig:
+    rollout_workers: int = 0  # Ray actors that generate and score rollouts with policy replicas (0: in-process, no Ray)
+    worker_cpus: float = 1.0  # CPUs Ray reserves for each rollout worker (also its torch threads, at least 1)
+    worker_gpus: float = 0.0  # GPUs Ray reserves for each rollout worker (fractions share one GPU)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,6 +160,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 def _choices(name: str, value: str, valid) -> None:
@@ -199,6 +207,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name}={value} must be >= 1")
     if cfg.algo.eps_low < 0 or cfg.algo.eps_high < 0:
         raise ConfigError("algo.eps_low and algo.eps_high must be >= 0")
+    if cfg.dist.rollout_workers < 0:
+        raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} must be >= 0 (0: generate in-process)")
+    if cfg.dist.worker_cpus <= 0 or cfg.dist.worker_gpus < 0:
+        raise ConfigError(f"dist.worker_cpus={cfg.dist.worker_cpus} must be > 0 and dist.worker_gpus={cfg.dist.worker_gpus} >= 0")
     return cfg
 
 

@@ -18,6 +18,7 @@ equal the full-batch gradient. DDP's default averaging would divide by the world
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Callable
 
 import torch
@@ -31,16 +32,21 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed(device: str = "cpu") -> tuple[int, int]:
+def init_distributed(device: str = "cpu", timeout_s: float = 6 * 3600) -> tuple[int, int]:
     """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...):
-    nccl for CUDA devices, gloo otherwise. Returns (rank, world). A no-op (0, 1) when WORLD_SIZE is unset."""
+    nccl for CUDA devices, gloo otherwise. Returns (rank, world). A no-op (0, 1) when WORLD_SIZE is unset;
+    idempotent, so the pipeline and the RL loop may both call it.
+
+    The timeout is long because in `rewardflow train` the other ranks wait at a barrier while rank 0 alone
+    runs the SFT warm-start and the first evaluation; torch's 30-minute default would end a real-sized run.
+    A rank that crashes does not leave the rest hanging that long: torchrun stops the whole group."""
     if "WORLD_SIZE" not in os.environ:
         return 0, 1
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return rank_world()
 
 
@@ -67,19 +73,29 @@ def broadcast_parameters(model: torch.nn.Module, src: int = 0) -> None:
 
 
 def allreduce_gradients(model: torch.nn.Module) -> None:
-    """Sum every parameter's gradient over ranks (a missing gradient counts as zeros), in one collective."""
+    """Sum every parameter's gradient over ranks (a missing gradient counts as zeros), in one collective.
+
+    A gradient that is missing on *every* rank stays None, as in one process: AdamW skips such a parameter
+    (no moment decay, no weight decay), where a zero gradient would still move it. One flag per parameter
+    rides along in the same all-reduce and counts the ranks that had a gradient."""
     if rank_world()[1] == 1:
         return
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    present = torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype, device=params[0].device)  # [P]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])  # [sum numel]
+    flat = torch.cat([p.grad.reshape(-1) for p in params] + [present])  # [sum numel + P]
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     offset = 0
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
+    for p, ranks_with_grad in zip(params, flat[offset:].tolist()):
+        if ranks_with_grad == 0:
+            p.grad = None
 
 
 def allreduce_sum(value: float, device: str = "cpu") -> float:
@@ -88,6 +104,18 @@ def allreduce_sum(value: float, device: str = "cpu") -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.item()
+
+
+def allreduce_stats(stats: dict) -> dict:
+    """Sum per-rank statistics over ranks, key by key (a key a rank lacks counts as 0). For sums whose terms
+    are already divided by the global batch's normaliser (losses, row-weighted means, token counts) the
+    result is the full-batch value. Python objects, not tensors: ranks may hold different keys."""
+    if rank_world()[1] == 1:
+        return stats
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, stats)
+    keys = list(dict.fromkeys(k for part in parts for k in part))  # first-seen order, rank 0's first
+    return {k: sum(part.get(k, 0) for part in parts) for k in keys}
 
 
 def data_parallel_step(model: torch.nn.Module, opt, sched, loss_of_rows: Callable[[torch.Tensor], torch.Tensor], n_rows: int, *,

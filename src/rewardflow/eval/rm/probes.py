@@ -113,6 +113,9 @@ def run_probes(out, *, data_root, scores=None, scorer: Scorer | None = None, thr
     """Probe a Scorer on the RewardBench math-prm pairs (both sides of each pair answer the same problem)."""
     if scorer is None:
         raise ValueError("probes re-score perturbed inputs, so they need a model (--model), not a scores file")
+    if type(scorer).__name__ == "VerifierScorer":  # it needs gold answers, and the math-prm pairs ship none
+        raise ValueError("probes run on RewardBench math-prm pairs, which have no gold answers, so the verifier would score "
+                         "every solution 0; give a reward model (--model DIR)")
     items = rewardbench_items(load_pairs(data_root))[: None if limit is None else 2 * limit]
     rows = probe_table(scorer, [it.problem for it in items], [list(it.steps) for it in items], how=how, seed=seed)
     results = {"benchmark": "probes", "paper": "Shen et al. 2025, Reward Models Identify Consistency, Not Causality",
