@@ -94,7 +94,7 @@ def _digit_rate(policy, source):
 
 def _train(init, source, tmp_path, overrides, flip=False, steps=8):
     cfg = load_config(overrides=overrides + ["rollout.prompts_per_step=8", "rollout.group_size=4", "rollout.max_new_tokens=6", f"trainer.steps={steps}",
-                                             "trainer.lr=1e-2", "trainer.warmup_steps=0", "trainer.save_every=0", "trainer.eval_every=0"])
+                                             "trainer.lr=1e-2", "trainer.lr_schedule=constant", "trainer.warmup_steps=0", "trainer.save_every=0", "trainer.eval_every=0"])
     policy = HFPolicy.from_pretrained(init)
     ref = HFPolicy.from_pretrained(init) if cfg.algo.kl_coef > 0 else None
     train_rl(cfg, policy, ref, source, DigitScorer(flip), tmp_path / "run", log=MetricsLog(tmp_path / "m.jsonl"))

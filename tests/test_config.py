@@ -119,6 +119,19 @@ def test_clip_ranges_must_be_non_negative():
     assert load_config(overrides=["algo.eps_low=0", "algo.eps_high=0.28"]).algo.eps_high == 0.28
 
 
+def test_dist_settings_are_checked(monkeypatch):
+    assert load_config().dist.rollout_workers == 0  # in-process rollouts, no Ray, unless asked
+    with pytest.raises(ConfigError, match="dist.rollout_workers=-1 must be >= 0"):
+        load_config(overrides=["dist.rollout_workers=-1"])
+    with pytest.raises(ConfigError, match="dist.worker_cpus=0.0 must be > 0"):
+        load_config(overrides=["dist.worker_cpus=0"])
+    assert load_config(overrides=["dist.rollout_workers=2", "dist.worker_gpus=0.5"]).dist.worker_gpus == 0.5
+    monkeypatch.setenv("WORLD_SIZE", "2")  # launched by torchrun: ranks split generation, a Ray fleet per rank is an error
+    with pytest.raises(ConfigError, match="dist.rollout_workers=2 cannot be combined with torchrun"):
+        load_config(overrides=["dist.rollout_workers=2"])
+    assert load_config().dist.rollout_workers == 0
+
+
 # ----------------------------------------------------------------------------- YAML layering
 
 

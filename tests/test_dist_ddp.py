@@ -1,4 +1,5 @@
-"""dist/ddp.py: 2 processes under torchrun (gloo, CPU) take the same step as 1 process on the same global batch."""
+"""dist/ddp.py: 2 processes under torchrun (gloo, CPU) take the same step as 1 process on the same global batch, both
+for the bare step (dist/ddp_check.py) and for the real RL loop (train_rl, rank 0 alone logging and checkpointing)."""
 import os
 import subprocess
 import sys
@@ -60,3 +61,37 @@ def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path):
     init = build().model.state_dict()
     moved = max((one["state"][k] - init[k]).abs().max().item() for k in init)
     assert moved > 1e-3, "precondition: the steps changed the weights"
+
+
+def test_rl_loop_under_torchrun_equals_one_process(tmp_path: Path):
+    # The real RL loop (train_rl: rollouts, GRPO + KL, 2 epochs, 2 steps) on 2 ranks under torchrun against one
+    # process on the same global batches. Tolerances as in tests/test_dist_ray.py (METRIC_ATOL, WEIGHT_ATOL): the
+    # ranks sample 2 of the 4 prompts each (fp32 logprobs depend on the batch), and the fp32 gradient sum
+    # associates differently ((g0+g1)+(g2+g3) over ranks vs ((g0+g1)+g2)+g3), which AdamW magnifies in
+    # coordinates with near-zero gradients. A per-rank normaliser or averaged gradients would change the
+    # losses or the gradient norm by a factor of 2.
+    from rewardflow.dist.ddp_check import loop_differences, run_loop
+
+    out = tmp_path / "two.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "rewardflow.dist.ddp_check", "--loop", str(tmp_path / "two"), "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_loop(tmp_path / "one")
+    finally:
+        torch.set_num_threads(before)
+    assert two["world"] == 2
+    # rank 1 ran with log=None, so only rank 0 logged; it also wrote the final checkpoint
+    assert [r["step"] for r in two["metrics"]] == [1, 2]
+    assert (tmp_path / "two" / "checkpoints" / "step_000002" / "trainer_state.pt").exists()
+    diffs, weights = loop_differences(one, two)
+    exact = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/tokens", "lr", "train/rows")
+    assert all(diffs[k] == 0 for k in exact), {k: diffs[k] for k in exact}
+    assert max(diffs.values()) < 1e-6, diffs  # METRIC_ATOL
+    assert weights < 2e-5, weights  # WEIGHT_ATOL
+    assert all(r["train/rows"] == 16 for r in one["metrics"]), "precondition: both ranks train 8 rows each"

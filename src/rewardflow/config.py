@@ -3,6 +3,7 @@ override fields. Parsing and type checking are OmegaConf's (structured configs);
 wrong type is an error that names it, and `validate` rejects invalid combinations by field name."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("algo.eps_low and algo.eps_high must be >= 0")
     if cfg.dist.rollout_workers < 0:
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} must be >= 0 (0: generate in-process)")
+    if cfg.dist.rollout_workers > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
+        raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
+                          f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
     if cfg.dist.worker_cpus <= 0 or cfg.dist.worker_gpus < 0:
         raise ConfigError(f"dist.worker_cpus={cfg.dist.worker_cpus} must be > 0 and dist.worker_gpus={cfg.dist.worker_gpus} >= 0")
     return cfg

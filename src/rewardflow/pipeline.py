@@ -3,6 +3,10 @@ model -> SFT warm-start on worked solutions -> eval -> GRPO -> eval -> results.j
 
 Each stage leaves its output in the run directory, so `--resume` skips finished stages and continues RL
 from its last checkpoint.
+
+Under torchrun (`torchrun --nproc_per_node K -m rewardflow.cli train ...`) rank 0 runs every stage and writes
+every file; the other ranks wait while it builds, warm-starts and evaluates the model, join it for RL (each
+trains its share of every batch, see train/rl.py), and wait again for its final evaluation.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 from .config import Config, ConfigError, to_dict
 from .data import GymSource, load_jsonl, worked_solution
 from .data.jsonl import ListSource
+from .dist.ddp import device_for_rank, init_distributed
 from .eval.report import plot_pass_at_k, plot_rl_curves, write_html
 from .eval.runner import evaluate_policy
 from .policy.hf import HFPolicy
@@ -49,6 +54,10 @@ def _write_json(path: Path, obj) -> None:
 def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
+    rank, world = init_distributed(cfg.model.device)  # (0, 1) unless launched by torchrun
+    if rank > 0:
+        return _rl_follower(cfg, out, resume=resume)
+    device = device_for_rank(cfg.model.device)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.trainer.seed)
     source = make_source(cfg)
@@ -73,7 +82,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
         dtype = getattr(torch, cfg.model.dtype)
         # 2. supervised warm-start on worked solutions (skipped when already done, or sft.steps=0)
         if cfg.sft.steps > 0 and not (resume and (sft_dir / "DONE").exists()):
-            policy = HFPolicy.from_pretrained(init, device=cfg.model.device, dtype=dtype)
+            policy = HFPolicy.from_pretrained(init, device=device, dtype=dtype)
             s = cfg.sft
             _check_worked_solutions(source, cfg)
 
@@ -89,8 +98,8 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
             policy.model.save_pretrained(sft_dir)
             policy.tokenizer.save_pretrained(sft_dir)
             (sft_dir / "DONE").touch()
-        start = sft_dir if (sft_dir / "DONE").exists() else init
-        policy = HFPolicy.from_pretrained(start, device=cfg.model.device, dtype=dtype)
+        start = _rl_start(cfg, out)
+        policy = HFPolicy.from_pretrained(start, device=device, dtype=dtype)
 
         # 3. evaluate the RL starting point
         results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or init)}}
@@ -101,7 +110,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
             _write_json(out / "eval_sft.json", results["sft"])
 
         # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
-        ref = HFPolicy.from_pretrained(start, device=cfg.model.device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
+        ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
         subset = eval_problems[: cfg.trainer.eval_problems]
 
         def periodic(step: int) -> dict:
@@ -111,6 +120,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
 
         if not resume or _resume_step(out) is None:
             log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
+        _barrier(world)  # the other ranks may now load `start` and join RL
         train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
                  progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
 
@@ -124,7 +134,38 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     images = [plot_rl_curves(log.read(), out / "rl_curves.png"), plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, list(e.ks), out / "pass_at_k.png")]
     write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
     scorer.verifier.close()
+    _barrier(world)  # results.json is written: the other ranks may return it
     return results
+
+
+def _rl_start(cfg: Config, out: Path) -> Path:
+    """RL starts from the finished SFT warm-start, else from model.path or the tiny model built in `out/init`."""
+    if (out / "sft" / "DONE").exists():
+        return out / "sft"
+    return Path(cfg.model.path) if cfg.model.path else out / "init"
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _rl_follower(cfg: Config, out: Path, *, resume: bool) -> dict:
+    """A rank > 0 under torchrun: wait for rank 0's model, warm-start and first evaluation, train RL alongside it
+    (it alone logs and checkpoints), wait for its final evaluation, and return its results."""
+    _, world = init_distributed(cfg.model.device)
+    torch.manual_seed(cfg.trainer.seed)
+    _barrier(world)
+    device, dtype, start = device_for_rank(cfg.model.device), getattr(torch, cfg.model.dtype), _rl_start(cfg, out)
+    policy = HFPolicy.from_pretrained(start, device=device, dtype=dtype)
+    ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
+    scorer = VerifierScorer()
+    train_rl(cfg, policy, ref, make_source(cfg), scorer, out / "rl", log=None, resume=resume)
+    scorer.verifier.close()
+    _barrier(world)
+    return json.loads((out / "results.json").read_text())
 
 
 def _check_worked_solutions(source, cfg: Config) -> None:

@@ -11,6 +11,9 @@ per step, and DDP's per-backward gradient hooks would deadlock on the uneven cou
 flattened gradients after the micro-batch loop is the same mathematics as DDP with `no_sync()` on all but
 the last micro-batch, and it works for any number of local backward passes (including none).
 
+`data_parallel_step` is that step for one loss function; the RL loop (`train/rl.py:optimise`) takes the same
+step inline, because its algorithms add KL, entropy and value terms per micro-batch.
+
 Losses are normalised by the *global* batch's denominator (tokens, sequences, or the token budget; see
 `train/rl.py:_normalizer`), so the per-rank losses add up to the full-batch loss and the summed gradients
 equal the full-batch gradient. DDP's default averaging would divide by the world size on top.

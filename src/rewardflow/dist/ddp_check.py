@@ -8,6 +8,10 @@ completions of different lengths), takes one RL step (clipped policy loss, GRPO-
 token-mean over the global batch) and one SFT step, and rank 0 saves the losses and the updated weights.
 Before that, the ranks sample 5 prompts × 2 between them (generate_sharded). The two files must agree
 (tests/test_dist_ddp.py compares them).
+
+With `--loop RUN_DIR` it runs the real RL loop instead (`train.rl.train_rl`, LOOP_OVERRIDES: 2 steps of GRPO
+with a KL term, 2 epochs) and saves rank 0's logged metrics and final weights;
+tests/test_dist_ray.py runs the same loop with Ray rollout workers.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ import os
 import torch
 
 
-def build(seed: int = 0):
+def build(seed: int = 0, max_positions: int = 64):
     from ..policy.hf import HFPolicy
     from ..policy.tiny import TinyModelConfig, build_tokenizer, build_tiny_model
 
     tok = build_tokenizer(None)
-    model = build_tiny_model(tok, TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed))
+    cfg = TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=max_positions, seed=seed)
+    model = build_tiny_model(tok, cfg)
     return HFPolicy(model, tok)
 
 
@@ -63,16 +68,66 @@ def run(micro_batch_size: int = 2, seed: int = 0) -> dict:
             "sft_grad_norm": sft_stats["grad_norm"], "state": {k: v.detach().clone() for k, v in policy.model.state_dict().items()}}
 
 
+# Small enough for a 2-core CI machine: 16 rows (every one trains: KL in the loss), a reference model, 2 optimiser
+# steps per batch, and a large lr so the weights move. Micro-batches of 4 tile both one process's 16 rows and
+# each of 2 ranks' 8 rows the same way, so even micro-batch-weighted statistics (clip_frac) are comparable.
+LOOP_OVERRIDES = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=8", "trainer.micro_batch_size=4",
+                  "trainer.steps=2", "trainer.save_every=0", "trainer.eval_every=0", "trainer.lr=1e-2", "trainer.warmup_steps=0",
+                  "algo.kl_coef=0.05", "algo.epochs=2"]
+
+
+class DigitScorer:
+    """Correct when the completion contains a digit: a random tiny model is rarely right on the task, and this
+    gives groups with mixed verdicts, hence non-zero advantages, without training first."""
+
+    def score_texts(self, problems: list, texts: list[str]):
+        from ..verify.verifier import VerifyResult
+
+        return [VerifyResult(any(ch.isdigit() for ch in t), None, "ok") for t in texts]
+
+
+def run_loop(run_dir, overrides: list[str] | None = None, seed: int = 1) -> dict:
+    """`train_rl` with LOOP_OVERRIDES (+ `overrides`) on a tiny seeded model; returns rank 0's logged metrics and
+    the final weights (other ranks return their weights and no metrics)."""
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..data import GymSource
+    from ..train.metrics import MetricsLog
+    from ..train.rl import train_rl
+    from .ddp import rank_world
+
+    cfg = load_config(overrides=LOOP_OVERRIDES + list(overrides or []))
+    policy, ref = build(seed, max_positions=128), build(seed, max_positions=128)
+    source = GymSource("chain_sum", seed=0, eval_size=8, min_terms=2, max_terms=2, min_digits=1, max_digits=2)
+    log = MetricsLog(Path(run_dir) / "metrics.jsonl") if rank_world()[0] == 0 else None
+    train_rl(cfg, policy, ref, source, DigitScorer(), Path(run_dir), log=log)
+    return {"metrics": log.read() if log else None, "state": {k: v.detach().clone() for k, v in policy.model.state_dict().items()}}
+
+
+def loop_differences(a: dict, b: dict) -> tuple[dict, float]:
+    """Two `run_loop` results: the largest |difference| of each logged metric over the steps (timings and
+    throughputs left out) and the largest weight difference."""
+    diffs: dict = {}
+    for row_a, row_b in zip(a["metrics"], b["metrics"], strict=True):
+        for k, v in row_a.items():
+            if isinstance(v, (int, float)) and not k.startswith(("perf/", "time/")):
+                diffs[k] = max(diffs.get(k, 0.0), abs(v - row_b[k]))
+    weights = max((a["state"][k] - b["state"][k]).abs().max().item() for k in a["state"])
+    return diffs, weights
+
+
 def main(argv: list[str] | None = None) -> int:
     from .ddp import init_distributed, rank_world
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="where rank 0 saves {losses, grad norms, state_dict} (torch.save)")
     ap.add_argument("--micro-batch-size", type=int, default=2, help="rows per forward/backward on each rank (default 2)")
+    ap.add_argument("--loop", metavar="RUN_DIR", default=None, help="run the RL loop (train_rl, LOOP_OVERRIDES) in RUN_DIR instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     init_distributed("cpu")
-    result = run(args.micro_batch_size)
+    result = run_loop(args.loop) if args.loop else run(args.micro_batch_size)
     result["world"] = rank_world()[1]
     if rank_world()[0] == 0:
         tmp = args.out + ".tmp"

@@ -5,7 +5,7 @@
     verdicts = fleet.score_texts(problems, texts)       # the scorer contract, sharded over workers
     ...optimiser step on the trainer's policy...
     fleet.push_weights(policy.model)                    # one ray.put, every worker loads it
-    fleet.shutdown()
+    fleet.shutdown()                                    # and ray.shutdown() if the fleet started Ray
 
 Sampling is seeded per prompt (`policy.hf.derive_prompt_seeds`): prompt i of a request seeded s draws
 from a stream that depends only on (s, i), so the fleet returns exactly what `policy.generate` returns in
@@ -72,7 +72,8 @@ class RayRollouts:
 
         if num_workers < 1:
             raise ValueError(f"dist.rollout_workers={num_workers}: need at least 1 worker")
-        if not ray.is_initialized():
+        self.started_ray = not ray.is_initialized()  # then shutdown() stops the local cluster it started too
+        if self.started_ray:
             kw = {"num_cpus": max(1, int(num_workers * num_cpus_per_worker)), "include_dashboard": False, "log_to_driver": False}
             ray.init(**{**kw, **(ray_init or {})})
         self.ray = ray
@@ -119,6 +120,9 @@ class RayRollouts:
         return versions[0]
 
     def shutdown(self) -> None:
+        """Stop the workers, and the local Ray cluster when this fleet started it (one it joined keeps running)."""
         for w in self.workers:
             self.ray.kill(w)
         self.workers = []
+        if self.started_ray and self.ray.is_initialized():
+            self.ray.shutdown()

@@ -4,6 +4,10 @@ The loop only wires parts together: rollouts (and DAPO's refill) live in rollout
 preparation and micro-batch loss in algorithms.py (registry ALGORITHMS, looked up by `algo.name`), PPO's
 critic in ppo.py, and the mathematics in algos/. Every random choice of step s is seeded from (seed, s),
 so a run resumed from a checkpoint repeats exactly what the straight run did.
+
+Scale-out (dist/): with dist.rollout_workers > 0, Ray actors holding policy replicas generate and score the
+rollouts; launched under torchrun, every rank trains on its share of each batch's rows with gradients summed
+across ranks, so the update equals the one-process update on the same global batch.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 
 from ..algos import aggregate_tokens, entropy_bonus, entropy_from_logits, kl_estimate
 from ..config import Config, to_dict
+from ..dist.ddp import ShardedGeneration, allreduce_gradients, allreduce_stats, broadcast_parameters, init_distributed, rank_world, shard_rows
 from .algorithms import ALGORITHMS, prepare
 from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from .forward import Forward, forward
@@ -21,11 +26,19 @@ from .optim import make_optimizer
 from .ppo import make_critic
 from .rollout import Rollout, collect_batch, collect_rollout, step_seed
 
-__all__ = ["Rollout", "collect_rollout", "optimise", "rollout_metrics", "step_seed", "train_rl"]
+__all__ = ["Rollout", "collect_rollout", "optimise", "rollout_metrics", "start_fleet", "step_seed", "train_rl"]
+
+# Statistics that are the same on every rank after the gradient all-reduce; every other statistic of
+# `optimise` is a sum of per-row terms already divided by the global batch's size, so ranks add them up.
+SAME_ON_EVERY_RANK = ("grad_norm", "value/grad_norm")
 
 
 def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, step: int = 0, critic=None) -> dict:
-    """algo.epochs optimiser steps on one rollout batch, accumulating gradients over micro-batches."""
+    """algo.epochs optimiser steps on one rollout batch, accumulating gradients over micro-batches.
+
+    Under torchrun every rank holds the whole batch (advantages and the loss normaliser are the global batch's)
+    and runs forward/backward on its contiguous share of the rows; the gradients are summed across ranks before
+    clipping (dist/ddp.py explains why not DistributedDataParallel), so every rank takes the one-process step."""
     a = cfg.algo
     stats = {"loss/policy": 0.0, "kl/ref": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "trained_tokens": 0}
     if len(rollout.completions) == 0:  # dynamic sampling found no informative group within its cap
@@ -34,8 +47,9 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
     ctx = {"policy": policy, "critic": critic}
     kl_in_loss = a.kl_coef > 0 and a.kl_mode == "loss"
     need_logits = algo.logits or a.entropy_coef > 0
+    rows = p.rows[shard_rows(len(p.rows), *rank_world())]  # this rank's rows; all of them in one process
     for _ in range(a.epochs):
-        for mb in p.rows.split(cfg.trainer.micro_batch_size) if len(p.rows) else []:
+        for mb in rows.split(cfg.trainer.micro_batch_size) if len(rows) else []:
             sub = p.batch.select(mb)
             if need_logits or algo.hidden:
                 fw = forward(policy.model, sub, cfg.rollout.temperature, logits=need_logits, hidden=algo.hidden and critic is not None and critic.shared)
@@ -55,13 +69,16 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
                 stats[k] = stats.get(k, 0.0) + v * len(mb) / len(p.rows) / a.epochs
             loss.backward()
             stats["trained_tokens"] += int(p.mask[mb].sum().item())
+        allreduce_gradients(policy.model)  # the sum over ranks is the full batch's gradient (a no-op in one process)
         stats["grad_norm"] += torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm).item() / a.epochs
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         if critic is not None:
+            allreduce_gradients(critic)
             stats["value/grad_norm"] = critic.step()
     stats.pop("ratio_mean", None)
+    stats.update(allreduce_stats({k: v for k, v in stats.items() if k not in SAME_ON_EVERY_RANK}))
     stats.update({k: v for k, v in p.extra.items() if "/" in k})
     stats["train/rows"] = len(p.rows)
     return stats
@@ -85,10 +102,27 @@ def rollout_metrics(rollout: Rollout, gen_seconds: float) -> dict:
     }
 
 
+def start_fleet(policy, scorer, cfg: Config):
+    """Ray rollout workers (dist/ray_rollout.py), each with a replica of `policy` at its current weights and its
+    own unpickled copy of `scorer`. Sampling is seeded per prompt, so the fleet samples what `policy` would."""
+    from ..dist.ray_rollout import RayRollouts  # imports ray itself, only now
+
+    d = cfg.dist
+    return RayRollouts(policy, d.rollout_workers, lambda: scorer, num_cpus_per_worker=d.worker_cpus, num_gpus_per_worker=d.worker_gpus,
+                       threads_per_worker=max(1, int(d.worker_cpus)))
+
+
 def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, log, resume: bool = False, evaluate=None, progress=None) -> int:
     """Run cfg.trainer.steps RL steps; `source.train_problems(indices)` supplies prompts; `evaluate(step)`
-    (optional) returns held-out metrics to log. Returns the number of steps run in this call."""
+    (optional) returns held-out metrics to log. Returns the number of steps run in this call.
+
+    Under torchrun every rank calls this with the same arguments; rank 0 alone evaluates, logs (`log` may be
+    None elsewhere), reports progress and writes checkpoints."""
     tr = cfg.trainer
+    rank, world = init_distributed(cfg.model.device)
+    if world > 1 and cfg.dist.rollout_workers > 0:
+        raise ValueError(f"dist.rollout_workers={cfg.dist.rollout_workers} under torchrun (WORLD_SIZE={world}): every rank would start its own "
+                         "Ray fleet; use one of the two (dist.rollout_workers=0 with torchrun)")
     opt, sched = make_optimizer(policy.model, tr.lr, tr.weight_decay, tr.warmup_steps, tr.steps * cfg.algo.epochs, tr.lr_schedule)
     critic = make_critic(policy, cfg) if ALGORITHMS[cfg.algo.name].critic else None
     start = 0
@@ -101,25 +135,43 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
         start = state["step"]
         if critic is not None:
             critic.load_state(state["extra"]["critic"])
+    # Replicas must start identical; every rank loaded the same files, this makes it a guarantee (no-op in one process).
+    broadcast_parameters(policy.model)
+    if critic is not None:
+        broadcast_parameters(critic)
     policy.model.train()
-    for step in range(start + 1, tr.steps + 1):
-        t0 = time.perf_counter()
-        rollout, sampled, gen_seconds, info = collect_batch(policy, scorer, source, cfg, step)
-        t1 = time.perf_counter()
-        stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic)
-        train_seconds = time.perf_counter() - t1
-        metrics = {**rollout_metrics(sampled, gen_seconds), **info}
-        metrics["perf/train_tok_per_s"] = stats.pop("trained_tokens") / max(train_seconds, 1e-9)
-        metrics.update(stats)
-        metrics.update({"lr": sched.get_last_lr()[0], "time/step_s": time.perf_counter() - t0})
-        if evaluate is not None and tr.eval_every and (step % tr.eval_every == 0 or step == tr.steps):
-            policy.model.eval()
-            metrics.update({f"eval/{k}": v for k, v in evaluate(step).items()})
-            policy.model.train()
-        log.log(step, metrics)
-        if (tr.save_every and step % tr.save_every == 0) or step == tr.steps:
-            save_checkpoint(run_dir, step, policy, opt, sched, to_dict(cfg), extra={"critic": critic.state()} if critic else None)
-        if progress is not None:
-            progress(1, reward=metrics["reward/mean"])
+    fleet = start_fleet(policy, scorer, cfg) if cfg.dist.rollout_workers > 0 else None
+    # Under torchrun each rank samples its share of the prompts and all-gathers the groups (ShardedGeneration)
+    # rather than every rank sampling the whole batch: generation is the dominant cost, so it splits K ways,
+    # and per-prompt seeding makes the gathered batch the one a single process samples, identical on all ranks.
+    gen = fleet if fleet is not None else ShardedGeneration(policy) if world > 1 else policy
+    judge = fleet if fleet is not None else scorer
+    try:
+        for step in range(start + 1, tr.steps + 1):
+            t0 = time.perf_counter()
+            rollout, sampled, gen_seconds, info = collect_batch(gen, judge, source, cfg, step)
+            t1 = time.perf_counter()
+            stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic)
+            train_seconds = time.perf_counter() - t1
+            if fleet is not None:
+                fleet.push_weights(policy.model)  # the next step's rollouts sample the updated policy
+            if rank > 0:  # after the all-reduced update every rank holds rank 0's weights: it alone reports
+                continue
+            metrics = {**rollout_metrics(sampled, gen_seconds), **info}
+            metrics["perf/train_tok_per_s"] = stats.pop("trained_tokens") / max(train_seconds, 1e-9)
+            metrics.update(stats)
+            metrics.update({"lr": sched.get_last_lr()[0], "time/step_s": time.perf_counter() - t0})
+            if evaluate is not None and tr.eval_every and (step % tr.eval_every == 0 or step == tr.steps):
+                policy.model.eval()
+                metrics.update({f"eval/{k}": v for k, v in evaluate(step).items()})
+                policy.model.train()
+            log.log(step, metrics)
+            if (tr.save_every and step % tr.save_every == 0) or step == tr.steps:
+                save_checkpoint(run_dir, step, policy, opt, sched, to_dict(cfg), extra={"critic": critic.state()} if critic else None)
+            if progress is not None:
+                progress(1, reward=metrics["reward/mean"])
+    finally:
+        if fleet is not None:
+            fleet.shutdown()
     policy.model.eval()
     return tr.steps - start
