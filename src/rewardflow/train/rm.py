@@ -1,0 +1,193 @@
+"""Reward-model training: outcome RMs (pointwise cross-entropy or Bradley-Terry pairs) and process RMs (step
+labels), on any backbone `RewardModel.new` accepts. Rows are dicts with "prompt" and "steps" plus
+- ORM: "correct" (bool or a [0, 1] label); Bradley-Terry pairs every correct with every wrong solution of the
+  same prompt (at most `max_pairs_per_prompt`);
+- PRM: "labels", one per step (0/1 or soft).
+That is what `rewardflow rm label` writes; `prmbench_train_rows` builds PRM rows from PRMBench's train files.
+
+A held-out tenth of the prompts (by prompt, so no prompt is on both sides) is scored after each epoch:
+loss and accuracy land in OUT/metrics.jsonl; the model is saved atomically to OUT at the end.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
+from ..rewards.models import RewardModel
+from .optim import make_optimizer
+
+LOSSES = {"orm": ("bce", "bt"), "prm": ("bce",)}
+
+
+@dataclass
+class RMTrainConfig:
+    kind: str = "prm"  # orm | prm
+    loss: str = "bce"  # orm: bce (pointwise correctness) | bt (Bradley-Terry pairs); prm: bce per step
+    epochs: int = 2  # passes over the training rows
+    lr: float = 1e-4  # AdamW peak learning rate (linear warmup over the first 5% of steps, then linear decay)
+    batch_size: int = 16  # solutions (or pairs) per optimizer step
+    max_length: int | None = None  # token limit of prompt + solution (default: the backbone's, at most 2048)
+    weight_decay: float = 0.0
+    max_pairs_per_prompt: int = 8  # Bradley-Terry: cap on correct x wrong pairs drawn from one prompt
+    val_frac: float = 0.1  # fraction of prompts held out for the per-epoch validation line
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.kind not in LOSSES:
+            raise ValueError(f"kind: {self.kind!r}; valid: {', '.join(LOSSES)}")
+        if self.loss not in LOSSES[self.kind]:
+            raise ValueError(f"loss: {self.loss!r} does not train a {self.kind}; valid: {', '.join(LOSSES[self.kind])}")
+        if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.val_frac < 1:
+            raise ValueError("epochs and batch_size must be >= 1 and val_frac in [0, 1)")
+
+
+def check_rows(rows: list[dict], kind: str, where: str = "rows") -> None:
+    """Every row has what its kind trains on; a bad row is named by its position (and id when it has one)."""
+    need = ("prompt", "steps", "labels") if kind == "prm" else ("prompt", "steps", "correct")
+    for i, r in enumerate(rows):
+        missing = [k for k in need if k not in r]
+        name = f"{where} row {i + 1}" + (f" (id {r['id']})" if "id" in r else "")
+        if missing:
+            raise ValueError(f"{name}: missing {', '.join(missing)} (a {kind} trains on {', '.join(need)})")
+        if not r["steps"]:
+            raise ValueError(f"{name}: no steps")
+        if kind == "prm" and len(r["labels"]) != len(r["steps"]):
+            raise ValueError(f"{name}: {len(r['labels'])} labels for {len(r['steps'])} steps")
+
+
+def split_by_prompt(rows: list[dict], val_frac: float, seed: int) -> tuple[list[dict], list[dict]]:
+    prompts = sorted({r["prompt"] for r in rows})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: int(len(prompts) * val_frac)])
+    return [r for r in rows if r["prompt"] not in held], [r for r in rows if r["prompt"] in held]
+
+
+def bt_pairs(rows: list[dict], cap: int, seed: int) -> list[tuple[dict, dict]]:
+    """(correct, wrong) solution pairs of the same prompt; at most `cap` per prompt, drawn at random."""
+    by_prompt: dict[str, list[dict]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], []).append(r)
+    rng, pairs = random.Random(seed), []
+    for group in by_prompt.values():
+        good = [r for r in group if float(r["correct"]) > 0.5]
+        bad = [r for r in group if float(r["correct"]) <= 0.5]
+        combos = [(g, b) for g in good for b in bad]
+        rng.shuffle(combos)
+        pairs += combos[:cap]
+    return pairs
+
+
+def batch_loss(rm: RewardModel, batch: list, cfg: RMTrainConfig) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch of rows (or of (chosen, rejected) pairs for Bradley-Terry)."""
+    if cfg.loss == "bt":
+        flat = [r for pair in batch for r in pair]  # chosen, rejected, chosen, rejected, ...
+        outcome, _ = rm(rm.encode([r["prompt"] for r in flat], [r["steps"] for r in flat]))  # [2P]
+        return bradley_terry_loss(outcome[0::2], outcome[1::2])
+    enc = rm.encode([r["prompt"] for r in batch], [r["steps"] for r in batch])
+    outcome, steps = rm(enc)  # [N], [N, S]
+    if cfg.kind == "orm":
+        return pointwise_bce_loss(outcome, torch.tensor([float(r["correct"]) for r in batch]))
+    labels = torch.zeros_like(steps)  # [N, S]
+    for i, r in enumerate(batch):
+        labels[i, : len(r["labels"])] = torch.tensor(r["labels"], dtype=labels.dtype)
+    return step_bce_loss(steps, labels, enc.step_pos >= 0)
+
+
+@torch.no_grad()
+def evaluate(rm: RewardModel, items: list, cfg: RMTrainConfig) -> dict:
+    rm.eval()
+    totals: dict[str, float] = {}
+    weight = 0
+    for i in range(0, len(items), cfg.batch_size):
+        batch = items[i : i + cfg.batch_size]
+        loss, stats = batch_loss(rm, batch, cfg)
+        for k, v in {"loss": loss.item(), **stats}.items():
+            totals[k] = totals.get(k, 0.0) + v * len(batch)
+        weight += len(batch)
+    rm.train()
+    return {f"val/{k.split('/')[-1]}": v / max(1, weight) for k, v in totals.items()}
+
+
+def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg: RMTrainConfig, *, progress=None) -> tuple[RewardModel, list[dict]]:
+    """Train a fresh head + backbone from `init` on rows; save to out; return (model, per-epoch metrics)."""
+    cfg.validate()
+    check_rows(rows, cfg.kind)
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rm = RewardModel.new(init, cfg.kind, max_length=cfg.max_length)
+    train_rows, val_rows = split_by_prompt(rows, cfg.val_frac, cfg.seed)
+    items = bt_pairs(train_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else train_rows
+    val_items = bt_pairs(val_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else val_rows
+    if not items:
+        raise ValueError("no training examples" + (" (Bradley-Terry needs prompts with both a correct and a wrong solution)" if cfg.loss == "bt" else ""))
+    steps_per_epoch = -(-len(items) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt, sched = make_optimizer(rm, cfg.lr, cfg.weight_decay, max(1, total // 20), total, "linear")
+    rng, history = random.Random(cfg.seed), []
+    rm.train()
+    for epoch in range(1, cfg.epochs + 1):
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        running: dict[str, float] = {}
+        for s in range(steps_per_epoch):
+            batch = [items[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
+            loss, stats = batch_loss(rm, batch, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            for k, v in {"loss": loss.item(), **stats}.items():
+                running[k] = running.get(k, 0.0) + v / steps_per_epoch
+            if progress:
+                progress(1)
+        line = {"epoch": epoch, **{f"train/{k.split('/')[-1]}": v for k, v in running.items()}}
+        if val_items:
+            line.update(evaluate(rm, val_items, cfg))
+        history.append(line)
+    rm.save(out)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    (out / "train_config.json").write_text(json.dumps({**cfg.__dict__, "init": str(init), "rows": len(rows)}, indent=2))
+    return rm.eval(), history
+
+
+def steps_total(rows: list[dict], cfg: RMTrainConfig) -> int:
+    """Optimizer steps a run will take (for a progress bar), before the validation split."""
+    n = len(split_by_prompt(rows, cfg.val_frac, cfg.seed)[0])
+    if cfg.loss == "bt":
+        n = len(bt_pairs(split_by_prompt(rows, cfg.val_frac, cfg.seed)[0], cfg.max_pairs_per_prompt, cfg.seed))
+    return -(-n // cfg.batch_size) * cfg.epochs
+
+
+def prmbench_train_rows(data_dir: str | Path, *, with_originals: bool = True) -> list[dict]:
+    """PRM rows from PRMBench's `*_train_*` files (Song et al. 2025): the modified process with label 0 at its
+    `error_steps` (1-based) and 1 elsewhere (rows whose error steps all lie past their last step are left out); plus, once per question, the original process with all 1s. Test
+    files are never read: they are what the benchmark evaluates."""
+    from ..data.jsonl import read_rows
+
+    files = sorted(Path(data_dir).glob("*_train_*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no PRMBench *_train_*.jsonl files")
+    def parse(r: dict) -> dict:
+        errors = {int(e) for e in r["error_steps"]}
+        steps = [str(x) for x in r["modified_process"]]
+        return {"id": f"{r['idx']}:{r['classification']}", "prompt": r.get("modified_question") or r["question"], "steps": steps,
+                "labels": [0.0 if k + 1 in errors else 1.0 for k in range(len(steps))],
+                "original": (r["original_question"], [str(x) for x in r["original_process"]])}
+
+    rows, seen = [], set()
+    for f in files:
+        for _, row in read_rows(f, parse, what="PRMBench row"):
+            question, original = row.pop("original")
+            if 0.0 in row["labels"]:  # 12 train rows name an error step past their last step: no step to label 0
+                rows.append(row)
+            if with_originals and question not in seen:  # each class file repeats the same originals
+                seen.add(question)
+                rows.append({"id": row["id"].split(":")[0] + ":original", "prompt": question, "steps": original, "labels": [1.0] * len(original)})
+    return rows

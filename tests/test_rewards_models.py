@@ -1,0 +1,181 @@
+"""Reward-model losses (hand-checked), the RewardModel scorer (step positions, causality, save/load) and
+ORM / PRM training on toy rows where the right answer is known."""
+import json
+import math
+
+import pytest
+import torch
+
+from rewardflow.algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
+from rewardflow.data.problem import Problem
+from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+from rewardflow.rewards import aggregate
+from rewardflow.rewards.models import RewardModel
+from rewardflow.rewards.registry import load_scorer
+from rewardflow.train.rm import RMTrainConfig, bt_pairs, check_rows, prmbench_train_rows, split_by_prompt, train_reward_model
+
+
+def _sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+# ---------------------------------------------------------------- losses, by hand
+
+
+def test_bradley_terry_loss_by_hand():
+    # margins 1 - 0 = 1 and 0 - 2 = -2: loss = -(log s(1) + log s(-2)) / 2 = (0.31326 + 2.12693) / 2 = 1.22009
+    loss, stats = bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))
+    expected = -(math.log(_sig(1.0)) + math.log(_sig(-2.0))) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(1.22009, abs=1e-5)
+    assert stats["rm/acc"] == 0.5
+    # swapping chosen and rejected changes the loss: the sign matters
+    swapped, _ = bradley_terry_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
+    assert swapped.item() == pytest.approx(-(math.log(_sig(-1.0)) + math.log(_sig(2.0))) / 2, abs=1e-6)
+
+
+def test_pointwise_bce_by_hand():
+    # z = [2, -1], l = [1, 0]: -(log s(2) + log(1 - s(-1))) / 2 = -(log s(2) + log s(1)) / 2 = (0.12693 + 0.31326) / 2
+    loss, stats = pointwise_bce_loss(torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx((0.126928 + 0.313262) / 2, abs=1e-5)
+    assert stats["rm/acc"] == 1.0
+    # a soft label 0.25 on z = 0: -(0.25 log 0.5 + 0.75 log 0.5) = log 2
+    soft, _ = pointwise_bce_loss(torch.tensor([0.0]), torch.tensor([0.25]))
+    assert soft.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_step_bce_ignores_padded_steps():
+    logits = torch.tensor([[0.0, 3.0], [1.0, 99.0]])
+    labels = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    # three real steps: log 2, -log s(3) = 0.048587, -log(1 - s(1)) = 1.313262; mean = (0.693147 + 0.048587 + 1.313262) / 3
+    loss, stats = step_bce_loss(logits, labels, mask)
+    assert loss.item() == pytest.approx((0.693147 + 0.048587 + 1.313262) / 3, abs=1e-5)
+    assert stats["rm/steps"] == 3
+    assert stats["rm/step_acc"] == pytest.approx(1 / 3)  # only the 3.0 logit is on the right side of its label
+
+
+# ---------------------------------------------------------------- the scorer on a tiny causal LM
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
+
+
+def test_step_positions_are_the_last_token_of_each_step(tiny):
+    rm = RewardModel.new(tiny, "prm")
+    steps = ["3 + 4 = 7", "7 + 1 = 8", "Answer: 8"]
+    enc = rm.encode(["What is 3 + 4 + 1?"], [steps])
+    ids = enc.input_ids[0].tolist()
+    decoded = [rm.tokenizer.decode(ids[: p + 1]) for p in enc.step_pos[0].tolist()]
+    for k, text in enumerate(decoded):
+        assert text.endswith(steps[k]), (k, text)
+    assert enc.last[0].item() == enc.step_pos[0, -1].item()
+
+
+def test_prm_step_scores_do_not_see_later_steps(tiny):
+    rm = RewardModel.new(tiny, "prm")
+    torch.nn.init.normal_(rm.head.weight, std=1.0)  # a non-zero head so scores vary
+    p = Problem(id="a", prompt="What is 3 + 4?", answer="7", task="t", meta={})
+    a, b = rm.score([p, p], [["3 + 4 = 7", "Answer: 7"], ["3 + 4 = 7", "Answer: 9"]])
+    assert a.steps[0] == pytest.approx(b.steps[0], abs=1e-6)  # same first step, different second: same first score
+    assert a.steps[1] != pytest.approx(b.steps[1], abs=1e-4)
+
+
+def test_minilm_like_encoder_gets_a_causal_mask_for_prm(tmp_path):
+    """An encoder backbone (a tiny random BERT with a WordPiece vocabulary) as PRM: causal, as the PRM needs."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *list("abcdefghijklmnopqrstuvwxyz0123456789+=?:.")]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split("", behavior="isolated")])  # one char per token
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=128)).save_pretrained(tmp_path / "bert")
+    fast.save_pretrained(tmp_path / "bert")
+
+    prm = RewardModel.new(tmp_path / "bert", "prm")
+    orm = RewardModel.new(tmp_path / "bert", "orm")
+    assert prm.causal and prm.backbone.config.is_decoder
+    assert not orm.causal  # an outcome score may read the whole solution both ways
+    torch.nn.init.normal_(prm.head.weight, std=1.0)
+    p = Problem(id="a", prompt="what is 3+4?", answer="7", task="t", meta={})
+    a, b = prm.score([p, p], [["3+4=7", "answer: 7"], ["3+4=7", "answer: 9"]])
+    assert a.steps[0] == pytest.approx(b.steps[0], abs=1e-6)
+    enc = prm.encode(["what is 3+4?"], [["3+4=7", "answer: 7"]])
+    assert [fast.convert_ids_to_tokens(enc.input_ids[0, p].item()) for p in enc.step_pos[0]] == ["7", "7"]
+
+
+# ---------------------------------------------------------------- training on toy rows with a known rule
+
+
+def _toy_rows(n_prompts=24):
+    """Solutions whose steps are right ('= 7') or wrong ('= 9'); a step's label is 1 until the first wrong step."""
+    rows = []
+    for i in range(n_prompts):
+        for variant in range(4):
+            marks = [(variant >> k) & 1 for k in range(2)]  # 0: right step, 1: wrong step
+            steps = [f"{i % 5} + 2 = {'9' if m else '7'}" for m in marks] + ["Answer: done"]
+            labels, ok = [], 1.0
+            for m in marks + [0]:
+                ok = 0.0 if m else ok
+                labels.append(ok)
+            rows.append({"id": f"{i}-{variant}", "prompt": f"Question {i}: add", "steps": steps, "labels": labels, "correct": labels[-1] > 0.5})
+    return rows
+
+
+def test_prm_learns_step_labels_and_round_trips(tiny, tmp_path):
+    rows = _toy_rows()
+    cfg = RMTrainConfig(kind="prm", epochs=20, lr=5e-3, batch_size=16, seed=0)
+    rm, history = train_reward_model(tiny, rows, tmp_path / "prm", cfg)
+    assert history[-1]["val/step_acc"] >= 0.9, history
+    assert history[-1]["val/loss"] < history[0]["train/loss"]
+    back = load_scorer(str(tmp_path / "prm"))
+    p = Problem(id="x", prompt="Question 3: add", answer=None, task="t", meta={})
+    sols = [["3 + 2 = 7", "3 + 2 = 7", "Answer: done"], ["3 + 2 = 9", "3 + 2 = 7", "Answer: done"]]
+    first, second = rm.score([p, p], sols), back.score([p, p], sols)
+    assert [x for s in first for x in s.steps] == pytest.approx([x for s in second for x in s.steps], abs=1e-6)
+    assert aggregate(first[0], "min") > 0.5 > aggregate(first[1], "min")
+    assert json.loads((tmp_path / "prm" / "scorer.json").read_text())["kind"] == "prm"
+    assert len((tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()) == 20
+
+
+def test_orm_bradley_terry_ranks_correct_above_wrong(tiny, tmp_path):
+    rows = _toy_rows()
+    cfg = RMTrainConfig(kind="orm", loss="bt", epochs=5, lr=3e-3, batch_size=8, seed=0)
+    _, history = train_reward_model(tiny, rows, tmp_path / "orm", cfg)
+    assert history[-1]["val/acc"] >= 0.9, history
+
+
+def test_bt_pairs_and_splits():
+    rows = _toy_rows(4)
+    pairs = bt_pairs(rows, cap=8, seed=0)
+    assert len(pairs) == 4 * 3  # per prompt one correct (both steps right) x three wrong
+    assert all(c["correct"] and not w["correct"] and c["prompt"] == w["prompt"] for c, w in pairs)
+    train, val = split_by_prompt(_toy_rows(20), 0.1, seed=0)
+    assert {r["prompt"] for r in train}.isdisjoint({r["prompt"] for r in val}) and len(val) == 2 * 4
+
+
+def test_bad_rows_are_named():
+    with pytest.raises(ValueError, match="row 2 \\(id b\\): 1 labels for 2 steps"):
+        check_rows([{"id": "a", "prompt": "p", "steps": ["s"], "labels": [1]}, {"id": "b", "prompt": "p", "steps": ["s", "t"], "labels": [1]}], "prm")
+    with pytest.raises(ValueError, match="missing correct"):
+        check_rows([{"prompt": "p", "steps": ["s"]}], "orm")
+    with pytest.raises(ValueError, match="loss"):
+        RMTrainConfig(kind="prm", loss="bt").validate()
+
+
+def test_prmbench_train_rows(shared_data):
+    rows = prmbench_train_rows(shared_data / "prmbench")
+    modified = [r for r in rows if not r["id"].endswith(":original")]
+    originals = [r for r in rows if r["id"].endswith(":original")]
+    # the eight train files hold 3,203 rows (`cat *_train_*.jsonl | grep -c .`); 12 name error steps past their end
+    assert len(modified) == 3203 - 12
+    assert all(len(r["labels"]) == len(r["steps"]) for r in rows)
+    assert all(0.0 in r["labels"] for r in modified) and all(set(r["labels"]) == {1.0} for r in originals)
+    first = next(r for r in modified if r["id"] == "prm_train_p1_0:circular")
+    assert first["labels"] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]  # error_steps [2, 3, 4] of six steps
