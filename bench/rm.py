@@ -219,9 +219,22 @@ def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> 
     return out
 
 
-def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar):
-    """Placeholder until train/rm.py lands."""
-    raise NotImplementedError
+def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4):
+    """An ORM on the samples' correctness (pointwise cross-entropy) and a PRM on their step labels, both on the
+    SFT policy's backbone with a fresh scalar head (train/rm.py); cached in OUT/orm and OUT/prm."""
+    from rewardflow.rewards.models import RewardModel
+    from rewardflow.train.rm import RMTrainConfig, steps_total, train_reward_model
+
+    models = []
+    for kind in ("orm", "prm"):
+        path = out / kind
+        if (path / "scorer.json").exists():
+            models.append(RewardModel.load(path))
+            continue
+        cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
+        rm, _ = train_reward_model(init, rows, path, cfg, progress=bar(f"train {kind.upper()}", steps_total(rows, cfg)))
+        models.append(rm)
+    return tuple(models)
 
 
 def run_from_args(args) -> int:

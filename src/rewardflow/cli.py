@@ -152,12 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_verb", required=True)
     targets = {"register": sub, "register_rm": rm_sub, "register_bench": bench_sub}
     for module, functions in VERB_MODULES.items():
-        try:
-            mod = importlib.import_module(f".{module}", __package__)
-        except ModuleNotFoundError as e:  # a room not built yet (e.g. rewards.cli before issue 4) adds nothing
-            if e.name != f"{__package__}.{module}":
-                raise
-            continue
+        mod = importlib.import_module(f".{module}", __package__)
         for fn in functions:
             getattr(mod, fn)(targets[fn])
     return p

@@ -151,6 +151,19 @@ class DistConfig:
 
 
 @dataclass
+class RewardConfig:
+    scorers: list[str] = field(default_factory=list)  # learned scorers added to the verifier: rewards.load_scorer specs (saved PRM/ORM directories)
+    weights: list[float] = field(default_factory=list)  # one per scorer: reward = verifier_weight * verdict + sum_i weights[i] * r_i
+    verifier_weight: float = 1.0  # weight of the verifier's 0/1 verdict in the sample reward
+    aggregation: str = "min"  # r_i from scorer i's step scores: min | prod | last | mean, or outcome (its outcome score)
+    shaping: str = "none"  # dense per-step rewards (algo.dense_coef > 0) from the first process scorer: none | clip | delta (Gao et al. 2024)
+    clip_eta: float = 0.5  # clip shaping: step reward r_k -> min(r_k - clip_eta, 0)
+    transform: str = "none"  # r_i before weighting: none | logsigmoid (Wang et al. 2024: log sigmoid(r_i - r_ref))
+    transform_quantile: float = 0.5  # logsigmoid: r_ref = this quantile of r_i over the prompt's group of samples
+    online_update: bool = False  # after each rollout, call update(problems, solutions, correct) on scorers that have it (PRIME)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -162,6 +175,7 @@ class Config:
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
 
 def _choices(name: str, value: str, valid) -> None:
@@ -216,7 +230,32 @@ def validate(cfg: Config) -> Config:
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
     if cfg.dist.worker_cpus <= 0 or cfg.dist.worker_gpus < 0:
         raise ConfigError(f"dist.worker_cpus={cfg.dist.worker_cpus} must be > 0 and dist.worker_gpus={cfg.dist.worker_gpus} >= 0")
+    _validate_reward(cfg)
     return cfg
+
+
+def _validate_reward(cfg: Config) -> None:
+    from .rewards.base import AGGREGATIONS
+    from .train.reward import SHAPINGS, TRANSFORMS
+
+    rw = cfg.reward
+    _choices("reward.aggregation", rw.aggregation, {"outcome", *AGGREGATIONS})
+    _choices("reward.shaping", rw.shaping, SHAPINGS)
+    _choices("reward.transform", rw.transform, TRANSFORMS)
+    if len(rw.weights) != len(rw.scorers):
+        raise ConfigError(f"reward.weights={list(rw.weights)} needs one weight per entry of reward.scorers={list(rw.scorers)}")
+    if not 0.0 <= rw.transform_quantile <= 1.0:
+        raise ConfigError(f"reward.transform_quantile={rw.transform_quantile} must lie in [0, 1]")
+    # options that would do nothing are errors, not silently ignored
+    unused = [(f"reward.transform={rw.transform!r}", rw.transform != "none"), (f"reward.online_update={rw.online_update}", rw.online_update),
+              (f"reward.shaping={rw.shaping!r}", rw.shaping != "none")]
+    for name, on in unused:
+        if on and not rw.scorers:
+            raise ConfigError(f"{name} acts on learned scorers, but reward.scorers is empty")
+    if rw.shaping != "none" and cfg.algo.dense_coef <= 0:
+        raise ConfigError(f"reward.shaping={rw.shaping!r} shapes the dense per-step rewards, which need algo.dense_coef > 0 (got {cfg.algo.dense_coef})")
+    if rw.scorers and cfg.algo.name == "remax":
+        raise ConfigError("algo.name='remax' scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

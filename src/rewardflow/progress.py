@@ -1,6 +1,7 @@
 """Progress bars (rich) for long work; callers get a `tick(n, **fields)` callable per task."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -15,6 +16,9 @@ def progress_bars(enabled: bool = True):
     if not enabled:
         yield lambda description, total: (lambda n=1, **fields: None)
         return
+    if not console.is_terminal:  # a log file or a pipe: plain lines every 30 s (and at the end) instead of a live bar
+        yield _log_bar
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as prog:
@@ -28,3 +32,17 @@ def progress_bars(enabled: bool = True):
             return tick
 
         yield bar
+
+
+def _log_bar(description: str, total: int, every_s: float = 30.0):
+    state = {"done": 0, "start": time.perf_counter(), "last": time.perf_counter()}
+
+    def tick(n: int = 1, **fields) -> None:
+        state["done"] += n
+        now = time.perf_counter()
+        if now - state["last"] >= every_s or state["done"] >= total:
+            state["last"] = now
+            info = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            console.print(f"{description}: {state['done']}/{total}  {info}  {now - state['start']:.0f}s", highlight=False)
+
+    return tick

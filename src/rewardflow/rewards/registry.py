@@ -31,7 +31,21 @@ def _implicit_prm(path: Path) -> Scorer:
     return load_implicit_prm(path)
 
 
-SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {"orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm}
+def _judge(path: Path) -> Scorer:
+    from .judge import JudgeScorer
+
+    return JudgeScorer.load(path)
+
+
+def _ensemble(path: Path) -> Scorer:
+    from .ensemble import EnsembleScorer
+
+    return EnsembleScorer.load(path)
+
+
+SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
+    "orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm, "judge": _judge, "ensemble": _ensemble,
+}
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}
 

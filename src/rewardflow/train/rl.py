@@ -24,6 +24,7 @@ from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from .forward import Forward, forward
 from .optim import make_optimizer
 from .ppo import make_critic
+from .reward import load_reward_scorers, update_scorers
 from .rollout import Rollout, collect_batch, collect_rollout, step_seed
 
 __all__ = ["Rollout", "collect_rollout", "optimise", "rollout_metrics", "start_fleet", "step_seed", "train_rl"]
@@ -140,6 +141,8 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     if critic is not None:
         broadcast_parameters(critic)
     policy.model.train()
+    # config `reward:`: learned scorers beside the verifier (train/reward.py); they score in this process, not in the fleet
+    reward_scorers = load_reward_scorers(cfg.reward)
     fleet = start_fleet(policy, scorer, cfg) if cfg.dist.rollout_workers > 0 else None
     # Under torchrun each rank samples its share of the prompts and all-gathers the groups (ShardedGeneration)
     # rather than every rank sampling the whole batch: generation is the dominant cost, so it splits K ways,
@@ -149,7 +152,9 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     try:
         for step in range(start + 1, tr.steps + 1):
             t0 = time.perf_counter()
-            rollout, sampled, gen_seconds, info = collect_batch(gen, judge, source, cfg, step)
+            rollout, sampled, gen_seconds, info = collect_batch(gen, judge, source, cfg, step, reward_scorers)
+            if cfg.reward.online_update:  # PRIME: the scorers learn from this step's verdicts after scoring its samples
+                info = {**info, **update_scorers(reward_scorers, rollout)}
             t1 = time.perf_counter()
             stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic)
             train_seconds = time.perf_counter() - t1

