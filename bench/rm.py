@@ -136,7 +136,7 @@ def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n
 
 
 def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str = "quickstart", train_problems: int = 256, samples: int = 4,
-              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
+              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
     from rewardflow.config import load_config
     from rewardflow.progress import progress_bars
     from rewardflow.rewards import AGGREGATIONS, aggregate
@@ -165,7 +165,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
 
         # 3. outcome and process reward models (train/rm.py)
         t0 = time.perf_counter()
-        orm, prm = train_reward_models(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar)
+        orm, prm = train_reward_models(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr)
         cost["rm_train_seconds"] = time.perf_counter() - t0
 
         # 4. best-of-n on held-out problems
@@ -187,7 +187,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
               "metrics": selection_metrics(cands, scores, n), "labels": labels_summary,
               "rm_diagnostics": _rm_diagnostics(cands, scores),
               "sizes": {"sft_steps": sft_steps, "model_size": model_size, "train_problems": train_problems, "samples": samples,
-                        "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "eval_problems": eval_problems},
+                        "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "rm_lr": rm_lr, "eval_problems": eval_problems},
               "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
     _write_json(out / "rm.json", result)
     return result
@@ -239,7 +239,7 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
 
 def run_from_args(args) -> int:
     res = run_bench(Path(args.out), seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
-                    samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs,
+                    samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs, rm_lr=args.rm_lr,
                     eval_problems=args.eval_problems, n=args.n, show_progress=not args.quiet)
     from rewardflow.progress import console
 

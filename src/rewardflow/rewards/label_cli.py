@@ -121,6 +121,7 @@ def register_bench(bench_sub) -> None:
     p.add_argument("--rollouts", type=int, default=8, help="K rollouts per step prefix (default 8)")
     p.add_argument("--method", default="mc-soft", choices=["mc-hard", "mc-soft", "er", "omega"], help="step-label kind for the PRM (default mc-soft)")
     p.add_argument("--rm-epochs", type=int, default=3, help="passes over the labelled data when training each RM (default 3)")
+    p.add_argument("--rm-lr", type=float, default=3e-4, help="peak learning rate of both reward models (default 3e-4)")
     p.add_argument("--eval-problems", type=int, default=100, help="held-out problems scored at N=16 (default 100)")
     p.add_argument("--n", type=int, default=16, help="samples per held-out problem for maj@N / orm@N / prm@N (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
