@@ -91,7 +91,7 @@ class AlgoConfig:
 
 @dataclass
 class TrainerConfig:
-    steps: int = 300  # RL steps
+    steps: int = 450  # RL steps
     lr: float = 1e-4  # peak learning rate; cosine decay to 0 lets the tiny model take big early steps without collapsing (5e-4 collapses)
     lr_schedule: str = "cosine"  # constant | linear | cosine (decay after warm-up)
     warmup_steps: int = 10  # linear warm-up steps
