@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def _quickstart(args) -> int:
     overrides = [f"trainer.seed={args.seed}"] + list(args.overrides)
     cfg = load_config(args.config, overrides)
     results = run_pipeline(cfg, Path(args.out), resume=args.resume, show_progress=not args.quiet)
-    _print_summary(results, Path(args.out))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns the results; one table is enough
+        _print_summary(results, Path(args.out))
     return 0
 
 

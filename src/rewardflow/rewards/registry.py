@@ -43,8 +43,14 @@ def _ensemble(path: Path) -> Scorer:
     return EnsembleScorer.load(path)
 
 
+def _pav(path: Path) -> Scorer:
+    from .pav import PAVScorer
+
+    return PAVScorer.load(path)
+
+
 SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
-    "orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm, "judge": _judge, "ensemble": _ensemble,
+    "orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm, "judge": _judge, "ensemble": _ensemble, "pav": _pav,
 }
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}
