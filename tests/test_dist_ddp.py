@@ -33,20 +33,23 @@ def test_single_process_step_is_plain_accumulation():
     allreduce_gradients(model)  # a no-op without a process group
 
 
-def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path):
-    out = tmp_path / "ddp.pt"
+def _torchrun_and_single(out: Path, args: list[str], single):
+    """ddp_check on 2 ranks under torchrun (1 thread each), then `single()` in this process on 1 thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rewardflow.dist.ddp_check", "--out", str(out)]
+           "-m", "rewardflow.dist.ddp_check", *args, "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = torch.load(out)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = run()
+        return torch.load(out), single()
     finally:
         torch.set_num_threads(before)
+
+
+def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path):
+    two, one = _torchrun_and_single(tmp_path / "ddp.pt", [], run)
     assert two["world"] == 2
     # the ranks sampled 2 and 3 of the 5 prompts; gathered, they equal one process sampling all 5
     assert two["sampled"] == one["sampled"] and len(one["sampled"]) == 5
@@ -72,19 +75,7 @@ def test_rl_loop_under_torchrun_equals_one_process(tmp_path: Path):
     # losses or the gradient norm by a factor of 2.
     from rewardflow.dist.ddp_check import loop_differences, run_loop
 
-    out = tmp_path / "two.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rewardflow.dist.ddp_check", "--loop", str(tmp_path / "two"), "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = torch.load(out)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = run_loop(tmp_path / "one")
-    finally:
-        torch.set_num_threads(before)
+    two, one = _torchrun_and_single(tmp_path / "two.pt", ["--loop", str(tmp_path / "two")], lambda: run_loop(tmp_path / "one"))
     assert two["world"] == 2
     # rank 1 ran with log=None, so only rank 0 logged; it also wrote the final checkpoint
     assert [r["step"] for r in two["metrics"]] == [1, 2]
