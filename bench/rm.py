@@ -166,6 +166,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         # 3. outcome and process reward models (train/rm.py)
         t0 = time.perf_counter()
         orm, prm = train_reward_models(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr)
+        implicit = train_implicit(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar)
         cost["rm_train_seconds"] = time.perf_counter() - t0
 
         # 4. best-of-n on held-out problems
@@ -180,6 +181,11 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         scores = {"orm": _regroup([aggregate(s, "outcome") for s in orm_scores], n)}
         for how in AGGREGATIONS:
             scores[f"prm_{how}"] = _regroup([aggregate(s, how) for s in prm_scores], n)
+        # sigma(r): the implicit PRM's own probability of a correct answer (its CE objective), so that weighted
+        # voting adds positive weights; monotone, so best-of-n is unchanged
+        implicit_scores = implicit.score(flat_p, flat_s)
+        for name, how in (("implicit", "outcome"), ("implicit_min", "min")):
+            scores[name] = _regroup([torch.sigmoid(torch.tensor(aggregate(s, how))).item() for s in implicit_scores], n)
         cost["eval_seconds"] = time.perf_counter() - t0
 
     labels_summary = _label_summary(rows)
@@ -235,6 +241,18 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
         rm, _ = train_reward_model(init, rows, path, cfg, progress=bar(f"train {kind.upper()}", steps_total(rows, cfg)))
         models.append(rm)
     return tuple(models)
+
+
+def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 1e-4, beta: float = 0.05):
+    """The implicit PRM (Yuan et al. 2024) on the same samples' outcome labels only: r = beta log pi/pi_ref from the SFT
+    policy (rewards/implicit.py); cached in OUT/implicit."""
+    from rewardflow.rewards.implicit import ImplicitPRM, train_implicit_prm
+
+    path = out / "implicit"
+    if (path / "scorer.json").exists():
+        return ImplicitPRM.load(path)
+    return train_implicit_prm(init, rows, path, beta=beta, epochs=epochs, lr=lr, batch_size=16, seed=seed,
+                              progress=bar("train implicit PRM", len(rows) * epochs))
 
 
 def run_from_args(args) -> int:

@@ -92,10 +92,9 @@ def _train(args) -> int:
         if args.kind == "implicit":
             from .implicit import train_implicit_prm
 
-            steps = -(-len(rows) // args.batch_size) * args.epochs
-            tick = bar(f"train implicit PRM ({len(rows)} rows)", steps)
+            tick = bar(f"train implicit PRM ({len(rows)} rows)", len(rows) * args.epochs)  # ticked per row
             train_implicit_prm(args.init, rows, args.out, beta=args.beta, epochs=args.epochs, lr=args.lr or 1e-5,
-                               batch_size=args.batch_size, seed=args.seed, progress=lambda n=1, **_: tick(n))
+                               batch_size=args.batch_size, seed=args.seed, progress=tick)
             console.print(f"wrote {args.out}")
             return 0
         from ..train.rm import RMTrainConfig, steps_total, train_reward_model
