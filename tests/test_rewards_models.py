@@ -83,10 +83,10 @@ def test_prm_step_scores_do_not_see_later_steps(tiny):
     assert a.steps[1] != pytest.approx(b.steps[1], abs=1e-4)
 
 
-def test_minilm_like_encoder_gets_a_causal_mask_for_prm(tmp_path):
-    """An encoder backbone (a tiny random BERT with a WordPiece vocabulary) as PRM: causal, as the PRM needs."""
+def _char_wordpiece():
+    """A WordPiece tokenizer with one token per character (plus [CLS]/[SEP]), as BERT-style encoders use."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *list("abcdefghijklmnopqrstuvwxyz0123456789+=?:.")]
     tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
@@ -94,7 +94,15 @@ def test_minilm_like_encoder_gets_a_causal_mask_for_prm(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split("", behavior="isolated")])  # one char per token
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    return fast, len(vocab)
+
+
+def test_minilm_like_encoder_gets_a_causal_mask_for_prm(tmp_path):
+    """An encoder backbone (a tiny random BERT with a WordPiece vocabulary) as PRM: causal, as the PRM needs."""
+    from transformers import BertConfig, BertModel
+
+    fast, V = _char_wordpiece()
+    BertModel(BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                          max_position_embeddings=128)).save_pretrained(tmp_path / "bert")
     fast.save_pretrained(tmp_path / "bert")
 
@@ -108,6 +116,41 @@ def test_minilm_like_encoder_gets_a_causal_mask_for_prm(tmp_path):
     assert a.steps[0] == pytest.approx(b.steps[0], abs=1e-6)
     enc = prm.encode(["what is 3+4?"], [["3+4=7", "answer: 7"]])
     assert [fast.convert_ids_to_tokens(enc.input_ids[0, p].item()) for p in enc.step_pos[0]] == ["7", "7"]
+
+
+def test_an_encoder_that_ignores_is_decoder_is_refused_as_prm(tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    fast, V = _char_wordpiece()
+    DistilBertModel(DistilBertConfig(vocab_size=V, dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64)).save_pretrained(tmp_path / "d")
+    fast.save_pretrained(tmp_path / "d")
+    with pytest.raises(ValueError, match="ignores is_decoder"):
+        RewardModel.new(tmp_path / "d", "prm")
+    assert not RewardModel.new(tmp_path / "d", "orm").causal  # an ORM reads the whole solution: any encoder will do
+
+
+def test_steps_past_max_length_are_marked_and_not_trained_on(tiny):
+    rm = RewardModel.new(tiny, "prm", max_length=40)
+    steps = ["1 + 2 = 3", "3 + 4 = 7", "7 + 5 = 12", "12 + 6 = 18", "Answer: 18"]
+    enc = rm.encode(["What is 1 + 2 + 4 + 5 + 6?"], [steps])
+    cut = enc.step_cut[0].tolist()
+    assert enc.input_ids.shape[1] == 40 and any(cut) and not cut[0]
+    assert cut == sorted(cut)  # once a step is cut, every later one is too
+    first_cut = cut.index(True)
+    assert all(p == enc.last[0].item() for p in enc.step_pos[0, first_cut:].tolist())  # they read the last kept token
+    whole = RewardModel.new(tiny, "prm").encode(["What is 1 + 2 + 4 + 5 + 6?"], [steps])
+    assert not whole.step_cut.any()
+
+
+def test_a_bf16_checkpoint_loads_in_fp32(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "bf16")
+    rm = RewardModel.new(tmp_path / "bf16", "orm")
+    p = Problem(id="a", prompt="What is 3 + 4?", answer="7", task="t", meta={})
+    assert rm.score([p], [["Answer: 7"]])[0].outcome == pytest.approx(0.5)  # zero head: sigmoid(0), and no dtype clash
+    assert rm.score([p], [[]])[0].steps == []
 
 
 # ---------------------------------------------------------------- training on toy rows with a known rule

@@ -51,6 +51,7 @@ class Encoded:
     attention_mask: torch.Tensor  # [N, L]
     last: torch.Tensor  # [N] index of the last real token
     step_pos: torch.Tensor  # [N, S] index of the last token of each step; -1 on padded steps
+    step_cut: torch.Tensor  # [N, S] True where the step ends past max_length (it reads the last kept token; not trained on)
 
 
 class RewardModel(nn.Module):
@@ -78,8 +79,10 @@ class RewardModel(nn.Module):
         causal = decoder_lm or kind == "prm"
         if causal and not decoder_lm:
             config.is_decoder = True  # encoder with a causal mask: step k sees steps 1..k only
-        backbone = AutoModel.from_pretrained(path, config=config)
+        backbone = AutoModel.from_pretrained(path, config=config, dtype=torch.float32)  # fp32: the head is fp32 too
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if causal and not decoder_lm:
+            _check_causal(backbone, tokenizer, path)
         limit = max_length or min(getattr(config, "max_position_embeddings", 512), 2048)
         return cls(backbone, tokenizer, kind=kind, max_length=limit, causal=causal, init=str(init))
 
@@ -107,7 +110,7 @@ class RewardModel(nn.Module):
 
         path = Path(path)
         meta = json.loads((path / "scorer.json").read_text())
-        backbone = AutoModel.from_pretrained(path / "backbone")  # its saved config keeps is_decoder
+        backbone = AutoModel.from_pretrained(path / "backbone", dtype=torch.float32)  # its saved config keeps is_decoder
         rm = cls(backbone, AutoTokenizer.from_pretrained(path / "backbone"), kind=meta["kind"], max_length=meta["max_length"],
                  causal=meta["causal"], init=meta.get("init", ""))
         rm.head.load_state_dict(load_file(str(path / "head.safetensors")))
@@ -122,8 +125,9 @@ class RewardModel(nn.Module):
 
     def encode(self, prompts: list[str], solutions: list[list[str]]) -> Encoded:
         """Tokenize prompt + steps (one per line); find the last token of each step from character offsets.
-        Longer inputs are cut at max_length; steps that end past the cut read the last kept token."""
-        rows, lasts, step_pos = [], [], []
+        Longer inputs are cut at max_length; steps that end past the cut read the last kept token and are marked
+        in step_cut, so training skips them (their label would be learned at a position that cannot see them)."""
+        rows, lasts, step_pos, cuts = [], [], [], []
         for prompt, steps in zip(prompts, solutions):
             prefix = self._prefix(prompt)
             text, ends = prefix, []
@@ -138,6 +142,9 @@ class RewardModel(nn.Module):
                 while j + 1 < len(real) and offsets[real[j + 1]][1] <= e:
                     j += 1
                 pos.append(real[j] if real else len(ids) - 1)
+            truncated = len(self.tokenizer(text, add_special_tokens=True)["input_ids"]) > len(ids)
+            kept_end = offsets[real[-1]][1] if real else 0
+            cuts.append([truncated and e > kept_end for e in ends])
             rows.append(ids)
             lasts.append(len(ids) - 1)
             step_pos.append(pos)
@@ -146,11 +153,13 @@ class RewardModel(nn.Module):
         input_ids = torch.full((len(rows), L), pad, dtype=torch.long)  # [N, L]
         attention = torch.zeros(len(rows), L, dtype=torch.long)  # [N, L]
         positions = torch.full((len(rows), S), -1, dtype=torch.long)  # [N, S]
-        for i, (ids, pos) in enumerate(zip(rows, step_pos)):
+        step_cut = torch.zeros(len(rows), S, dtype=torch.bool)  # [N, S]
+        for i, (ids, pos, cut) in enumerate(zip(rows, step_pos, cuts)):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention[i, : len(ids)] = 1
             positions[i, : len(pos)] = torch.tensor(pos, dtype=torch.long)
-        return Encoded(input_ids, attention, torch.tensor(lasts), positions)
+            step_cut[i, : len(cut)] = torch.tensor(cut, dtype=torch.bool)
+        return Encoded(input_ids, attention, torch.tensor(lasts), positions, step_cut)
 
     def forward(self, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (outcome logits [N] at the last token, step logits [N, S] at step ends; padded steps 0)."""
@@ -173,13 +182,29 @@ class RewardModel(nn.Module):
             outcome, steps = self.forward(enc)
             outcome, steps = torch.sigmoid(outcome), torch.sigmoid(steps)  # [n], [n, S]
             for j, sol in enumerate(sols):
-                if self.kind == "prm":
+                if not solutions[i + j]:  # nothing to score: no step scores, the outcome of an empty answer
+                    out.append(StepScores(steps=[], outcome=outcome[j].item()))
+                elif self.kind == "prm":
                     step_scores = steps[j, : len(sol)].tolist()
                     out.append(StepScores(steps=step_scores, outcome=step_scores[-1]))
                 else:
                     out.append(StepScores(steps=[], outcome=outcome[j].item()))
         self.train(was_training)
         return out
+
+
+def _check_causal(backbone, tokenizer, path) -> None:
+    """A PRM's step k must not see later steps. `is_decoder=True` makes BERT-style encoders causal, but some
+    architectures ignore it (e.g. DistilBERT, DeBERTa): changing the last token must leave the first one unchanged."""
+    ids = torch.tensor([tokenizer("one two three four", add_special_tokens=True)["input_ids"]])  # [1, L]
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % backbone.config.vocab_size
+    with torch.no_grad():
+        a = backbone(input_ids=ids).last_hidden_state[0, 0]
+        b = backbone(input_ids=changed).last_hidden_state[0, 0]
+    if not torch.allclose(a, b, atol=1e-6):
+        raise ValueError(f"{path}: this encoder ({backbone.config.model_type}) ignores is_decoder, so a PRM's step scores would "
+                         "read later steps; use a causal LM or a BERT-style encoder as a PRM backbone (an ORM may use any)")
 
 
 def load_reward_model(path: Path) -> RewardModel:

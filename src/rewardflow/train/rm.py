@@ -95,7 +95,7 @@ def batch_loss(rm: RewardModel, batch: list, cfg: RMTrainConfig) -> tuple[torch.
     labels = torch.zeros_like(steps)  # [N, S]
     for i, r in enumerate(batch):
         labels[i, : len(r["labels"])] = torch.tensor(r["labels"], dtype=labels.dtype)
-    return step_bce_loss(steps, labels, enc.step_pos >= 0)
+    return step_bce_loss(steps, labels, (enc.step_pos >= 0) & ~enc.step_cut)  # steps cut off by max_length teach nothing
 
 
 @torch.no_grad()
@@ -106,11 +106,12 @@ def evaluate(rm: RewardModel, items: list, cfg: RMTrainConfig) -> dict:
     for i in range(0, len(items), cfg.batch_size):
         batch = items[i : i + cfg.batch_size]
         loss, stats = batch_loss(rm, batch, cfg)
+        n = stats.pop("rm/steps", len(batch))  # a PRM's loss and accuracy are means over steps, an ORM's over solutions
         for k, v in {"loss": loss.item(), **stats}.items():
-            totals[k] = totals.get(k, 0.0) + v * len(batch)
-        weight += len(batch)
+            totals[k] = totals.get(k, 0.0) + v * n
+        weight += n
     rm.train()
-    return {f"val/{k.split('/')[-1]}": v / max(1, weight) for k, v in totals.items()}
+    return {f"val/{k.split('/')[-1]}": v / max(1, weight) for k, v in totals.items()} | {"val/n": weight}
 
 
 def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg: RMTrainConfig, *, progress=None) -> tuple[RewardModel, list[dict]]:
