@@ -7,7 +7,9 @@ better answer out of 16 samples than majority voting?
 4. on held-out problems, 16 samples each: pass@1, maj@16, orm@16 (best of 16 by the ORM), prm@16 per
    aggregation (min, prod, last, mean), pass@16 (the ceiling any selector has), with 95% intervals.
 
-Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, candidates.json), so a rerun resumes.
+Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, implicit/, candidates.json), so a rerun resumes; a
+cached stage made with other settings is an error (use a new OUT), never silently reused. labels.jsonl may grow:
+more --train-problems label only the new solutions.
 
     rewardflow bench rm --out runs/bench_rm            # or: python bench/rm.py --out runs/bench_rm
 """
@@ -69,7 +71,9 @@ def warm_started_policy(cfg, out: Path, bar):
 
     source = make_source(cfg)
     sft_dir = out / "sft"
+    stamp = json.dumps({"seed": cfg.trainer.seed, "sft_steps": cfg.sft.steps, "hidden": cfg.model.hidden_size, "layers": cfg.model.layers})
     if (sft_dir / "DONE").exists():
+        _same_settings(sft_dir / "DONE", stamp)
         return HFPolicy.from_pretrained(sft_dir), source
     torch.manual_seed(cfg.trainer.seed)
     m, s = cfg.model, cfg.sft
@@ -86,7 +90,7 @@ def warm_started_policy(cfg, out: Path, bar):
     run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=bar("SFT warm-start", s.steps))
     policy.model.save_pretrained(sft_dir)
     policy.tokenizer.save_pretrained(sft_dir)
-    (sft_dir / "DONE").touch()
+    (sft_dir / "DONE").write_text(stamp)
     return policy, source
 
 
@@ -96,7 +100,11 @@ def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, 
 
     path = out / "candidates.json"
     if path.exists():
-        return json.loads(path.read_text())
+        rows = json.loads(path.read_text())
+        if len(rows) != len(problems) or any(len(r["correct"]) != n for r in rows):
+            raise ValueError(f"{path} holds {len(rows)} problems x {len(rows[0]['correct']) if rows else 0} samples, not "
+                             f"{len(problems)} x {n}: use a new --out (or delete it) to change --eval-problems or --n")
+        return rows
     tick, rows = bar("sample held-out candidates", len(problems)), []
     for c, start in enumerate(range(0, len(problems), 16)):
         batch = problems[start : start + 16]
@@ -108,6 +116,13 @@ def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, 
         tick(len(batch))
     _write_json(path, rows)
     return rows
+
+
+def _same_settings(path: Path, stamp: str) -> None:
+    """A cached stage is reused only when it was made with the same settings."""
+    held = path.read_text() if path.exists() else ""  # caches from before stamps were written are taken as they are
+    if held and held != stamp:
+        raise ValueError(f"{path.parent} was made with {held}, not {stamp}: use a new --out (or delete it) to change them")
 
 
 def _write_json(path: Path, obj) -> None:
@@ -234,11 +249,13 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
     models = []
     for kind in ("orm", "prm"):
         path = out / kind
+        cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
         if (path / "scorer.json").exists():
+            _same_settings(path / "stamp.json", json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed}))
             models.append(RewardModel.load(path))
             continue
-        cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
         rm, _ = train_reward_model(init, rows, path, cfg, progress=bar(f"train {kind.upper()}", steps_total(rows, cfg)))
+        (path / "stamp.json").write_text(json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed}))
         models.append(rm)
     return tuple(models)
 
@@ -248,11 +265,14 @@ def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed
     policy (rewards/implicit.py); cached in OUT/implicit."""
     from rewardflow.rewards.implicit import ImplicitPRM, train_implicit_prm
 
-    path = out / "implicit"
+    path, stamp = out / "implicit", json.dumps({"epochs": epochs, "lr": lr, "beta": beta, "rows": len(rows), "seed": seed})
     if (path / "scorer.json").exists():
+        _same_settings(path / "stamp.json", stamp)
         return ImplicitPRM.load(path)
-    return train_implicit_prm(init, rows, path, beta=beta, epochs=epochs, lr=lr, batch_size=16, seed=seed,
-                              progress=bar("train implicit PRM", len(rows) * epochs))
+    prm = train_implicit_prm(init, rows, path, beta=beta, epochs=epochs, lr=lr, batch_size=16, seed=seed,
+                             progress=bar("train implicit PRM", len(rows) * epochs))
+    (path / "stamp.json").write_text(stamp)
+    return prm
 
 
 def run_from_args(args) -> int:

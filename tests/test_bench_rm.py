@@ -60,3 +60,7 @@ def test_bench_rm_end_to_end_at_toy_size(tmp_path):
         assert (tmp_path / cached).exists(), cached
     again = bench_rm.run_bench(tmp_path, **kw)
     assert again["metrics"] == res["metrics"] and again["cost"]["label_rollouts_this_run"] == 0
+    with pytest.raises(ValueError, match="use a new --out"):  # a cached RM trained with other settings is not reused
+        bench_rm.run_bench(tmp_path, **{**kw, "rm_epochs": 2})
+    with pytest.raises(ValueError, match="use a new --out"):
+        bench_rm.run_bench(tmp_path, **{**kw, "n": 2})
