@@ -142,3 +142,14 @@ def test_train_implicit_prm_from_label_rows(init, tmp_path):
     assert sum(s.outcome for s in scores[:4]) > sum(s.outcome for s in scores[4:])
     with pytest.raises(ValueError, match="row 0: missing correct"):
         train_implicit_prm(init, [{"prompt": "p", "steps": ["a"]}], tmp_path / "bad")
+
+
+def test_state_round_trip_continues_updates_exactly(init):
+    a = ImplicitPRM.from_pretrained(init, beta=0.5, lr=3e-3)
+    probs, sols, labels = PROBLEMS + PROBLEMS, CORRECT + WRONG, [1.0] * 4 + [0.0] * 4
+    a.update(probs, sols, labels)
+    b = ImplicitPRM.from_pretrained(init, beta=0.5, lr=3e-3)
+    b.load_state(a.state())
+    a.update(probs, sols, labels)
+    b.update(probs, sols, labels)  # only equal if the optimizer moments came back too
+    assert [s.outcome for s in a.score(probs, sols)] == pytest.approx([s.outcome for s in b.score(probs, sols)], abs=1e-6)

@@ -140,3 +140,30 @@ def test_online_update_runs_every_step_and_logs_under_reward(tiny, tmp_path, mon
     assert len(problems) == len(solutions) == len(correct) == 4 and all(c in (0.0, 1.0) for c in correct)
     rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["reward/loss/fake"] for r in rows if "reward/loss/fake" in r] == [1.0, 2.0]
+
+
+class StatefulPRM(LearningPRM):
+    """A learning scorer whose state is the number of updates it has taken."""
+
+    def state(self):
+        return {"n": len(self.updates)}
+
+    def load_state(self, state):
+        self.updates = [None] * state["n"]
+
+
+def test_online_scorer_state_is_checkpointed_and_resumed(tiny, tmp_path, monkeypatch):
+    source = GymSource("chain_sum", seed=0, eval_size=2, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    verifier = VerifierScorer()
+    base = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=6", "trainer.save_every=1",
+            "trainer.eval_every=0", "reward.scorers=[fake]", "reward.weights=[1.0]", "reward.online_update=true"]
+    first, second = StatefulPRM(), StatefulPRM()
+    monkeypatch.setitem(NAMED_SCORERS, "fake", lambda spec: first)
+    train_rl(load_config(overrides=base + ["trainer.steps=2"]), HFPolicy.from_pretrained(tiny), None, source, verifier, tmp_path / "run",
+             log=MetricsLog(tmp_path / "m.jsonl"))
+    monkeypatch.setitem(NAMED_SCORERS, "fake", lambda spec: second)
+    train_rl(load_config(overrides=base + ["trainer.steps=3"]), HFPolicy.from_pretrained(tiny), None, source, verifier, tmp_path / "run",
+             log=MetricsLog(tmp_path / "m.jsonl"), resume=True)
+    verifier.verifier.close()
+    assert len(first.updates) == 2
+    assert len(second.updates) == 3  # restored at 2 from the step-2 checkpoint, then one more update: not restarted at 0

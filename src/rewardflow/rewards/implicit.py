@@ -11,6 +11,7 @@ Saved layout (`save(path)`): `policy/` and `ref/` (transformers save_pretrained,
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -99,12 +100,24 @@ class ImplicitPRM:
         updated on each RL step's rollouts with their verifier outcomes). Returns the loss stats."""
         return self.update_prompts([p.prompt for p in problems], solutions, correct)
 
+    def state(self) -> dict:
+        """What an RL checkpoint keeps of an online-updated implicit PRM (PRIME): its weights and optimizer."""
+        # copies: state_dict() returns live tensors, which later updates would change under the caller
+        return copy.deepcopy({"policy": self.policy.model.state_dict(), "opt": None if self._opt is None else self._opt.state_dict()})
+
+    def load_state(self, state: dict) -> None:
+        self.policy.model.load_state_dict(state["policy"])
+        if state["opt"] is not None:
+            self._opt = torch.optim.AdamW(self.policy.model.parameters(), lr=self.lr, weight_decay=0.0, betas=(0.9, 0.99))
+            self._opt.load_state_dict(state["opt"])
+
     def update_prompts(self, prompts: list[str], solutions: list[list[str]], correct: list[float]) -> dict:
         if not (len(prompts) == len(solutions) == len(correct)) or not prompts:
             raise ValueError(f"update: {len(prompts)} prompts, {len(solutions)} solutions, {len(correct)} labels")
         model = self.policy.model
         if self._opt is None:
-            # constant lr, no weight decay, the betas of train.optim (not imported: rewards/ must not pull in train/)
+            # constant lr, no weight decay, the betas of train.optim (not imported: rewards/ must not pull in train/);
+            # load_state builds the same optimizer
             self._opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0, betas=(0.9, 0.99))
         model.train()
         self._opt.zero_grad(set_to_none=True)

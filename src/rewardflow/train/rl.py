@@ -141,8 +141,11 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     if critic is not None:
         broadcast_parameters(critic)
     policy.model.train()
-    # config `reward:`: learned scorers beside the verifier (train/reward.py); they score in this process, not in the fleet
+    # config `reward:`: learned scorers beside the verifier (train/reward.py); they score in this process, not in the fleet.
+    # Scorers that learn online (PRIME) keep their state in the checkpoint, so a resumed run continues them exactly.
     reward_scorers = load_reward_scorers(cfg.reward)
+    for i, state in (state["extra"].get("scorers", {}) if ckpt is not None else {}).items():
+        reward_scorers[i].load_state(state)
     fleet = start_fleet(policy, scorer, cfg) if cfg.dist.rollout_workers > 0 else None
     # Under torchrun each rank samples its share of the prompts and all-gathers the groups (ShardedGeneration)
     # rather than every rank sampling the whole batch: generation is the dominant cost, so it splits K ways,
@@ -172,7 +175,10 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
                 policy.model.train()
             log.log(step, metrics)
             if (tr.save_every and step % tr.save_every == 0) or step == tr.steps:
-                save_checkpoint(run_dir, step, policy, opt, sched, to_dict(cfg), extra={"critic": critic.state()} if critic else None)
+                extra = {"scorers": {i: s.state() for i, s in enumerate(reward_scorers) if hasattr(s, "state")}}
+                if critic is not None:
+                    extra["critic"] = critic.state()
+                save_checkpoint(run_dir, step, policy, opt, sched, to_dict(cfg), extra=extra)
             if progress is not None:
                 progress(1, reward=metrics["reward/mean"])
     finally:
