@@ -222,3 +222,9 @@ def test_prmbench_train_rows(shared_data):
     assert all(0.0 in r["labels"] for r in modified) and all(set(r["labels"]) == {1.0} for r in originals)
     first = next(r for r in modified if r["id"] == "prm_train_p1_0:circular")
     assert first["labels"] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]  # error_steps [2, 3, 4] of six steps
+
+
+def test_prmbench_variants_of_one_question_stay_on_one_side(shared_data):
+    rows = prmbench_train_rows(shared_data / "prmbench")
+    train, val = split_by_prompt(rows, 0.1, seed=0)
+    assert val and {r["group"] for r in train}.isdisjoint({r["group"] for r in val})

@@ -61,10 +61,13 @@ def check_rows(rows: list[dict], kind: str, where: str = "rows") -> None:
 
 
 def split_by_prompt(rows: list[dict], val_frac: float, seed: int) -> tuple[list[dict], list[dict]]:
-    prompts = sorted({r["prompt"] for r in rows})
-    random.Random(seed).shuffle(prompts)
-    held = set(prompts[: int(len(prompts) * val_frac)])
-    return [r for r in rows if r["prompt"] not in held], [r for r in rows if r["prompt"] in held]
+    """Hold out whole questions: rows sharing a "group" (e.g. PRMBench variants of one question, some with a
+    rewritten question text) or else a prompt land on the same side."""
+    key = lambda r: r.get("group", r["prompt"])
+    groups = sorted({key(r) for r in rows})
+    random.Random(seed).shuffle(groups)
+    held = set(groups[: int(len(groups) * val_frac)])
+    return [r for r in rows if key(r) not in held], [r for r in rows if key(r) in held]
 
 
 def bt_pairs(rows: list[dict], cap: int, seed: int) -> list[tuple[dict, dict]]:
@@ -178,7 +181,7 @@ def prmbench_train_rows(data_dir: str | Path, *, with_originals: bool = True) ->
     def parse(r: dict) -> dict:
         errors = {int(e) for e in r["error_steps"]}
         steps = [str(x) for x in r["modified_process"]]
-        return {"id": f"{r['idx']}:{r['classification']}", "prompt": r.get("modified_question") or r["question"], "steps": steps,
+        return {"id": f"{r['idx']}:{r['classification']}", "group": r["idx"], "prompt": r.get("modified_question") or r["question"], "steps": steps,
                 "labels": [0.0 if k + 1 in errors else 1.0 for k in range(len(steps))],
                 "original": (r["original_question"], [str(x) for x in r["original_process"]])}
 
@@ -190,5 +193,6 @@ def prmbench_train_rows(data_dir: str | Path, *, with_originals: bool = True) ->
                 rows.append(row)
             if with_originals and question not in seen:  # each class file repeats the same originals
                 seen.add(question)
-                rows.append({"id": row["id"].split(":")[0] + ":original", "prompt": question, "steps": original, "labels": [1.0] * len(original)})
+                rows.append({"id": row["group"] + ":original", "group": row["group"], "prompt": question, "steps": original,
+                             "labels": [1.0] * len(original)})
     return rows
