@@ -2,15 +2,14 @@
 robust step statistics, atomic JSON output and a torch-profiler summary."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
 import statistics
-from pathlib import Path
 
 import torch
 
+from rewardflow.atomic import write_json
 from rewardflow.dist.flops import matmul_peak_gflops, throughput_mfu
 
 __all__ = ["machine_note", "measure_peak", "with_mfu", "peak_rss_mb", "step_stats", "write_json", "profile_summary", "throughput_mfu"]
@@ -56,12 +55,6 @@ def step_stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def profile_summary(prof, top: int = 12) -> list[dict]:

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import torch
 
+from rewardflow.atomic import write_json
+
 
 # ---------------------------------------------------------------- selection metrics (pure)
 
@@ -114,7 +116,7 @@ def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, 
             v = verdicts[i * n : (i + 1) * n]
             rows.append({"id": p.id, "steps": [x.steps or [x.text] for x in g], "answers": [r.pred for r in v], "correct": [bool(r.correct) for r in v]})
         tick(len(batch))
-    _write_json(path, rows)
+    write_json(path, rows)
     return rows
 
 
@@ -123,12 +125,6 @@ def _same_settings(path: Path, stamp: str) -> None:
     held = path.read_text() if path.exists() else ""  # caches from before stamps were written are taken as they are
     if held and held != stamp:
         raise ValueError(f"{path.parent} was made with {held}, not {stamp}: use a new --out (or delete it) to change them")
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n: int) -> dict:
@@ -210,7 +206,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
               "sizes": {"sft_steps": sft_steps, "model_size": model_size, "train_problems": train_problems, "samples": samples,
                         "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "rm_lr": rm_lr, "eval_problems": eval_problems},
               "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
-    _write_json(out / "rm.json", result)
+    write_json(out / "rm.json", result)
     return result
 
 
@@ -225,18 +221,26 @@ def _label_summary(rows: list[dict]) -> dict:
             "rollouts": sum(r["rollouts_used"] for r in rows)}
 
 
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """The probability that a random positive outscores a random negative (ties count 1/2); 0.5 is chance."""
+    pos_t, neg_t = torch.tensor(pos)[:, None], torch.tensor(neg)[None, :]  # [P, 1], [1, Q]
+    return ((pos_t > neg_t).float() + 0.5 * (pos_t == neg_t).float()).mean().item()
+
+
 def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> dict:
-    """Whether each scorer separates correct from wrong samples at all: AUROC over all held-out samples
-    (the probability that a random correct sample outscores a random wrong one; 0.5 is chance)."""
+    """Whether each scorer separates correct from wrong samples: AUROC over all held-out samples (easy vs hard
+    problems counts too), and within-problem AUROC, the mean over problems with both kinds of sample of the
+    AUROC among that problem's own samples (what best-of-N needs)."""
     out = {}
     for name, per_problem in scores.items():
         pos = [s for sc, c in zip(per_problem, cands) for s, ok in zip(sc, c["correct"]) if ok]
         neg = [s for sc, c in zip(per_problem, cands) for s, ok in zip(sc, c["correct"]) if not ok]
         if not pos or not neg:
             continue
-        pos_t, neg_t = torch.tensor(pos)[:, None], torch.tensor(neg)[None, :]  # [P, 1], [1, Q]
-        auc = ((pos_t > neg_t).float() + 0.5 * (pos_t == neg_t).float()).mean().item()
-        out[name] = {"auroc": auc, "mean_correct": sum(pos) / len(pos), "mean_wrong": sum(neg) / len(neg)}
+        within = [auroc([s for s, ok in zip(sc, c["correct"]) if ok], [s for s, ok in zip(sc, c["correct"]) if not ok])
+                  for sc, c in zip(per_problem, cands) if 0 < sum(c["correct"]) < len(c["correct"])]
+        out[name] = {"auroc": auroc(pos, neg), "within_problem_auroc": sum(within) / len(within), "problems_mixed": len(within),
+                     "mean_correct": sum(pos) / len(pos), "mean_wrong": sum(neg) / len(neg)}
     return out
 
 
@@ -246,16 +250,16 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
     from rewardflow.rewards.models import RewardModel
     from rewardflow.train.rm import RMTrainConfig, steps_total, train_reward_model
 
-    models = []
+    models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed})
     for kind in ("orm", "prm"):
         path = out / kind
         cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
         if (path / "scorer.json").exists():
-            _same_settings(path / "stamp.json", json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed}))
+            _same_settings(path / "stamp.json", stamp)
             models.append(RewardModel.load(path))
             continue
         rm, _ = train_reward_model(init, rows, path, cfg, progress=bar(f"train {kind.upper()}", steps_total(rows, cfg)))
-        (path / "stamp.json").write_text(json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed}))
+        (path / "stamp.json").write_text(stamp)
         models.append(rm)
     return tuple(models)
 
@@ -263,7 +267,8 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
 def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 1e-4, beta: float = 0.05):
     """The implicit PRM (Yuan et al. 2024) on the same samples' outcome labels only: r = beta log pi/pi_ref from the SFT
     policy (rewards/implicit.py); cached in OUT/implicit."""
-    from rewardflow.rewards.implicit import ImplicitPRM, train_implicit_prm
+    from rewardflow.rewards.implicit import ImplicitPRM
+    from rewardflow.train.rm import train_implicit_prm
 
     path, stamp = out / "implicit", json.dumps({"epochs": epochs, "lr": lr, "beta": beta, "rows": len(rows), "seed": seed})
     if (path / "scorer.json").exists():

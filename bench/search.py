@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from rewardflow.atomic import write_json
+
 TASK, TASK_KWARGS = "chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
 SFT_OFFSET = 5_000_000  # training problems from here on (pipeline.py's SFT stream); eval is GymSource's eval split
 # (hidden, layers, heads, intermediate): the target is the quickstart model (1.07M params), the draft bench/rm.py's
@@ -156,12 +158,6 @@ def _point(name: str, n: int, summary: dict, seconds: float) -> dict:
     return point
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int = 500, scorer_spec: str = "verifier",
               strategies: list[str] | None = None, seed: int = 0, show_progress: bool = True) -> dict:
     from rewardflow.data import GymSource
@@ -218,7 +214,7 @@ def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int 
     }
     stem = "search" if scorer_spec == "verifier" else f"search_{Path(scorer_spec).name}"
     result["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.png")]
-    _write_json(out / f"{stem}.json", result)
+    write_json(out / f"{stem}.json", result)
     plot_accuracy_vs_flops(curves, out / f"{stem}.png", title=f"{TASK} (3 one-digit terms), {len(eval_set)} held-out problems, "
                            f"target {target.num_params:,} / draft {draft.num_params:,} params", scorer_label=label)
     return result

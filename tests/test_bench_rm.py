@@ -64,3 +64,15 @@ def test_bench_rm_end_to_end_at_toy_size(tmp_path):
         bench_rm.run_bench(tmp_path, **{**kw, "rm_epochs": 2})
     with pytest.raises(ValueError, match="use a new --out"):
         bench_rm.run_bench(tmp_path, **{**kw, "n": 2})
+
+
+def test_auroc_and_within_problem_auroc_by_hand():
+    # pairs (pos, neg): (0.9, 0.1) win, (0.9, 0.9) tie, (0.2, 0.1) win, (0.2, 0.9) loss -> (1 + 0.5 + 1 + 0) / 4
+    assert bench_rm.auroc([0.9, 0.2], [0.1, 0.9]) == pytest.approx(0.625)
+    # problem A ranks its right sample first (1.0), problem B last (0.0); all-correct C is left out. Over all
+    # samples the scorer looks good: positives 0.9, 0.2, 0.8, 0.8 against negatives 0.1, 0.3 win 7 of 8 pairs
+    # (only 0.2 < 0.3 loses) -> 0.875, although it picks the wrong sample in half the problems.
+    cands = [{"correct": [True, False]}, {"correct": [True, False]}, {"correct": [True, True]}]
+    d = bench_rm._rm_diagnostics(cands, {"s": [[0.9, 0.1], [0.2, 0.3], [0.8, 0.8]]})["s"]
+    assert d["within_problem_auroc"] == pytest.approx(0.5) and d["problems_mixed"] == 2
+    assert d["auroc"] == pytest.approx(7 / 8)

@@ -18,7 +18,9 @@ import torch
 from rewardflow.algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards, implicit_token_rewards
 from rewardflow.data.problem import Problem
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from rewardflow.rewards.implicit import ImplicitPRM, load_implicit_prm, train_implicit_prm
+from rewardflow.rewards import load_scorer
+from rewardflow.rewards.implicit import ImplicitPRM
+from rewardflow.train.rm import train_implicit_prm
 
 ATOL = 1e-9
 D = torch.float64
@@ -125,7 +127,7 @@ def test_updates_separate_correct_from_wrong_and_round_trip(init, tmp_path):
 
     saved = prm.save(tmp_path / "prm")
     assert json.loads((saved / "scorer.json").read_text()) == {"kind": "implicit_prm", "beta": 0.5, "lr": 3e-3}
-    again = load_implicit_prm(saved).score(PROBLEMS * 2, sols)
+    again = load_scorer(str(saved)).score(PROBLEMS * 2, sols)
     assert [(s.steps, s.outcome) for s in again] == [(s.steps, s.outcome) for s in scores]
 
 
@@ -137,10 +139,10 @@ def test_train_implicit_prm_from_label_rows(init, tmp_path):
                              progress=lambda n, **f: ticks.append(n))
     assert sum(ticks) == 4 * len(rows) and (tmp_path / "out" / "scorer.json").is_file()
     assert not list(tmp_path.glob(".out.tmp*"))  # the temporary directory was renamed into place
-    scores = load_implicit_prm(tmp_path / "out").score(PROBLEMS * 2, CORRECT + WRONG)
+    scores = load_scorer(str(tmp_path / "out")).score(PROBLEMS * 2, CORRECT + WRONG)
     assert [s.outcome for s in scores] == [s.outcome for s in prm.score(PROBLEMS * 2, CORRECT + WRONG)]
     assert sum(s.outcome for s in scores[:4]) > sum(s.outcome for s in scores[4:])
-    with pytest.raises(ValueError, match="row 0: missing correct"):
+    with pytest.raises(ValueError, match="row 1: missing correct"):
         train_implicit_prm(init, [{"prompt": "p", "steps": ["a"]}], tmp_path / "bad")
 
 

@@ -11,12 +11,12 @@ trains its share of every batch, see train/rl.py), and wait again for its final 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from .atomic import write_json
 from .config import Config, ConfigError, to_dict
 from .data import GymSource, load_jsonl, worked_solution
 from .data.jsonl import ListSource
@@ -25,7 +25,7 @@ from .eval.report import plot_pass_at_k, plot_rl_curves, write_html
 from .eval.runner import evaluate_policy
 from .policy.hf import HFPolicy
 from .policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from .progress import console, progress_bars
+from .progress import progress_bars
 from .rewards.verifier import VerifierScorer
 from .train.metrics import MetricsLog
 from .train.rl import train_rl
@@ -45,10 +45,6 @@ def make_source(cfg: Config):
     return source
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict:
@@ -56,7 +52,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     out = Path(out)
     rank, world = init_distributed(cfg.model.device)  # (0, 1) unless launched by torchrun
     if rank > 0:
-        return _rl_follower(cfg, out, resume=resume)
+        return _rl_follower(cfg, out, world, resume=resume)
     device = device_for_rank(cfg.model.device)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.trainer.seed)
@@ -107,7 +103,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
             results["sft"] = json.loads((out / "eval_sft.json").read_text())
         else:
             results["sft"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval before RL", len(eval_problems)), **eval_kw)
-            _write_json(out / "eval_sft.json", results["sft"])
+            write_json(out / "eval_sft.json", results["sft"])
 
         # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
         ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
@@ -130,7 +126,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     results["resumed"] = resume
     results["delta"] = {k: results["rl"][k] - results["sft"][k] for k in ("pass@1", "greedy", f"maj@{max(e.ks)}") if k in results["rl"]}
     results["algo"] = cfg.algo.name
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     images = [plot_rl_curves(log.read(), out / "rl_curves.png"), plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, list(e.ks), out / "pass_at_k.png")]
     write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
     scorer.verifier.close()
@@ -152,10 +148,9 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _rl_follower(cfg: Config, out: Path, *, resume: bool) -> dict:
+def _rl_follower(cfg: Config, out: Path, world: int, *, resume: bool) -> dict:
     """A rank > 0 under torchrun: wait for rank 0's model, warm-start and first evaluation, train RL alongside it
     (it alone logs and checkpoints), wait for its final evaluation, and return its results."""
-    _, world = init_distributed(cfg.model.device)
     torch.manual_seed(cfg.trainer.seed)
     _barrier(world)
     device, dtype, start = device_for_rank(cfg.model.device), getattr(torch, cfg.model.dtype), _rl_start(cfg, out)

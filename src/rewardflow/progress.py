@@ -26,8 +26,7 @@ def progress_bars(enabled: bool = True):
             task = prog.add_task(description, total=total, info="")
 
             def tick(n: int = 1, **fields) -> None:
-                info = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-                prog.update(task, advance=n, info=info)
+                prog.update(task, advance=n, info=_fields_text(fields))
 
             return tick
 
@@ -42,7 +41,10 @@ def _log_bar(description: str, total: int, every_s: float = 30.0):
         now = time.perf_counter()
         if now - state["last"] >= every_s or state["done"] >= total:
             state["last"] = now
-            info = "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-            console.print(f"{description}: {state['done']}/{total}  {info}  {now - state['start']:.0f}s", highlight=False)
+            console.print(f"{description}: {state['done']}/{total}  {_fields_text(fields)}  {now - state['start']:.0f}s", highlight=False)
 
     return tick
+
+
+def _fields_text(fields: dict) -> str:
+    return "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())

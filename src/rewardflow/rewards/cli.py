@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 TRAIN_EPILOG = """kinds and the rows they train on (JSONL, one solution per line):
@@ -90,7 +89,7 @@ def _train(args) -> int:
     rows = read_training_rows(args)
     with progress_bars(not args.quiet) as bar:
         if args.kind == "implicit":
-            from .implicit import train_implicit_prm
+            from ..train.rm import train_implicit_prm
 
             tick = bar(f"train implicit PRM ({len(rows)} rows)", len(rows) * args.epochs)  # ticked per row
             train_implicit_prm(args.init, rows, args.out, beta=args.beta, epochs=args.epochs, lr=args.lr or 1e-5,
@@ -110,6 +109,7 @@ def _train(args) -> int:
 
 
 def _score(args) -> int:
+    from ..atomic import atomic_path
     from ..data.jsonl import read_rows
     from ..data.problem import Problem
     from ..progress import console, progress_bars
@@ -123,9 +123,7 @@ def _score(args) -> int:
     items = [it for _, it in read_rows(args.input, parse, what="solution row")]
     scorer = load_scorer(args.model)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with progress_bars(not args.quiet) as bar, tmp.open("w") as f:
+    with progress_bars(not args.quiet) as bar, atomic_path(out) as tmp, tmp.open("w") as f:
         tick = bar(f"score ({args.model})", len(items))
         for i in range(0, len(items), 64):
             chunk = items[i : i + 64]
@@ -133,6 +131,5 @@ def _score(args) -> int:
                 row = {"id": p.id, "step_scores": s.steps, "outcome_score": s.outcome} if s.steps else {"id": p.id, "outcome_score": s.outcome}
                 f.write(json.dumps(row) + "\n")
             tick(len(chunk))
-    os.replace(tmp, out)
     console.print(f"wrote {len(items)} rows to {out}")
     return 0

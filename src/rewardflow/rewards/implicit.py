@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards, implicit_token_rewards
+from ..atomic import atomic_path
 from ..data.problem import Problem
 from ..data.steps import join_steps
 from ..policy.hf import HFPolicy
@@ -139,18 +138,12 @@ class ImplicitPRM:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write policy/, ref/ and scorer.json to a temporary directory, then rename it into place."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for name, pol in (("policy", self.policy), ("ref", self.ref)):
-            pol.model.save_pretrained(tmp / name)
-            pol.tokenizer.save_pretrained(tmp / name)
-        (tmp / "scorer.json").write_text(json.dumps({"kind": KIND, "beta": self.beta, "lr": self.lr}, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        return path
+        with atomic_path(path) as tmp:
+            for name, pol in (("policy", self.policy), ("ref", self.ref)):
+                pol.model.save_pretrained(tmp / name)
+                pol.tokenizer.save_pretrained(tmp / name)
+            (tmp / "scorer.json").write_text(json.dumps({"kind": KIND, "beta": self.beta, "lr": self.lr}, indent=2))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, **kw) -> "ImplicitPRM":
@@ -161,34 +154,3 @@ class ImplicitPRM:
             raise ValueError(f"{path / 'scorer.json'}: kind {meta.get('kind')!r} is not {KIND!r}")
         return cls(HFPolicy.from_pretrained(path / "policy", **kw), HFPolicy.from_pretrained(path / "ref", **kw),
                    beta=float(meta["beta"]), lr=float(meta.get("lr", 1e-6)))
-
-
-def load_implicit_prm(path: str | Path) -> ImplicitPRM:
-    """The SCORER_KINDS loader for kind "implicit_prm"."""
-    return ImplicitPRM.load(path)
-
-
-def train_implicit_prm(model_dir: str | Path, rows: list[dict], out: str | Path, *, beta: float = 0.05, epochs: int = 1,
-                       lr: float = 1e-5, batch_size: int = 8, seed: int = 0, progress=None, **kw) -> ImplicitPRM:
-    """Train an implicit PRM from `model_dir` on outcome labels only (Yuan et al. 2024, CE objective).
-
-    rows: dicts with "prompt", "steps" and "correct" (bool or 0/1), e.g. the rows of a labels file
-    (rewards/label.py); step labels, if present, are ignored. Batches are shuffled with `seed`; each batch is
-    one `update`. Saved atomically to `out`. `progress(n, **fields)` is ticked per batch; `kw` (device,
-    dtype) go to HFPolicy.from_pretrained.
-    """
-    for i, r in enumerate(rows):
-        missing = [k for k in ("prompt", "steps", "correct") if k not in r]
-        if missing:
-            raise ValueError(f"row {i}: missing {', '.join(missing)}")
-    prm = ImplicitPRM.from_pretrained(model_dir, beta=beta, lr=lr, **kw)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(rows), generator=gen).split(batch_size):
-            batch = [rows[int(i)] for i in idx]
-            stats = prm.update_prompts([r["prompt"] for r in batch], [list(r["steps"]) for r in batch],
-                                       [float(r["correct"]) for r in batch])
-            if progress is not None:
-                progress(len(batch), loss=stats["loss/implicit_ce"], acc=stats["prm/accuracy"])
-    prm.save(out)
-    return prm

@@ -12,14 +12,13 @@ Saved layout (`save(dir)`): backbone/ (save_pretrained model + tokenizer), head.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..data.problem import Problem
 from .base import StepScores
 
@@ -90,18 +89,13 @@ class RewardModel(nn.Module):
         """Atomically: written to a temporary sibling directory, then renamed into place."""
         from safetensors.torch import save_file
 
-        out = Path(out)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.backbone.save_pretrained(tmp / "backbone")
-        self.tokenizer.save_pretrained(tmp / "backbone")
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / "head.safetensors"))
-        meta = {"kind": self.kind, "max_length": self.max_length, "causal": self.causal, "init": self.init}
-        (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        return out
+        with atomic_path(out) as tmp:
+            self.backbone.save_pretrained(tmp / "backbone")
+            self.tokenizer.save_pretrained(tmp / "backbone")
+            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / "head.safetensors"))
+            meta = {"kind": self.kind, "max_length": self.max_length, "causal": self.causal, "init": self.init}
+            (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
+        return Path(out)
 
     @classmethod
     def load(cls, path: str | Path) -> "RewardModel":
@@ -134,7 +128,10 @@ class RewardModel(nn.Module):
             for k, step in enumerate(steps):
                 text += ("\n" if k else "") + step
                 ends.append(len(text))  # exclusive end character of step k
-            enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, truncation=True, max_length=self.max_length)
+            enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+            truncated = len(enc["input_ids"]) > self.max_length
+            if truncated:  # rare: tokenize again so the tokenizer cuts it (keeping its closing special tokens)
+                enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, truncation=True, max_length=self.max_length)
             ids, offsets = enc["input_ids"], enc["offset_mapping"]
             real = [i for i, (a, b) in enumerate(offsets) if b > a]  # special tokens have empty spans
             pos, j = [], 0
@@ -142,7 +139,6 @@ class RewardModel(nn.Module):
                 while j + 1 < len(real) and offsets[real[j + 1]][1] <= e:
                     j += 1
                 pos.append(real[j] if real else len(ids) - 1)
-            truncated = len(self.tokenizer(text, add_special_tokens=True)["input_ids"]) > len(ids)
             kept_end = offsets[real[-1]][1] if real else 0
             cuts.append([truncated and e > kept_end for e in ends])
             rows.append(ids)
@@ -205,7 +201,3 @@ def _check_causal(backbone, tokenizer, path) -> None:
     if not torch.allclose(a, b, atol=1e-6):
         raise ValueError(f"{path}: this encoder ({backbone.config.model_type}) ignores is_decoder, so a PRM's step scores would "
                          "read later steps; use a causal LM or a BERT-style encoder as a PRM backbone (an ORM may use any)")
-
-
-def load_reward_model(path: Path) -> RewardModel:
-    return RewardModel.load(path)

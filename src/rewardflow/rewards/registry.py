@@ -5,6 +5,7 @@ whose `scorer.json` names its kind; SCORER_KINDS maps that kind to a loader `loa
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -18,39 +19,23 @@ def _verifier(_spec: str) -> Scorer:
     return VerifierScorer()
 
 
-# Kinds of saved scorer directories: kind (from scorer.json) -> loader(path). Reward-model modules add theirs here.
-def _reward_model(path: Path) -> Scorer:
-    from .models import RewardModel
+def _saved(module: str, cls: str) -> Callable[[Path], Scorer]:
+    """A loader `cls.load(path)` that imports its module only when a directory of that kind is loaded."""
 
-    return RewardModel.load(path)
+    def load(path: Path) -> Scorer:
+        return getattr(importlib.import_module(f".{module}", __package__), cls).load(path)
 
-
-def _implicit_prm(path: Path) -> Scorer:
-    from .implicit import load_implicit_prm
-
-    return load_implicit_prm(path)
+    return load
 
 
-def _judge(path: Path) -> Scorer:
-    from .judge import JudgeScorer
-
-    return JudgeScorer.load(path)
-
-
-def _ensemble(path: Path) -> Scorer:
-    from .ensemble import EnsembleScorer
-
-    return EnsembleScorer.load(path)
-
-
-def _pav(path: Path) -> Scorer:
-    from .pav import PAVScorer
-
-    return PAVScorer.load(path)
-
-
+# Kinds of saved scorer directories: kind (from scorer.json) -> loader(path).
 SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
-    "orm": _reward_model, "prm": _reward_model, "implicit_prm": _implicit_prm, "judge": _judge, "ensemble": _ensemble, "pav": _pav,
+    "orm": _saved("models", "RewardModel"),
+    "prm": _saved("models", "RewardModel"),
+    "implicit_prm": _saved("implicit", "ImplicitPRM"),
+    "judge": _saved("judge", "JudgeScorer"),
+    "ensemble": _saved("ensemble", "EnsembleScorer"),
+    "pav": _saved("pav", "PAVScorer"),
 }
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
+
+from ..atomic import write_json
 
 SEARCH_HELP = """Run one test-time search strategy over a dataset and write OUT/results.json (accuracy with its 95%
 interval, compute per model: tokens generated / prefilled / scored, FLOPs as 2 x params x tokens with prefill and
@@ -85,10 +86,6 @@ def scorer_label(spec: str) -> str:
     return "verifier (ORACLE: knows the gold answer)" if spec == "verifier" else spec
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _search(args) -> int:

@@ -6,13 +6,13 @@ Written to a temporary directory and renamed into place, so a crash never leaves
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_path, write_text
 
 
 def _rng_state() -> dict:
@@ -25,29 +25,19 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, step: int, policy, optimizer, scheduler, config: dict, extra: dict | None = None) -> Path:
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:06d}"
-    tmp = ckpt_root / f".step_{step:06d}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.model.save_pretrained(tmp)
-    policy.tokenizer.save_pretrained(tmp)
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(), "extra": extra or {}},
-        tmp / "trainer_state.pt",
-    )
-    (tmp / "run_config.json").write_text(json.dumps(config, indent=2))
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _atomic_write_text(ckpt_root / "latest", final.name)
+    with atomic_path(final) as tmp:  # re-saving the same step (e.g. after a resume) replaces it whole
+        policy.model.save_pretrained(tmp)
+        policy.tokenizer.save_pretrained(tmp)
+        torch.save(
+            {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(), "extra": extra or {}},
+            tmp / "trainer_state.pt",
+        )
+        (tmp / "run_config.json").write_text(json.dumps(config, indent=2))
+    write_text(ckpt_root / "latest", final.name)
     return final
 
 

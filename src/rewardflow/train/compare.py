@@ -5,7 +5,6 @@ DAPO (dynamic sampling) and ReMax (greedy baseline rollout) generate more than t
 extra tokens are counted in `tokens_generated`."""
 from __future__ import annotations
 
-import json
 import math
 import platform
 import statistics
@@ -97,7 +96,8 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
               show_progress: bool = True) -> dict:
     from ..config import load_config
     from ..eval.runner import evaluate_policy
-    from ..pipeline import _write_json, make_source
+    from ..atomic import write_json
+    from ..pipeline import make_source
     from ..policy.hf import HFPolicy
     from ..progress import progress_bars
     from ..verify import Verifier
@@ -132,9 +132,9 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
             row["reward_curves"] = [r["reward_curve"] for r in runs]
             row["overrides"] = BENCH_ALGOS[name]
             result["algos"][name] = row
-            _write_json(out / "algos.json", result)  # after every algorithm, so a stopped run keeps what it measured
+            write_json(out / "algos.json", result)  # after every algorithm, so a stopped run keeps what it measured
     plot_curves(result, out / "algos.png")
-    _write_json(out / "algos.json", result)
+    write_json(out / "algos.json", result)
     return result
 
 

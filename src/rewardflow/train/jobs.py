@@ -36,11 +36,11 @@ def _evaluate(policy, problems, cfg: Config, bar, name: str) -> dict:
 
 
 def _finish(out: Path, results: dict, t0: float) -> dict:
-    from ..pipeline import _write_json
+    from ..atomic import write_json
 
     results["wall_seconds"] = time.perf_counter() - t0
     results["delta"] = {k: results["after"][k] - results["before"][k] for k in ("pass@1", "greedy") if k in results["after"]}
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     return results
 
 

@@ -126,7 +126,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
                          "Ray fleet; use one of the two (dist.rollout_workers=0 with torchrun)")
     opt, sched = make_optimizer(policy.model, tr.lr, tr.weight_decay, tr.warmup_steps, tr.steps * cfg.algo.epochs, tr.lr_schedule)
     critic = make_critic(policy, cfg) if ALGORITHMS[cfg.algo.name].critic else None
-    start = 0
+    start, saved_scorers = 0, {}
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         from transformers import AutoModelForCausalLM
@@ -136,6 +136,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
         start = state["step"]
         if critic is not None:
             critic.load_state(state["extra"]["critic"])
+        saved_scorers = state["extra"].get("scorers", {})
     # Replicas must start identical; every rank loaded the same files, this makes it a guarantee (no-op in one process).
     broadcast_parameters(policy.model)
     if critic is not None:
@@ -144,8 +145,8 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     # config `reward:`: learned scorers beside the verifier (train/reward.py); they score in this process, not in the fleet.
     # Scorers that learn online (PRIME) keep their state in the checkpoint, so a resumed run continues them exactly.
     reward_scorers = load_reward_scorers(cfg.reward)
-    for i, state in (state["extra"].get("scorers", {}) if ckpt is not None else {}).items():
-        reward_scorers[i].load_state(state)
+    for i, scorer_state in saved_scorers.items():
+        reward_scorers[i].load_state(scorer_state)
     fleet = start_fleet(policy, scorer, cfg) if cfg.dist.rollout_workers > 0 else None
     # Under torchrun each rank samples its share of the prompts and all-gathers the groups (ShardedGeneration)
     # rather than every rank sampling the whole batch: generation is the dominant cost, so it splits K ways,

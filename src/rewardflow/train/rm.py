@@ -4,6 +4,7 @@ labels), on any backbone `RewardModel.new` accepts. Rows are dicts with "prompt"
   same prompt (at most `max_pairs_per_prompt`);
 - PRM: "labels", one per step (0/1 or soft).
 That is what `rewardflow rm label` writes; `prmbench_train_rows` builds PRM rows from PRMBench's train files.
+`train_implicit_prm` trains the implicit PRM (rewards/implicit.py) on the ORM rows' outcome labels.
 
 A held-out tenth of the prompts (by prompt, so no prompt is on both sides) is scored after each epoch:
 loss and accuracy land in OUT/metrics.jsonl; the model is saved atomically to OUT at the end.
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
+from ..rewards.implicit import ImplicitPRM
 from ..rewards.models import RewardModel
 from .optim import make_optimizer
 
@@ -163,9 +165,8 @@ def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg:
 
 def steps_total(rows: list[dict], cfg: RMTrainConfig) -> int:
     """Optimizer steps a run will take (for a progress bar), before the validation split."""
-    n = len(split_by_prompt(rows, cfg.val_frac, cfg.seed)[0])
-    if cfg.loss == "bt":
-        n = len(bt_pairs(split_by_prompt(rows, cfg.val_frac, cfg.seed)[0], cfg.max_pairs_per_prompt, cfg.seed))
+    train_rows = split_by_prompt(rows, cfg.val_frac, cfg.seed)[0]
+    n = len(bt_pairs(train_rows, cfg.max_pairs_per_prompt, cfg.seed)) if cfg.loss == "bt" else len(train_rows)
     return -(-n // cfg.batch_size) * cfg.epochs
 
 
@@ -196,3 +197,26 @@ def prmbench_train_rows(data_dir: str | Path, *, with_originals: bool = True) ->
                 rows.append({"id": row["group"] + ":original", "group": row["group"], "prompt": question, "steps": original,
                              "labels": [1.0] * len(original)})
     return rows
+
+
+def train_implicit_prm(model_dir: str | Path, rows: list[dict], out: str | Path, *, beta: float = 0.05, epochs: int = 1,
+                       lr: float = 1e-5, batch_size: int = 8, seed: int = 0, progress=None, **kw) -> ImplicitPRM:
+    """Train an implicit PRM from `model_dir` on outcome labels only (Yuan et al. 2024, CE objective).
+
+    rows: dicts with "prompt", "steps" and "correct" (bool or 0/1), e.g. the rows of a labels file
+    (rewards/label.py); step labels, if present, are ignored. Batches are shuffled with `seed`; each batch is
+    one `update`. Saved atomically to `out`. `progress(n, **fields)` is ticked per batch; `kw` (device,
+    dtype) go to HFPolicy.from_pretrained.
+    """
+    check_rows(rows, "orm")  # outcome labels: prompt, steps, correct
+    prm = ImplicitPRM.from_pretrained(model_dir, beta=beta, lr=lr, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(rows), generator=gen).split(batch_size):
+            batch = [rows[int(i)] for i in idx]
+            stats = prm.update_prompts([r["prompt"] for r in batch], [list(r["steps"]) for r in batch],
+                                       [float(r["correct"]) for r in batch])
+            if progress is not None:
+                progress(len(batch), loss=stats["loss/implicit_ce"], acc=stats["prm/accuracy"])
+    prm.save(out)
+    return prm
