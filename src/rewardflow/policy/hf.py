@@ -12,6 +12,8 @@ runs length-sorted, trimmed chunks.
 """
 from __future__ import annotations
 
+import inspect
+
 from pathlib import Path
 
 import torch
@@ -86,6 +88,9 @@ class HFPolicy:
         self._pieces = [tokenizer.convert_tokens_to_string([p]) if p is not None else "" for p in self._pieces]
         for i in tokenizer.all_special_ids:  # decoding drops special tokens, so they can never complete a stop string
             self._pieces[i] = ""
+        # transformers >= 5.2x names the KV-cache argument `cache` and deprecates `past_key_values`; older ones know only the latter
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None, **kw) -> "HFPolicy":
@@ -175,7 +180,7 @@ class HFPolicy:
         max_stop = max((len(s) for s in params.stop), default=0)
 
         cache = DynamicCache()
-        logits = self.model(input_ids=input_ids, attention_mask=attn_buf[:, :P], position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(input_ids=input_ids, attention_mask=attn_buf[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
         next_pos = pos[:, -1]  # [N]
         fast = _LlamaDecoder.maybe(self.model, cache, P + max_new) if self.fast_decode else None
         for t in range(max_new):
@@ -209,7 +214,7 @@ class HFPolicy:
                 logits = fast.step(tok, next_pos, attn_buf[:, : P + t + 1])
             else:
                 logits = self.model(input_ids=tok[:, None], attention_mask=attn_buf[:, : P + t + 1], position_ids=next_pos[:, None],
-                                    past_key_values=cache, use_cache=True).logits[:, -1]
+                                    use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
         names = ("length", "eos", "stop")
         return out_ids.cpu(), out_lp.cpu(), end_step.tolist(), [names[c] for c in reason_code.tolist()]
 
