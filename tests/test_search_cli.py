@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -53,13 +54,16 @@ def test_majority_and_beam_on_hf_policy(policy):
     for r, plen in zip(results, prompt_len):
         c = r.compute["policy"]
         assert len(r.candidates) == 2
-        assert c.tokens_prefill == 2 * plen  # N rows, each prefills its own prompt
+        assert c.tokens_prefill == plen + 1  # the prompt is read once; the second sample feeds only its last token
         assert 2 <= c.tokens_generated <= 2 * 10
         assert c.flops_decode == 2 * policy.num_params * c.tokens_generated
         assert c.flops_prefill == 2 * policy.num_params * c.tokens_prefill
-    # the same seed reproduces the same samples
+    # the same seed reproduces the same samples, with or without the prefix cache; without it every row reads its prompt
     again = STRATEGIES["majority"](PROBLEMS, policy, None, cfg)
     assert [[c.steps for c in r.candidates] for r in again] == [[c.steps for c in r.candidates] for r in results]
+    uncached = STRATEGIES["majority"](PROBLEMS, policy, None, dataclasses.replace(cfg, prefix_cache=False))
+    assert [[c.steps for c in r.candidates] for r in uncached] == [[c.steps for c in r.candidates] for r in results]
+    assert [r.compute["policy"].tokens_prefill for r in uncached] == [2 * n for n in prompt_len]
 
     results = STRATEGIES["beam"](PROBLEMS, policy, LengthScorer(), cfg)
     for r in results:
@@ -69,6 +73,12 @@ def test_majority_and_beam_on_hf_policy(policy):
         assert s.tokens_scored > 0 and s.flops == 0.0  # a scorer without num_params costs no FLOPs
         # at most 2 steps of at most 6 tokens for each of N=2 then keep*M=2 rows
         assert 0 < r.compute["policy"].tokens_generated <= 4 * 6
+    # step-wise search re-reads prompt + steps so far at every expansion unless the prefix cache keeps them
+    uncached = STRATEGIES["beam"](PROBLEMS, policy, LengthScorer(), dataclasses.replace(cfg, prefix_cache=False))
+    assert [[c.steps for c in r.candidates] for r in uncached] == [[c.steps for c in r.candidates] for r in results]
+    for r, u in zip(results, uncached):
+        assert r.compute["policy"].tokens_generated == u.compute["policy"].tokens_generated
+        assert r.compute["policy"].tokens_prefill < u.compute["policy"].tokens_prefill
 
 
 def test_token_distributions_match_an_unpadded_forward(policy):

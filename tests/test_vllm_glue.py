@@ -76,7 +76,7 @@ class FakeLLM:
             ids = prompt["prompt_token_ids"]
             ours = SamplingParams(n=sp.n, temperature=sp.temperature, top_p=sp.top_p, top_k=max(0, sp.top_k),
                                   max_new_tokens=sp.max_tokens, stop=tuple(sp.stop or ()))
-            out_ids, _, lengths, reasons = self.policy._sample([ids] * sp.n, [_mix32(sp.seed, j) for j in range(sp.n)], ours)
+            out_ids, _, lengths, reasons, _ = self.policy._sample([ids] * sp.n, [_mix32(sp.seed, j) for j in range(sp.n)], ours)
             comps = []
             for j in range(sp.n):
                 toks = out_ids[j, : lengths[j]].tolist()

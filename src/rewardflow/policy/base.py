@@ -26,7 +26,8 @@ class Completion:
     token_ids: list[int]
     logprobs: torch.Tensor  # [T] log pi(token) at the sampling temperature, before top-p/top-k truncation
     finish_reason: str  # "eos" | "stop" | "length"
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # tokens of prompt (+ prefix) this completion continued
+    cached_tokens: int = 0  # of those, how many the policy did not compute for it (prefix cache, or shared with the other samples of its prompt)
 
     @property
     def steps(self) -> list[str]:

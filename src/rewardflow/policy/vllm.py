@@ -107,11 +107,13 @@ class VLLMPolicy:
         groups = []
         for ids, out in zip(prompt_ids, outputs):
             group = []
-            for o in out.outputs:
+            # vLLM reads a request's prompt once for all its n samples, minus what its prefix cache held
+            reused = min(len(ids), getattr(out, "num_cached_tokens", None) or 0)
+            for j, o in enumerate(out.outputs):
                 tokens = list(o.token_ids)
                 engine_lp = [step[t].logprob for step, t in zip(o.logprobs or [], tokens)]
                 group.append(Completion(text=o.text, token_ids=tokens, logprobs=torch.tensor(engine_lp, dtype=torch.float32),
-                                        finish_reason=finish_reason(o), prompt_tokens=len(ids)))
+                                        finish_reason=finish_reason(o), prompt_tokens=len(ids), cached_tokens=reused if j == 0 else len(ids)))
             groups.append(group)
         if not self._engine_logprobs_match(params):
             self._teacher_force(prompt_ids, groups, params)

@@ -104,6 +104,7 @@ class SearchConfig:
     borda_power: float = 0.5  # self-certainty Borda vote: rank r gets (N - r + 1) ** p votes
     seed: int = 0  # seeds every sampling call and every resampling draw
     chunk: int = 512  # most sequences per policy call (bounds memory at large N)
+    prefix_cache: bool = True  # models that can (HFPolicy) keep keys/values across calls and read a prompt once for its n samples
 
     def __post_init__(self):
         self.validate()

@@ -38,6 +38,9 @@ class Run:
         self.problems, self.cfg, self.scorer, self.models = problems, cfg, scorer, models
         names = [*models, "scorer"] if scorer is not None else list(models)
         self.compute = [{name: Compute() for name in names} for _ in problems]
+        for model in models.values():  # a fresh cache per search call: nothing read for an earlier call is free here
+            if hasattr(model, "enable_prefix_cache"):
+                model.enable_prefix_cache() if cfg.prefix_cache else model.disable_prefix_cache()
         self._calls = 0
         # Scored tokens are counted in the first model's tokenizer (the scorer's own may differ or not exist).
         first = next(iter(models.values()))
@@ -103,10 +106,12 @@ class Run:
             pieces = []
             for comp in group:
                 c.tokens_generated += len(comp.token_ids)
-                # our sampler prefills every row, even n rows of one prompt: that is what it costs
-                c.tokens_prefill += comp.prompt_tokens
+                # prefill is what the policy computed: tokens its prefix cache served (or another sample of the same
+                # prompt read) are not counted again
+                read = comp.prompt_tokens - comp.cached_tokens
+                c.tokens_prefill += read
                 c.flops_decode += flops_per_token * len(comp.token_ids)
-                c.flops_prefill += flops_per_token * comp.prompt_tokens
+                c.flops_prefill += flops_per_token * read
                 text = comp.text
                 if step and comp.finish_reason == "stop" and text.endswith(d):
                     text = text[: -len(d)]
