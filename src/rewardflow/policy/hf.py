@@ -174,23 +174,22 @@ class HFPolicy:
         store = self.prefix_cache
         if store is not None:
             store.check_weights(self.model)
-            # everything but each row's last token comes from the cache (read now if missing); the last is fed below
+            # keys/values of all but each row's last token come from the cache (read now where missing), left-padded
+            # to C columns; the last token is fed below and its logits start the sample
             past, computed = self._read_prefixes(rows)
             C = past[0].shape[-2] if past else 0
-            P = C + 1
-            input_ids = torch.tensor([[r[-1]] for r in rows], dtype=torch.long)  # [N, 1]
-            attn_buf = torch.zeros((n_rows, P + max_new), dtype=torch.long)
-            for i, r in enumerate(rows):  # cached keys are left-padded to C columns
-                attn_buf[i, C - (len(r) - 1) :] = 1
+            P, fed, first = C + 1, [r[-1:] for r in rows], [C - (len(r) - 1) for r in rows]
         else:
             past, computed = None, [len(r) for r in rows]
             P = max(len(r) for r in rows)
-            input_ids = torch.full((n_rows, P), self.pad_id, dtype=torch.long)
-            # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
-            attn_buf = torch.zeros((n_rows, P + max_new), dtype=torch.long)
-            for i, r in enumerate(rows):  # left padding: every prompt ends at column P-1
-                input_ids[i, P - len(r) :] = torch.tensor(r)
-                attn_buf[i, P - len(r) :] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
+            fed, first = rows, [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
+        W = max(len(f) for f in fed)
+        input_ids = torch.full((n_rows, W), self.pad_id, dtype=torch.long)
+        # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
+        attn_buf = torch.zeros((n_rows, P + max_new), dtype=torch.long)
+        for i, f in enumerate(fed):
+            input_ids[i, W - len(f) :] = torch.tensor(f)
+            attn_buf[i, first[i] :] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
         input_ids, attn_buf = input_ids.to(dev), attn_buf.to(dev)
         pos = (attn_buf[:, :P].cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]  # [N, fed columns]
         keys = torch.tensor(row_keys, dtype=torch.long, device=dev)  # [N] per-row random stream
