@@ -18,3 +18,13 @@ def shared_data() -> Path:
             pytest.fail(msg + " (CI is set, so this is an error, not a skip)")
         pytest.skip(msg)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: a second intra-op thread only adds synchronisation, and on a busy 2-core machine it makes each
+    forward several times slower. Restored afterwards for the other test files."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

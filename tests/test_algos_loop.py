@@ -21,7 +21,7 @@ def init(tmp_path_factory):
 
 
 def _rollout(policy):
-    B, G = 2, 4
+    G = 4
     prompts = ["1 + 2 =", "7 - 3 ="]
     groups = policy.generate(prompts, SamplingParams(n=G, max_new_tokens=8, seed=0))
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # [B, G], both groups have variance

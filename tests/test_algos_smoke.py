@@ -30,7 +30,7 @@ def source():
 
 
 def _rollout(policy, step_rewards=False):
-    B, G = 2, 4
+    G = 4
     prompts = ["1 + 2 =", "7 - 3 ="]
     groups = policy.generate(prompts, SamplingParams(n=G, max_new_tokens=8, seed=0))
     correct = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # [B, G], both groups have variance

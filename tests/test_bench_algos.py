@@ -3,20 +3,11 @@ the runs one process gives, finished runs are reused on restart and never when t
 import json
 
 import pytest
-import torch
 
 from rewardflow.train.compare import run_bench
 
 TOY = ["model.hidden_size=32", "model.layers=1", "model.heads=2", "model.intermediate_size=64", "sft.steps=3", "sft.batch_size=4",
        "trainer.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.max_new_tokens=8"]
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the pool's workers get 1 thread each: same arithmetic in the in-process run
-    yield
-    torch.set_num_threads(before)
 
 
 def _strip(res: dict) -> dict:

@@ -31,16 +31,6 @@ def test_help_teaches_with_an_example(parser, capsys):
         assert "example: rewardflow bench " + verb in capsys.readouterr().out
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls on a busy 2-core machine: a second thread only adds synchronisation
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sampler_benchmark_writes_throughput_with_mfu(parser, tmp_path, one_thread):
     out = tmp_path / "s.json"
     a = parser.parse_args(["bench", "sampler", "--out", str(out), "--batches", "2", "--reps", "1", "--max-new-tokens", "3",

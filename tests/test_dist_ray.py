@@ -16,14 +16,7 @@ PROMPTS = [f"What is {i} + {2 * i}?" + "!" * (i % 3) for i in range(5)]  # 5 pro
 PARAMS = SamplingParams(n=3, temperature=1.0, max_new_tokens=10, seed=11)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls: a second intra-op thread only adds synchronisation on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 def _ray():
     try:

@@ -1,5 +1,4 @@
 """Step labelling: the label math by hand, and every labeller on a fake policy whose success counts are known."""
-import json
 import math
 import random
 

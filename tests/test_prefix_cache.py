@@ -12,13 +12,7 @@ from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 @pytest.fixture(scope="module", params=[True, False], ids=["fast-decode", "hf-forward"])
 def pair(request, tmp_path_factory):

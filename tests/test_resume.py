@@ -7,7 +7,6 @@ from rewardflow.config import load_config
 from rewardflow.data import GymSource
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from rewardflow.rewards.verifier import VerifierScorer
 from rewardflow.train.checkpoint import latest_checkpoint
 from rewardflow.train.metrics import MetricsLog
 from rewardflow.train.rl import train_rl

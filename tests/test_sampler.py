@@ -4,7 +4,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from rewardflow.policy.base import Completion, SamplingParams, TokenBatch
+from rewardflow.policy.base import Completion, SamplingParams
 from rewardflow.policy.hf import HFPolicy, _filter_logits
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 
@@ -13,15 +13,7 @@ PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matmuls: a second intra-op thread only adds synchronisation, and on a busy 2-core machine it
-    # makes each forward several times slower. Restored afterwards for the other test files.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 @pytest.fixture(scope="module")
 def policy(one_thread, tmp_path_factory) -> HFPolicy:

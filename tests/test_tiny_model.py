@@ -19,14 +19,7 @@ from rewardflow.policy.tiny import (
 SMALL = TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls run faster on one thread on a busy 2-core machine; restored for the other files
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 @pytest.fixture(scope="module")
 def tok():
