@@ -142,6 +142,16 @@ def test_search_cli_errors(ckpt, tmp_path):
     args = p.parse_args(["search", "--strategy", "beam", "--policy", str(ckpt), "--out", str(tmp_path), "--set", "bogus=1"])
     with pytest.raises(ValueError, match="bogus"):
         args.func(args)
+    args = p.parse_args(["search", "--strategy", "beam", "--policy", str(ckpt), "--out", str(tmp_path), "--set", "prefix_cache=maybe"])
+    with pytest.raises(ValueError, match="true or false"):
+        args.func(args)
+
+
+def test_set_reads_booleans_as_words():
+    from rewardflow.search.cli import _parse_sets
+
+    assert _parse_sets(["prefix_cache=false", "puct_c=2"]) == {"prefix_cache": False, "puct_c": 2.0}
+    assert _parse_sets(["prefix_cache=True"]) == {"prefix_cache": True}
 
 
 def _bench_module():

@@ -15,9 +15,18 @@ class StepScores:
 
 
 class Scorer(Protocol):
+    """Scorers that run a model also keep `flops_spent`, the running total of their forward FLOPs (2 * params *
+    tokens read, and generation for scorers that sample), so search books what scoring really cost; one without
+    it is booked 2 * `num_params` * tokens scored (0 without either: the verifier)."""
+
     def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:
         """solutions[i] is a step list answering problems[i]; returns one StepScores per pair."""
         ...
+
+
+def forward_flops(params: int, attention_mask) -> float:
+    """2 * params * real (unpadded) tokens of a batch: the usual forward-pass estimate."""
+    return 2.0 * params * float(attention_mask.sum())
 
 
 def _prod(xs: list[float]) -> float:

@@ -38,6 +38,11 @@ class EnsembleScorer:
         self.scorers, self.how, self.lam = list(scorers), how, lam
         self.reduce = ENSEMBLE_REDUCTIONS[how]
 
+    @property
+    def flops_spent(self) -> float:
+        """Scorer contract: what the members spent (members without a model, such as the verifier, spend 0)."""
+        return sum(getattr(s, "flops_spent", 0.0) for s in self.scorers)
+
     @classmethod
     def load(cls, path: str | Path) -> "EnsembleScorer":
         """A directory whose scorer.json is {"kind": "ensemble", "members": [load_scorer specs], "how": ..., "lam": ...};

@@ -22,7 +22,7 @@ from ..atomic import atomic_path
 from ..data.problem import Problem
 from ..data.steps import join_steps
 from ..policy.hf import HFPolicy
-from .base import StepScores
+from .base import StepScores, forward_flops
 
 KIND = "implicit_prm"
 
@@ -33,6 +33,7 @@ class ImplicitPRM:
     def __init__(self, policy: HFPolicy, ref: HFPolicy, *, beta: float = 0.05, lr: float = 1e-6,
                  max_grad_norm: float = 1.0, micro_batch: int = 16):
         self.policy, self.ref = policy, ref
+        self.flops_spent = 0.0  # Scorer contract: forward FLOPs of scoring (PRIME updates are training, not counted)
         self.beta = beta  # KL-style scale of the log-ratio reward (Yuan et al. use 0.05)
         self.lr = lr  # AdamW learning rate of `update` (PRIME's online PRM update)
         self.max_grad_norm = max_grad_norm
@@ -86,6 +87,7 @@ class ImplicitPRM:
         for lo in range(0, len(prompts), self.micro_batch):
             sols = solutions[lo : lo + self.micro_batch]
             batch, ends = self._encode(prompts[lo : lo + self.micro_batch], sols)
+            self.flops_spent += forward_flops(self.policy.num_params + self.ref.num_params, batch.attention_mask)  # policy and reference
             logp, ref_logp = self._logps(batch, grad=False)
             q = implicit_token_rewards(logp, ref_logp, batch.completion_mask, beta=self.beta)  # [n, T]
             steps = implicit_step_rewards(q, ends.to(q.device)).cpu()  # [n, S]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.problem import Problem
-from .base import StepScores
+from .base import StepScores, forward_flops
 
 STEP_QUESTION = "{problem}\n\n{steps}\n\nIs step {k} correct? Answer Yes or No."
 SOLUTION_QUESTION = "{problem}\n\n{steps}\n\nIs this solution correct? Answer Yes or No."
@@ -33,6 +33,7 @@ class JudgeScorer:
                  solution_question: str = SOLUTION_QUESTION):
         self.policy, self.yes, self.no = policy, yes, no
         self.step_question, self.solution_question = step_question, solution_question
+        self.flops_spent = 0.0  # Scorer contract: every question is a forward pass of the judge
 
     @classmethod
     def load(cls, path: str | Path) -> "JudgeScorer":
@@ -56,6 +57,7 @@ class JudgeScorer:
         prompt_ids = self.policy.encode_prompts(questions)
         yes_ids, no_ids = self.policy.completion_ids([self.yes, self.no], add_eos=False)
         batch = self.policy.token_batch(prompt_ids + prompt_ids, [yes_ids] * M + [no_ids] * M)
+        self.flops_spent += forward_flops(self.policy.num_params, batch.attention_mask)
         logp = self.policy.logprobs(batch).logprobs  # [2M, T]
         answer_logp = (logp * batch.completion_mask).sum(1).float().cpu()  # [2M] log P(answer | question)
         return torch.sigmoid(answer_logp[:M] - answer_logp[M:])  # [M]

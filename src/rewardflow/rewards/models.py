@@ -20,7 +20,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..data.problem import Problem
-from .base import StepScores
+from .base import StepScores, forward_flops
 
 KINDS = ("orm", "prm")
 
@@ -64,6 +64,11 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.weight)  # start every score at sigmoid(0) = 0.5: no preference before training
         nn.init.zeros_(self.head.bias)
         self.batch_size = 32
+        self.flops_spent = 0.0  # Scorer contract: forward FLOPs of every score() call so far
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------ build, save, load
 
@@ -175,6 +180,7 @@ class RewardModel(nn.Module):
         for i in range(0, len(problems), self.batch_size):
             sols = [s or [""] for s in solutions[i : i + self.batch_size]]
             enc = self.encode([p.prompt for p in problems[i : i + self.batch_size]], sols)
+            self.flops_spent += forward_flops(self.num_params, enc.attention_mask)
             outcome, steps = self.forward(enc)
             outcome, steps = torch.sigmoid(outcome), torch.sigmoid(steps)  # [n], [n, S]
             for j, sol in enumerate(sols):

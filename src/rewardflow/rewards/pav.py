@@ -33,6 +33,7 @@ class PAVScorer:
         self.prover, self.verifier = prover, verifier or Verifier()
         self.cfg = LabelConfig(method="mc-soft", rollouts=rollouts, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
         self.calls = 0  # every score() call rolls out with a new seed, so repeated prefixes are estimated afresh
+        self.flops_spent = 0.0  # Scorer contract: the prover's rollouts (prefill and decode)
 
     @classmethod
     def load(cls, path: str | Path) -> "PAVScorer":
@@ -51,7 +52,7 @@ class PAVScorer:
             for t in range(len(steps)):
                 items.append((p, prefix_text(steps, t) if t else ""))
                 where.append(i)
-        outcomes = rollout_outcomes(self.prover, self.verifier, items, self.cfg, seed=self.cfg.seed + 7919 * self.calls)
+        outcomes = rollout_outcomes(_Metered(self.prover, self), self.verifier, items, self.cfg, seed=self.cfg.seed + 7919 * self.calls)
         self.calls += 1
         q: list[list[float]] = [[] for _ in problems]
         for i, r in zip(where, outcomes):
@@ -65,3 +66,20 @@ class PAVScorer:
         q = self.q_values(problems, solutions)
         progress = pav_progress([torch.tensor(x[1:], dtype=torch.float64) for x in q], torch.tensor([x[0] for x in q], dtype=torch.float64))
         return [StepScores(steps=a.tolist(), outcome=x[-1]) for a, x in zip(progress, q)]
+
+
+class _Metered:
+    """The prover as seen by rollout_outcomes: every generate call adds 2 * params * (tokens read + tokens sampled)
+    to owner.flops_spent; anything else is the prover's own."""
+
+    def __init__(self, prover, owner):
+        self._prover, self._owner = prover, owner
+
+    def __getattr__(self, name):
+        return getattr(self._prover, name)
+
+    def generate(self, *args, **kwargs):
+        groups = self._prover.generate(*args, **kwargs)
+        tokens = sum(c.prompt_tokens - c.cached_tokens + len(c.token_ids) for g in groups for c in g)
+        self._owner.flops_spent += 2.0 * (getattr(self._prover, "num_params", 0) or 0) * tokens
+        return groups

@@ -55,7 +55,12 @@ def _parse_sets(pairs: list[str]) -> dict:
         if not sep or key not in known:
             raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
         kind = type(known[key].default)
-        out[key] = kind(value)
+        if kind is bool:  # bool("false") is True: read the word
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"--set {pair!r}: {key} takes true or false")
+            out[key] = value.lower() in ("true", "1", "yes")
+        else:
+            out[key] = kind(value)
     return out
 
 

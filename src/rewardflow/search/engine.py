@@ -129,17 +129,20 @@ class Run:
             return []
         d = self.cfg.delimiter
         solutions = [[s for s in steps if s.strip()] or [""] for _, steps in items]
+        before = getattr(self.scorer, "flops_spent", None)
         t0 = time.perf_counter()
         scores = self.scorer.score([self.problems[i] for i, _ in items], solutions)
         seconds = time.perf_counter() - t0
-        # A scorer without `num_params` (the verifier: no neural network) costs 0 FLOPs.
-        flops_per_token = 2.0 * (getattr(self.scorer, "num_params", 0) or 0)
+        tokens = [self.count_tokens(self.problems[i].prompt + d + d.join(sol)) for (i, _), sol in zip(items, solutions)]
+        if before is not None:  # the scorer metered itself (Scorer contract): share its FLOPs out by tokens scored
+            per_token = (self.scorer.flops_spent - before) / max(1, sum(tokens))
+        else:  # else one forward per scored token; a scorer without `num_params` (the verifier) costs 0
+            per_token = 2.0 * (getattr(self.scorer, "num_params", 0) or 0)
         rows: dict[int, int] = {}
-        for (i, _), sol in zip(items, solutions):
-            tokens = self.count_tokens(self.problems[i].prompt + d + d.join(sol))
+        for (i, _), n in zip(items, tokens):
             c = self.compute[i]["scorer"]
-            c.tokens_scored += tokens
-            c.flops_scored += flops_per_token * tokens
+            c.tokens_scored += n
+            c.flops_scored += per_token * n
             rows[i] = rows.get(i, 0) + 1
         self._share_seconds(rows, seconds, "scorer")
         return scores
