@@ -95,11 +95,11 @@ def bench_scorer_label(spec: str) -> str:
     return "step-oracle (ORACLE PRM: each step checked against the worked solution)" if spec == "step-oracle" else scorer_label(spec)
 
 
-def base_config(seed: int):
+def base_config(seed: int, delta: float = 0.7):
     from rewardflow.search import SearchConfig
 
     # 3-term chains: two "a op b = c" lines and "Answer: c" -> 3 steps; 5 leaves room for a rambling model
-    return SearchConfig(beam_width=4, max_steps=5, max_step_tokens=16, max_new_tokens=48, temperature=1.0, delta=0.7,
+    return SearchConfig(beam_width=4, max_steps=5, max_step_tokens=16, max_new_tokens=48, temperature=1.0, delta=delta,
                         aggregation="last", select="best", seed=seed)
 
 
@@ -143,7 +143,7 @@ def speculative_vs_target(curves: dict) -> list[dict]:
                      "target_only": q["accuracy"], "target_only_ci95": q["accuracy_ci95"],
                      "speculative_target_flops": p["compute"]["target"]["flops"], "target_only_target_flops": q["compute"]["policy"]["flops"],
                      "target_flops_ratio": p["compute"]["target"]["flops"] / q["compute"]["policy"]["flops"],
-                     # decode only: what the ratio would be if the target kept its KV cache between steps (prefix caching)
+                     # decode only: the part no cache can save (the prefix cache already removed re-reading the prefix)
                      "target_decode_flops_ratio": p["compute"]["target"]["flops_decode"] / q["compute"]["policy"]["flops_decode"],
                      "draft_step_share": p.get("draft_step_share")})
     return rows
@@ -159,7 +159,7 @@ def _point(name: str, n: int, summary: dict, seconds: float) -> dict:
 
 
 def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int = 500, scorer_spec: str = "verifier",
-              strategies: list[str] | None = None, seed: int = 0, show_progress: bool = True) -> dict:
+              strategies: list[str] | None = None, seed: int = 0, delta: float = 0.7, show_progress: bool = True) -> dict:
     from rewardflow.data import GymSource
     from rewardflow.progress import progress_bars
     from rewardflow.search import STRATEGIES, USES_SCORER, plot_accuracy_vs_flops, summarize
@@ -174,7 +174,7 @@ def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int 
     ns = [2**k for k in range(int(math.log2(max_n)) + 1)]
     source = GymSource(TASK, seed=seed, eval_size=problems, **TASK_KWARGS)
     eval_set = source.eval_problems
-    cfg0 = base_config(seed)
+    cfg0 = base_config(seed, delta)
     t_start = time.perf_counter()
     scorer = load_bench_scorer(scorer_spec)
     curves: dict[str, list[dict]] = {}
@@ -224,7 +224,8 @@ def run_from_args(args) -> int:
     from rewardflow.progress import console
 
     res = run_bench(Path(args.out), problems=args.problems, max_n=args.max_n, sft_steps=args.sft_steps, scorer_spec=args.scorer,
-                    strategies=args.strategies.split(",") if args.strategies else None, seed=args.seed, show_progress=not args.quiet)
+                    strategies=args.strategies.split(",") if args.strategies else None, seed=args.seed, delta=args.delta,
+                    show_progress=not args.quiet)
     console.print(f"scorer: {res['scorer']['label']}")
     for name, pts in res["curves"].items():
         console.print(f"{name:22s} " + "  ".join(f"N={p['n']}: {p['accuracy']:.2f} ({p['flops_per_problem']:.2g})" for p in pts))

@@ -176,6 +176,7 @@ def register_bench(bench_sub) -> None:
     b.add_argument("--scorer", default="verifier", help="verifier (oracle, default), step-oracle (oracle PRM) or a saved reward-model directory")
     b.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
     b.add_argument("--seed", type=int, default=0, help="seed of models, data and sampling (default 0)")
+    b.add_argument("--delta", type=float, default=0.7, help="speculative: keep a draft step when its score >= delta (default 0.7)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_bench_search)
 
