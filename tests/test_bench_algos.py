@@ -35,6 +35,7 @@ def test_pool_equals_one_process_and_restart_reuses_runs(tmp_path, one_thread):
     assert len(saved) == 4
     again = run_bench(tmp_path / "a", workers=1, **kw)
     assert _strip(again) == _strip(one)
+    assert (one["runs_reused"], again["runs_reused"]) == (0, 4)
     assert {p: p.stat().st_mtime_ns for p in saved} == saved
     run_bench(tmp_path / "a", workers=1, **{**kw, "algos": ["grpo"], "seeds": [0], "n_eval": 1})
     assert (tmp_path / "a" / "runs" / "grpo_s0" / "result.json").stat().st_mtime_ns != saved[tmp_path / "a" / "runs" / "grpo_s0" / "result.json"]

@@ -111,7 +111,7 @@ def _job(overrides: list[str], sft_dir: str, run_dir: str, eval_size: int, n_eva
 
         saved = json.loads(done.read_text())
         if saved.get("stamp") == [overrides, n_eval]:
-            return saved
+            return {**saved, "reused": True}
     cfg = load_config(None, overrides)
     source = make_source(cfg)
     res = run_one(cfg, Path(sft_dir), run_dir_p, source, source.eval_problems, n_eval=n_eval,
@@ -195,7 +195,9 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
                     finish(name)
     # rows in the order asked for, whatever order the workers finished in
     result["algos"] = {name: result["algos"][name] for name in algos}
+    # a restarted bench measures only what it ran itself: runs_reused says how many runs it took from disk
     result["wall_seconds"] = time.perf_counter() - t_start
+    result["runs_reused"] = sum(bool(r.get("reused")) for r in runs.values())
     plot_curves(result, out / "algos.png")
     write_json(out / "algos.json", result)
     return result
@@ -224,14 +226,16 @@ def plot_curves(result: dict, path: Path) -> Path:
 
 
 def table(result: dict) -> str:
-    """A Markdown table of the result (for the README)."""
+    """A Markdown table of the result (for the README): per algorithm the mean ± std over seeds, and pass@1's change
+    from the SFT start with how many seeds improved on it."""
     n = result["eval"]["samples"]
-    lines = [f"| algorithm | pass@1 | pass@{n} | maj@{n} | distinct answers | final train reward | s/step | tokens generated |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| algorithm | pass@1 | Δ pass@1 (seeds up) | pass@{n} | maj@{n} | distinct answers | final train reward | s/step | tokens generated |",
+             "|---|---|---|---|---|---|---|---|---|"]
     s = result["sft"]
-    lines.append(f"| SFT start | {s['pass@1']:.3f} | {s.get(f'pass@{n}', math.nan):.3f} | {s[f'maj@{n}']:.3f} | {s['distinct_answers']:.2f} | | | |")
+    lines.append(f"| SFT start | {s['pass@1']:.3f} | | {s.get(f'pass@{n}', math.nan):.3f} | {s[f'maj@{n}']:.3f} | {s['distinct_answers']:.2f} | | | |")
     for name, r in result["algos"].items():
         f = lambda m, d=3: f"{r[m]['mean']:.{d}f} ± {r[m]['std']:.{d}f}"
-        lines.append(f"| {name} | {f('pass@1')} | {f(f'pass@{n}')} | {f(f'maj@{n}')} | {f('distinct_answers', 2)} | {f('final_reward')} | "
-                     f"{r['seconds_per_step']['mean']:.2f} | {r['tokens_generated']['mean']:.0f} |")
+        up = sum(v > s["pass@1"] for v in r["pass@1"]["values"])
+        lines.append(f"| {name} | {f('pass@1')} | {r['pass@1']['mean'] - s['pass@1']:+.3f} ({up}/{len(r['pass@1']['values'])}) | {f(f'pass@{n}')} | "
+                     f"{f(f'maj@{n}')} | {f('distinct_answers', 2)} | {f('final_reward')} | {r['seconds_per_step']['mean']:.2f} | {r['tokens_generated']['mean']:,.0f} |")
     return "\n".join(lines)
