@@ -203,22 +203,36 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     return result
 
 
-def plot_curves(result: dict, path: Path) -> Path:
-    """Reward (fraction correct) per RL step, mean over seeds, one line per algorithm; SFT pass@1 as a line."""
+def plot_curves(result: dict, path: Path, window: int = 10) -> Path:
+    """Left: training reward (fraction correct) per RL step, mean over seeds and a `window`-step moving average
+    (every algorithm sees the same prompts at a step, so the raw curves share their step-to-step noise). Right:
+    held-out pass@1 per algorithm, each seed a dot, against the SFT start."""
     from ..eval.report import _plt
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    names = list(result["algos"])
     for name, row in result["algos"].items():
         curves = row["reward_curves"]
         steps = min(len(c) for c in curves)
         if steps:
             mean = [sum(c[i] for c in curves) / len(curves) for i in range(steps)]
-            ax.plot(range(1, steps + 1), mean, label=f"{name} ({row['pass@1']['mean']:.3f})", linestyle="-" if len(ax.lines) < 10 else "--")
-    if "sft" in result:
-        ax.axhline(result["sft"]["pass@1"], color="black", linewidth=1, linestyle=":", label=f"SFT pass@1 ({result['sft']['pass@1']:.3f})")
-    ax.set(xlabel="RL step", ylabel="training reward (fraction correct)", title="Online algorithms from one SFT checkpoint (legend: held-out pass@1)")
+            smooth = [sum(mean[max(0, i - window + 1) : i + 1]) / len(mean[max(0, i - window + 1) : i + 1]) for i in range(steps)]
+            ax.plot(range(1, steps + 1), smooth, label=name, linestyle="-" if len(ax.lines) < 10 else "--")
+    sft = result.get("sft", {}).get("pass@1")
+    if sft is not None:
+        ax.axhline(sft, color="black", linewidth=1, linestyle=":", label=f"SFT pass@1 ({sft:.3f})")
+        bx.axvline(sft, color="black", linewidth=1, linestyle=":", label="SFT start")
+    ax.set(xlabel="RL step", ylabel=f"training reward, {window}-step moving average", title="Training reward (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
+    for y, name in enumerate(names):
+        vals = result["algos"][name]["pass@1"]["values"]
+        bx.scatter(vals, [y] * len(vals), s=14, color="tab:blue")
+        bx.plot([sum(vals) / len(vals)] * 2, [y - 0.3, y + 0.3], color="tab:red")
+    bx.set_yticks(range(len(names)), names, fontsize=8)
+    bx.invert_yaxis()
+    bx.set(xlabel="held-out pass@1 (dots: seeds, bar: mean)", title="After RL")
+    bx.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
