@@ -1,7 +1,7 @@
 """Every online RL algorithm on the quickstart task from one SFT checkpoint, same budget; writes
 DIR/algos.json, DIR/algos.png and DIR/algos.md. Same as `rewardflow bench algos` (see its --help).
 
-    python bench/algos.py --out runs/bench_algos --steps 40 --seeds 0,1,2
+    python bench/algos.py --out runs/bench_algos      # 17 algorithms x 3 seeds x 140 steps: about 50 min on 2 cores
 """
 from __future__ import annotations
 
