@@ -38,6 +38,8 @@ def test_pool_equals_one_process_and_restart_reuses_runs(tmp_path, one_thread):
     assert (one["runs_reused"], again["runs_reused"]) == (0, 4)
     assert {p: p.stat().st_mtime_ns for p in saved} == saved
     run_bench(tmp_path / "a", workers=1, **{**kw, "algos": ["grpo"], "seeds": [0], "n_eval": 1})
+    with pytest.raises(ValueError, match="other model/sft/data settings"):  # never a stale SFT start for another model
+        run_bench(tmp_path / "a", workers=1, **{**kw, "overrides": TOY + ["model.hidden_size=16"]})
     assert (tmp_path / "a" / "runs" / "grpo_s0" / "result.json").stat().st_mtime_ns != saved[tmp_path / "a" / "runs" / "grpo_s0" / "result.json"]
 
 

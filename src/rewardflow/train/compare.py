@@ -5,6 +5,7 @@ DAPO (dynamic sampling) and ReMax (greedy baseline rollout) generate more than t
 extra tokens are counted in `tokens_generated`."""
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from ..atomic import write_text
+from ..config import to_dict
 
 # The bench's policy: the quickstart model with 2 of its 4 layers (see BENCH_HELP in train/cli.py for why).
 BENCH_MODEL = ["model.layers=2"]
@@ -53,7 +57,12 @@ def make_sft(cfg, out: Path, *, progress=None) -> Path:
 
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
     sft_dir = out / "sft"
+    # what the checkpoint depends on; a later bench in the same directory must not start from another model
+    stamp = json.dumps({"model": to_dict(cfg)["model"], "sft": to_dict(cfg)["sft"], "data": to_dict(cfg)["data"], "seed": cfg.trainer.seed},
+                       sort_keys=True)
     if (sft_dir / "DONE").exists():
+        if (sft_dir / "DONE").read_text() != stamp:
+            raise ValueError(f"{sft_dir} is the SFT start of a bench with other model/sft/data settings; use another --out or delete it")
         return sft_dir
     source, m, s = make_source(cfg), cfg.model, cfg.sft
     sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
@@ -69,7 +78,7 @@ def make_sft(cfg, out: Path, *, progress=None) -> Path:
     run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=progress)
     policy.model.save_pretrained(sft_dir)
     policy.tokenizer.save_pretrained(sft_dir)
-    (sft_dir / "DONE").touch()
+    write_text(sft_dir / "DONE", stamp)
     return sft_dir
 
 
@@ -97,7 +106,7 @@ def run_one(cfg, sft_dir: Path, run_dir: Path, source, eval_problems, *, n_eval:
             "reward_curve": [r.get("reward/correct", r["reward/mean"]) for r in rows]}
 
 
-def _job(overrides: list[str], sft_dir: str, run_dir: str, eval_size: int, n_eval: int, progress=None) -> dict:
+def _job(overrides: list[str], sft_dir: str, run_dir: str, n_eval: int, progress=None) -> dict:
     """One (algorithm, seed) run; its summary is saved as run_dir/result.json with the overrides that made it, so
     an interrupted bench skips finished runs on restart and never reuses one made with other settings."""
     from ..atomic import write_json
@@ -107,8 +116,6 @@ def _job(overrides: list[str], sft_dir: str, run_dir: str, eval_size: int, n_eva
     run_dir_p = Path(run_dir)
     done = run_dir_p / "result.json"
     if done.exists():
-        import json
-
         saved = json.loads(done.read_text())
         if saved.get("stamp") == [overrides, n_eval]:
             return {**saved, "reused": True}
@@ -182,12 +189,12 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
                                             temperature=base.eval.temperature, max_new_tokens=base.eval.max_new_tokens, greedy=False, seed=0)
         if workers == 1:
             for (name, seed), (ov, run_dir) in jobs.items():
-                runs[name, seed] = _job(ov, str(sft_dir), run_dir, eval_size, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
+                runs[name, seed] = _job(ov, str(sft_dir), run_dir, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
                 finish(name)
         else:
             tick = bar(f"{len(jobs)} runs, {workers} at a time", len(jobs))
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
-                futures = {pool.submit(_job, ov, str(sft_dir), run_dir, eval_size, n_eval): key for key, (ov, run_dir) in jobs.items()}
+                futures = {pool.submit(_job, ov, str(sft_dir), run_dir, n_eval): key for key, (ov, run_dir) in jobs.items()}
                 for fut in as_completed(futures):
                     name, seed = futures[fut]
                     runs[name, seed] = fut.result()
