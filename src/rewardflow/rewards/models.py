@@ -76,7 +76,9 @@ class RewardModel(nn.Module):
     def new(cls, init: str | Path, kind: str, *, max_length: int | None = None) -> "RewardModel":
         """A fresh head on the backbone of `init` (a causal LM checkpoint, an encoder, or 'minilm')."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a weight-loading bar per model would interleave with ours
         path = resolve_init(init)
         config = AutoConfig.from_pretrained(path)
         decoder_lm = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
@@ -106,7 +108,9 @@ class RewardModel(nn.Module):
     def load(cls, path: str | Path) -> "RewardModel":
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         path = Path(path)
         meta = json.loads((path / "scorer.json").read_text())
         backbone = AutoModel.from_pretrained(path / "backbone", dtype=torch.float32)  # its saved config keeps is_decoder
