@@ -87,6 +87,9 @@ def test_mean_ci_by_hand():
     assert half == pytest.approx(0.2263171, abs=1e-7)
     # [0, 1]: sd = sqrt(.5) -> half = z * .7071/1.4142 = .98: clipped to [0, 1]
     assert mean_ci([0.0, 1.0]) == pytest.approx((0.5, 0.0, 1.0), abs=TOL)
+    # differences are not clipped: [-.1, .1]: mean 0, sd sqrt(.02) = .141421, half z * .141421 / sqrt(2) = z * .1
+    assert mean_ci([-0.1, 0.1], clip=False) == pytest.approx((0.0, -Z95 * 0.1, Z95 * 0.1), abs=TOL)
+    assert mean_ci([-0.1, 0.1]) == pytest.approx((0.0, 0.0, Z95 * 0.1), abs=TOL)
     assert mean_ci([0.3, 0.3, 0.3]) == pytest.approx((0.3, 0.3, 0.3), abs=TOL)  # no spread, no width
     assert mean_ci([0.5]) == (0.5, 0.0, 1.0)  # one value: no information about the spread
     assert all(math.isnan(x) for x in mean_ci([]))

@@ -37,8 +37,9 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool], k: int
     return float(any(ok for a, ok in zip(answers[:k], correct[:k]) if a == voted))
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean with a 95% normal-approximation interval (sample std / sqrt(n)), clipped to [0, 1]."""
+def mean_ci(values: Sequence[float], clip: bool = True) -> tuple[float, float, float]:
+    """Mean with a 95% normal-approximation interval (sample std / sqrt(n)), clipped to [0, 1] unless clip=False
+    (differences, which can be negative)."""
     n = len(values)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
@@ -47,7 +48,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
         return mean, 0.0, 1.0
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = Z95 * sd / math.sqrt(n)
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    return (mean, max(0.0, mean - half), min(1.0, mean + half)) if clip else (mean, mean - half, mean + half)
 
 
 def wilson_ci(successes: float, n: int) -> tuple[float, float, float]:

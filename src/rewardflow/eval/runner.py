@@ -31,6 +31,8 @@ def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int
         per_problem = [pass_at_k(n_samples, sum(ok for _, ok in v), k) for v in verdicts]
         mean, lo, hi = mean_ci(per_problem)
         out[f"pass@{k}"], out[f"pass@{k}_ci"] = mean, [lo, hi]
+        if k == 1:  # kept so that two policies evaluated on the same problems can be compared problem by problem
+            out["pass@1_per_problem"] = per_problem
     k = max(ks)
     maj = [maj_at_k([a for a, _ in v], [ok for _, ok in v], k) for v in verdicts]
     mean, lo, hi = wilson_ci(sum(maj), len(maj))

@@ -82,6 +82,14 @@ def make_sft(cfg, out: Path, *, progress=None) -> Path:
     return sft_dir
 
 
+def problem_set_id(problems) -> str:
+    """A short fingerprint of which problems (ids and prompts, in order): runs compared with each other and with
+    the SFT start must show the same one."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(f"{p.id}\t{p.prompt}" for p in problems).encode()).hexdigest()[:16]
+
+
 def run_one(cfg, sft_dir: Path, run_dir: Path, source, eval_problems, *, n_eval: int, progress=None) -> dict:
     from ..eval.runner import evaluate_policy
     from ..policy.hf import HFPolicy
@@ -101,14 +109,29 @@ def run_one(cfg, sft_dir: Path, run_dir: Path, source, eval_problems, *, n_eval:
     res = evaluate_policy(policy, scorer.verifier, eval_problems, n_samples=n_eval, ks=ks, temperature=cfg.eval.temperature,
                           max_new_tokens=cfg.eval.max_new_tokens, greedy=False, seed=cfg.trainer.seed)
     scorer.verifier.close()
-    return {"eval": res, "train_seconds": train_seconds, "seconds_per_step": train_seconds / max(1, len(rows)),
+    return {"eval": res, "eval_set": problem_set_id(eval_problems), "train_seconds": train_seconds, "seconds_per_step": train_seconds / max(1, len(rows)),
             "tokens_generated": sum(r.get("rollout/tokens", 0.0) for r in rows),
             "reward_curve": [r.get("reward/correct", r["reward/mean"]) for r in rows]}
 
 
-def _job(overrides: list[str], sft_dir: str, run_dir: str, n_eval: int, progress=None) -> dict:
+def paired_delta(evals: list[dict], base: dict) -> dict | None:
+    """pass@1 change from `base` problem by problem (the same held-out problems): d_j = mean over runs of
+    pass@1_j minus base pass@1_j, with its 95% interval over problems. Far tighter than comparing two unpaired
+    intervals, because problem difficulty cancels."""
+    from ..eval.metrics import mean_ci
+
+    if "pass@1_per_problem" not in base or any("pass@1_per_problem" not in e for e in evals):
+        return None
+    d = [sum(e["pass@1_per_problem"][j] for e in evals) / len(evals) - b for j, b in enumerate(base["pass@1_per_problem"])]
+    mean, lo, hi = mean_ci(d, clip=False)
+    return {"mean": mean, "ci95": [lo, hi]}
+
+
+def _job(overrides: list[str], data_seed: int, sft_dir: str, run_dir: str, n_eval: int, progress=None) -> dict:
     """One (algorithm, seed) run; its summary is saved as run_dir/result.json with the overrides that made it, so
-    an interrupted bench skips finished runs on restart and never reuses one made with other settings."""
+    an interrupted bench skips finished runs on restart and never reuses one made with other settings.
+    The data source is the bench's (`data_seed`), not the run's: seeds vary sampling, never which problems a run
+    trains on or is evaluated on (the SFT start is evaluated on the same problems)."""
     from ..atomic import write_json
     from ..config import load_config
     from ..pipeline import make_source
@@ -117,13 +140,13 @@ def _job(overrides: list[str], sft_dir: str, run_dir: str, n_eval: int, progress
     done = run_dir_p / "result.json"
     if done.exists():
         saved = json.loads(done.read_text())
-        if saved.get("stamp") == [overrides, n_eval]:
+        if saved.get("stamp") == [overrides, data_seed, n_eval]:
             return {**saved, "reused": True}
     cfg = load_config(None, overrides)
-    source = make_source(cfg)
+    source = make_source(load_config(None, overrides + [f"trainer.seed={data_seed}"]))
     res = run_one(cfg, Path(sft_dir), run_dir_p, source, source.eval_problems, n_eval=n_eval,
                   progress=progress(cfg.trainer.steps) if progress is not None else None)
-    res["stamp"] = [overrides, n_eval]
+    res["stamp"] = [overrides, data_seed, n_eval]
     write_json(done, res)
     return res
 
@@ -164,7 +187,8 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     ks = sorted({1, n_eval})
     threads = max(1, torch.get_num_threads() // workers)
     result: dict = {"machine": f"{platform.processor() or platform.machine()}, {workers} worker(s) x {threads if workers > 1 else torch.get_num_threads()} torch threads",
-                    "workers": workers, "overrides": overrides, "seeds": seeds, "eval": {"problems": len(eval_problems), "samples": n_eval}, "algos": {}}
+                    "workers": workers, "overrides": overrides, "seeds": seeds, "algos": {},
+                    "eval": {"problems": len(eval_problems), "samples": n_eval, "set": problem_set_id(eval_problems)}}
     jobs = {(name, seed): (overrides + BENCH_ALGOS[name] + [f"data.eval_size={eval_size}", f"trainer.seed={seed}", "trainer.eval_every=0", "trainer.save_every=0"],
                            str(out / "runs" / f"{name}_s{seed}")) for name in algos for seed in seeds}
     runs: dict = {}
@@ -173,8 +197,12 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
         if name in result["algos"] or any((name, s) not in runs for s in seeds):
             return
         rs = [runs[name, s] for s in seeds]
+        wrong = [s for s, r in zip(seeds, rs) if r.get("eval_set") != result["eval"]["set"]]
+        if wrong:  # a comparison with the SFT start is only meaningful on the same problems
+            raise RuntimeError(f"{name} seeds {wrong} were evaluated on other problems than the SFT start")
         row = {m: _spread([r["eval"][m] for r in rs]) for m in [f"pass@{k}" for k in ks] + [f"maj@{n_eval}", "distinct_answers"]}
         row["pass@1_ci"] = [r["eval"]["pass@1_ci"] for r in rs]
+        row["delta_pass@1"] = paired_delta([r["eval"] for r in rs], result["sft"])
         row["final_reward"] = _spread([sum(r["reward_curve"][-5:]) / len(r["reward_curve"][-5:]) for r in rs])
         row.update({k: _spread([r[k] for r in rs]) for k in ("tokens_generated", "train_seconds", "seconds_per_step")})
         row["reward_curves"] = [r["reward_curve"] for r in rs]
@@ -189,12 +217,12 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
                                             temperature=base.eval.temperature, max_new_tokens=base.eval.max_new_tokens, greedy=False, seed=0)
         if workers == 1:
             for (name, seed), (ov, run_dir) in jobs.items():
-                runs[name, seed] = _job(ov, str(sft_dir), run_dir, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
+                runs[name, seed] = _job(ov, base.trainer.seed, str(sft_dir), run_dir, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
                 finish(name)
         else:
             tick = bar(f"{len(jobs)} runs, {workers} at a time", len(jobs))
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
-                futures = {pool.submit(_job, ov, str(sft_dir), run_dir, n_eval): key for key, (ov, run_dir) in jobs.items()}
+                futures = {pool.submit(_job, ov, base.trainer.seed, str(sft_dir), run_dir, n_eval): key for key, (ov, run_dir) in jobs.items()}
                 for fut in as_completed(futures):
                     name, seed = futures[fut]
                     runs[name, seed] = fut.result()
@@ -250,13 +278,15 @@ def table(result: dict) -> str:
     """A Markdown table of the result (for the README): per algorithm the mean ± std over seeds, and pass@1's change
     from the SFT start with how many seeds improved on it."""
     n = result["eval"]["samples"]
-    lines = [f"| algorithm | pass@1 | Δ pass@1 (seeds up) | pass@{n} | maj@{n} | distinct answers | final train reward | s/step | tokens generated |",
+    lines = [f"| algorithm | pass@1 | Δ pass@1 [paired 95% CI] (seeds up) | pass@{n} | maj@{n} | distinct answers | final train reward | s/step | tokens generated |",
              "|---|---|---|---|---|---|---|---|---|"]
     s = result["sft"]
     lines.append(f"| SFT start | {s['pass@1']:.3f} | | {s.get(f'pass@{n}', math.nan):.3f} | {s[f'maj@{n}']:.3f} | {s['distinct_answers']:.2f} | | | |")
     for name, r in result["algos"].items():
         f = lambda m, d=3: f"{r[m]['mean']:.{d}f} ± {r[m]['std']:.{d}f}"
         up = sum(v > s["pass@1"] for v in r["pass@1"]["values"])
-        lines.append(f"| {name} | {f('pass@1')} | {r['pass@1']['mean'] - s['pass@1']:+.3f} ({up}/{len(r['pass@1']['values'])}) | {f(f'pass@{n}')} | "
+        d = r.get("delta_pass@1")
+        ci = f" [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else ""
+        lines.append(f"| {name} | {f('pass@1')} | {r['pass@1']['mean'] - s['pass@1']:+.3f}{ci} ({up}/{len(r['pass@1']['values'])}) | {f(f'pass@{n}')} | "
                      f"{f(f'maj@{n}')} | {f('distinct_answers', 2)} | {f('final_reward')} | {r['seconds_per_step']['mean']:.2f} | {r['tokens_generated']['mean']:,.0f} |")
     return "\n".join(lines)
