@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .base import Completion, LogprobOutput, SamplingParams, TokenBatch
+from .prefix_cache import read_prefixes, store_rows
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -176,11 +177,10 @@ class HFPolicy:
             store.check_weights(self.model)
             # keys/values of all but each row's last token come from the cache (read now where missing), left-padded
             # to C columns; the last token is fed below and its logits start the sample
-            past, computed = self._read_prefixes(rows)
-            C = past[0].shape[-2] if past else 0
+            cache, C, computed = read_prefixes(self, rows)
             P, fed, first = C + 1, [r[-1:] for r in rows], [C - (len(r) - 1) for r in rows]
         else:
-            past, computed = None, [len(r) for r in rows]
+            cache, computed = DynamicCache(), [len(r) for r in rows]
             P = max(len(r) for r in rows)
             fed, first = rows, [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
         W = max(len(f) for f in fed)
@@ -203,9 +203,6 @@ class HFPolicy:
         tails = [""] * n_rows
         max_stop = max((len(s) for s in params.stop), default=0)
 
-        cache = DynamicCache()
-        for i, (k, v) in enumerate(zip(*past) if past else ()):
-            cache.update(k.to(dev), v.to(dev), i)
         logits = self.model(input_ids=input_ids, attention_mask=attn_buf[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
         next_pos = pos[:, -1]  # [N]
         fast = _LlamaDecoder.maybe(self.model, cache, P + max_new) if self.fast_decode else None
@@ -231,7 +228,7 @@ class HFPolicy:
             # Compact: drop finished rows from the batch (and the KV cache) once they are >= 1/8 of it.
             if int(finished.sum()) * 8 >= len(finished):
                 if store is not None:  # remember what the leaving rows read and wrote before their keys are dropped
-                    self._store_rows(torch.nonzero(finished).flatten(), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
+                    store_rows(self, torch.nonzero(finished).flatten(), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
                 keep = torch.nonzero(~finished).flatten()
                 fast.select(keep) if fast is not None else cache.batch_select_indices(keep)
                 active, attn_buf, next_pos, tok, keys = active[keep], attn_buf[keep], next_pos[keep], tok[keep], keys[keep]
@@ -244,82 +241,9 @@ class HFPolicy:
                 logits = self.model(input_ids=tok[:, None], attention_mask=attn_buf[:, : P + t + 1], position_ids=next_pos[:, None],
                                     use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
         if store is not None:
-            self._store_rows(torch.arange(len(active), device=dev), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
+            store_rows(self, torch.arange(len(active), device=dev), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
         names = ("length", "eos", "stop")
         return out_ids.cpu(), out_lp.cpu(), end_step.tolist(), [names[c] for c in reason_code.tolist()], computed
-
-    def _read_prefixes(self, rows: list[list[int]]) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, list[int]]:
-        """Keys/values of every row's tokens but its last, [layers, N, H_kv, C, Dh] each, left-padded to the longest
-        (C); what the cache lacks is read now in one batched forward (each distinct prefix once) and stored.
-        Also returns the tokens each row had computed for it (a prefix shared by rows is booked to its first row)."""
-        store, dev = self.prefix_cache, self.device
-        want = {tuple(r[:-1]): i for i, r in reversed(list(enumerate(rows)))}  # prefix -> first row that has it
-        found = {u: store.lookup(list(u)) for u in want}
-        missing = [u for u in want if found[u][0] < len(u)]
-        computed = [1] * len(rows)  # the fed last token
-        if missing:
-            # [pad][cached c_u][pad][new tokens]: one forward over the new tokens of every missing prefix
-            Cm = max(found[u][0] for u in missing)
-            Sm = max(len(u) - found[u][0] for u in missing)
-            ids = torch.full((len(missing), Sm), self.pad_id, dtype=torch.long)
-            attn = torch.zeros((len(missing), Cm + Sm), dtype=torch.long)
-            for j, u in enumerate(missing):
-                c, new = found[u][0], list(u[found[u][0] :])
-                ids[j, Sm - len(new) :] = torch.tensor(new)
-                attn[j, Cm - c : Cm] = 1
-                attn[j, Cm + Sm - len(new) :] = 1
-                computed[want[u]] += len(new)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, Cm:]
-            cache = self._seeded_cache([found[u] for u in missing], Cm)
-            self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1,
-                       **{self._cache_kw: cache})
-            K = torch.stack([layer.keys for layer in cache.layers])  # [layers, M, H_kv, Cm+Sm, Dh]
-            V = torch.stack([layer.values for layer in cache.layers])
-            for j, u in enumerate(missing):
-                cols = torch.nonzero(attn[j]).flatten().to(dev)
-                found[u] = (len(u), K[:, j][:, :, cols], V[:, j][:, :, cols])
-                store.store(list(u), *found[u][1:])
-        C = max(len(r) - 1 for r in rows)
-        if C == 0:
-            return None, computed
-        hits = [found[tuple(r[:-1])] for r in rows]
-        return self._left_pad(hits, C), computed
-
-    @staticmethod
-    def _left_pad(hits: list, C: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[(c, K [layers, H_kv, c, Dh] | None, V)] -> K, V [layers, N, H_kv, C, Dh], row j's keys in its last c columns."""
-        ref = next(k for c, k, _ in hits if c)
-        L, H, _, D = ref.shape
-        K = ref.new_zeros((L, len(hits), H, C, D))
-        V = torch.zeros_like(K)
-        for j, (c, k, v) in enumerate(hits):
-            if c:
-                K[:, j, :, C - c :] = k
-                V[:, j, :, C - c :] = v
-        return K, V
-
-    def _seeded_cache(self, hits: list, C: int):
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        if C:
-            K, V = self._left_pad(hits, C)
-            for i in range(K.shape[0]):
-                cache.update(K[i].to(self.device), V[i].to(self.device), i)
-        return cache
-
-    def _store_rows(self, batch_rows, active, rows, out_ids, end_step, attn_buf, P: int, fast, cache) -> None:
-        """Store prompt + generated tokens (all but the last, whose keys were never computed) of these batch rows."""
-        for b in batch_rows.tolist():
-            r = int(active[b])
-            n_gen = int(end_step[r]) - 1
-            cols = torch.cat([torch.nonzero(attn_buf[b, :P]).flatten(), torch.arange(P, P + n_gen, device=attn_buf.device)])
-            if fast is not None:
-                K, V = fast.K[:, b][:, :, cols], fast.V[:, b][:, :, cols]
-            else:
-                K = torch.stack([layer.keys[b][:, cols] for layer in cache.layers])
-                V = torch.stack([layer.values[b][:, cols] for layer in cache.layers])
-            self.prefix_cache.store(rows[r] + out_ids[r, :n_gen].tolist(), K, V)
 
     @staticmethod
     def _pick(logits: torch.Tensor, params: SamplingParams, keys: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:

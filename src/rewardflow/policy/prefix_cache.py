@@ -77,3 +77,80 @@ class PrefixCache:
         for h in _prefix_hashes(ids)[1:]:
             if self.index.get(h, (None,))[0] == eid:
                 del self.index[h]
+
+
+# ---------------------------------------------------------------- the sampler's side (HFPolicy._sample)
+
+def read_prefixes(policy, rows: list[list[int]]):
+    """A transformers DynamicCache holding the keys/values of every row's tokens but its last, left-padded to the
+    longest (C columns), and C; what the prefix cache lacks is read now in one batched forward (each distinct prefix
+    once) and stored. Also returns the tokens each row had computed for it (a prefix shared by rows is booked to
+    its first row)."""
+    store, dev = policy.prefix_cache, policy.device
+    want = {tuple(r[:-1]): i for i, r in reversed(list(enumerate(rows)))}  # prefix -> first row that has it
+    found = {u: store.lookup(list(u)) for u in want}
+    missing = [u for u in want if found[u][0] < len(u)]
+    computed = [1] * len(rows)  # the fed last token
+    if missing:
+        # [pad][cached c_u][pad][new tokens]: one forward over the new tokens of every missing prefix
+        Cm = max(found[u][0] for u in missing)
+        Sm = max(len(u) - found[u][0] for u in missing)
+        ids = torch.full((len(missing), Sm), policy.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(missing), Cm + Sm), dtype=torch.long)
+        for j, u in enumerate(missing):
+            c, new = found[u][0], list(u[found[u][0] :])
+            ids[j, Sm - len(new) :] = torch.tensor(new)
+            attn[j, Cm - c : Cm] = 1
+            attn[j, Cm + Sm - len(new) :] = 1
+            computed[want[u]] += len(new)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, Cm:]
+        cache = _seeded_cache([found[u] for u in missing], Cm, dev)
+        policy.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1,
+                   **{policy._cache_kw: cache})
+        K = torch.stack([layer.keys for layer in cache.layers])  # [layers, M, H_kv, Cm+Sm, Dh]
+        V = torch.stack([layer.values for layer in cache.layers])
+        for j, u in enumerate(missing):
+            cols = torch.nonzero(attn[j]).flatten().to(dev)
+            found[u] = (len(u), K[:, j][:, :, cols], V[:, j][:, :, cols])
+            store.store(list(u), *found[u][1:])
+    C = max(len(r) - 1 for r in rows)
+    return _seeded_cache([found[tuple(r[:-1])] for r in rows], C, dev), C, computed
+
+
+def _left_pad(hits: list, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(c, K [layers, H_kv, c, Dh] | None, V)] -> K, V [layers, N, H_kv, C, Dh], row j's keys in its last c columns."""
+    ref = next(k for c, k, _ in hits if c)
+    L, H, _, D = ref.shape
+    K = ref.new_zeros((L, len(hits), H, C, D))
+    V = torch.zeros_like(K)
+    for j, (c, k, v) in enumerate(hits):
+        if c:
+            K[:, j, :, C - c :] = k
+            V[:, j, :, C - c :] = v
+    return K, V
+
+
+def _seeded_cache(hits: list, C: int, device):
+    """An HF DynamicCache whose layers start with the hits' keys/values, left-padded to C columns."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if C:
+        K, V = _left_pad(hits, C)
+        for i in range(K.shape[0]):
+            cache.update(K[i].to(device), V[i].to(device), i)
+    return cache
+
+
+def store_rows(policy, batch_rows, active, rows, out_ids, end_step, attn_buf, P: int, fast, cache) -> None:
+    """Store prompt + generated tokens (all but the last, whose keys were never computed) of these batch rows."""
+    for b in batch_rows.tolist():
+        r = int(active[b])
+        n_gen = int(end_step[r]) - 1
+        cols = torch.cat([torch.nonzero(attn_buf[b, :P]).flatten(), torch.arange(P, P + n_gen, device=attn_buf.device)])
+        if fast is not None:
+            K, V = fast.K[:, b][:, :, cols], fast.V[:, b][:, :, cols]
+        else:
+            K = torch.stack([layer.keys[b][:, cols] for layer in cache.layers])
+            V = torch.stack([layer.values[b][:, cols] for layer in cache.layers])
+        policy.prefix_cache.store(rows[r] + out_ids[r, :n_gen].tolist(), K, V)

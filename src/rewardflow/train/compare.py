@@ -5,6 +5,7 @@ DAPO (dynamic sampling) and ReMax (greedy baseline rollout) generate more than t
 extra tokens are counted in `tokens_generated`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -58,8 +59,8 @@ def make_sft(cfg, out: Path, *, progress=None) -> Path:
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
     sft_dir = out / "sft"
     # what the checkpoint depends on; a later bench in the same directory must not start from another model
-    stamp = json.dumps({"model": to_dict(cfg)["model"], "sft": to_dict(cfg)["sft"], "data": to_dict(cfg)["data"], "seed": cfg.trainer.seed},
-                       sort_keys=True)
+    d = to_dict(cfg)
+    stamp = json.dumps({"model": d["model"], "sft": d["sft"], "data": d["data"], "seed": cfg.trainer.seed}, sort_keys=True)
     if (sft_dir / "DONE").exists():
         if (sft_dir / "DONE").read_text() != stamp:
             raise ValueError(f"{sft_dir} is the SFT start of a bench with other model/sft/data settings; use another --out or delete it")
@@ -85,8 +86,6 @@ def make_sft(cfg, out: Path, *, progress=None) -> Path:
 def problem_set_id(problems) -> str:
     """A short fingerprint of which problems (ids and prompts, in order): runs compared with each other and with
     the SFT start must show the same one."""
-    import hashlib
-
     return hashlib.sha1("\n".join(f"{p.id}\t{p.prompt}" for p in problems).encode()).hexdigest()[:16]
 
 
