@@ -1,0 +1,143 @@
+"""Loses nothing, runs nothing it should not: crashes mid-replace, foreign output directories, concurrent runs,
+pickled checkpoints, hostile scorer.json files, hostile model output and hostile data files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rewardflow import atomic
+from rewardflow.atomic import MARKER, OutDirError, RunLock, atomic_path, claim_out_dir, clean_stale, prepare_out_dir
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ----------------------------------------------------------------------------- 1. atomic replace
+
+
+def _fill(d: Path, text: str) -> None:
+    d.mkdir()
+    (d / "f").write_text(text)
+
+
+def test_replacing_a_directory_keeps_the_old_one_until_the_new_one_is_in(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt"
+    _fill(target, "old")
+    # the process "dies" at the rename that moves the new version in: the old one must still be somewhere
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real_rename, real_replace = os.rename, os.replace
+
+    def dying(real):
+        def move(src, dst):
+            if Path(src).name.startswith(".ckpt.tmp"):
+                raise KeyboardInterrupt("killed")
+            return real(src, dst)
+        return move
+
+    monkeypatch.setattr(atomic.os, "rename", dying(real_rename))
+    monkeypatch.setattr(atomic.os, "replace", dying(real_replace))
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            _fill(tmp, "new")
+    assert (target / "f").read_text() == "old"
+
+
+def test_replace_swaps_directories_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "ckpt"
+    _fill(target, "old")
+    with atomic_path(target) as tmp:
+        _fill(tmp, "new")
+    assert (target / "f").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_replace_by_renaming_aside_without_exchange(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    target = tmp_path / "ckpt"
+    _fill(target, "old")
+    with atomic_path(target) as tmp:
+        _fill(tmp, "new")
+    assert (target / "f").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_clean_stale_restores_an_aside_copy_and_removes_dead_temporaries(tmp_path):
+    dead = _dead_pid()
+    _fill(tmp_path / f".ckpt.old{dead}", "old")  # died between "old aside" and "new in"
+    _fill(tmp_path / f".ckpt.tmp{dead}", "half")
+    _fill(tmp_path / f".other.tmp{os.getpid()}", "mine, in use")
+    clean_stale(tmp_path)
+    assert (tmp_path / "ckpt" / "f").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.tmp{os.getpid()}", "ckpt"]
+
+
+def test_out_dir_refuses_foreign_content_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutDirError, match="not written by rewardflow"):
+        prepare_out_dir(out)
+    with pytest.raises(OutDirError, match="resume and overwrite"):
+        prepare_out_dir(out, overwrite=True, resume=True)
+    aside = prepare_out_dir(out, overwrite=True)
+    # moved aside, not deleted: a run that crashes before finishing loses nothing
+    assert (aside / "thesis.tex").read_text() == "years of work"
+    assert (out / MARKER).is_file() and not (out / "thesis.tex").exists()
+    atomic.finish_out_dir(aside)
+    assert not aside.exists()
+
+
+def test_out_dir_accepts_missing_empty_and_our_own(tmp_path):
+    assert prepare_out_dir(tmp_path / "new") is None and (tmp_path / "new" / MARKER).is_file()
+    (tmp_path / "empty").mkdir()
+    assert prepare_out_dir(tmp_path / "empty") is None
+    (tmp_path / "new" / "metrics.jsonl").write_text("{}\n")
+    assert prepare_out_dir(tmp_path / "new", resume=True) is None
+    assert (tmp_path / "new" / "metrics.jsonl").read_text() == "{}\n"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutDirError, match="is a file"):
+        prepare_out_dir(tmp_path / "file")
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rewardflow.atomic import RunLock\n"
+                               f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutDirError, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock file (with its pid) is still there and is taken over
+    assert (tmp_path / atomic.LOCK).read_text().strip() == str(holder.pid)
+    with RunLock(tmp_path):
+        assert (tmp_path / atomic.LOCK).read_text().strip() == str(os.getpid())
+        with pytest.raises(OutDirError, match="in use"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / atomic.LOCK).exists()
+
+
+def test_claim_out_dir_keeps_replaced_content_when_the_run_fails(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data.csv").write_text("precious")
+    with pytest.raises(RuntimeError):
+        with claim_out_dir(out, overwrite=True):
+            raise RuntimeError("run crashed")
+    [aside] = tmp_path.glob(".out.replaced-*")
+    assert (aside / "data.csv").read_text() == "precious" and (out / MARKER).is_file()
+    with claim_out_dir(out, overwrite=True):  # replaces the crashed run's partial output, on success deletes it
+        (out / "results.json").write_text("{}")
+    assert list(tmp_path.glob(".out.replaced-*")) == [aside] and (out / "results.json").exists()
+    assert (aside / "data.csv").read_text() == "precious"  # an earlier aside is the user's to delete
