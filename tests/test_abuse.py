@@ -141,3 +141,115 @@ def test_claim_out_dir_keeps_replaced_content_when_the_run_fails(tmp_path):
         (out / "results.json").write_text("{}")
     assert list(tmp_path.glob(".out.replaced-*")) == [aside] and (out / "results.json").exists()
     assert (aside / "data.csv").read_text() == "precious"  # an earlier aside is the user's to delete
+
+
+# ----------------------------------------------------------------------------- 2. checkpoints
+
+
+class _Saves:
+    """Stands in for a model / tokenizer: save_pretrained writes one small file."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def save_pretrained(self, d):
+        Path(d).mkdir(exist_ok=True)
+        (Path(d) / self.name).write_text("weights")
+
+
+def _trainer(lr=0.1):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    return model, opt, sched
+
+
+def _save(run, step, opt, sched, extra=None):
+    from types import SimpleNamespace
+
+    from rewardflow.train.checkpoint import save_checkpoint
+
+    policy = SimpleNamespace(model=_Saves("model.safetensors"), tokenizer=_Saves("tokenizer.json"))
+    return save_checkpoint(run, step, policy, opt, sched, {"x": 1}, extra=extra)
+
+
+def test_trainer_state_round_trips_without_pickle(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from rewardflow.train.checkpoint import latest_checkpoint, load_trainer_state
+
+    _, opt, sched = _trainer()
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    extra = {"critic": {"weights": {"w": torch.ones(2)}, "opt": opt.state_dict()}, "scorers": {0: {"opt": None}}}
+    _save(tmp_path, 1, opt, sched, extra)
+    draws = (torch.rand(2), random.random(), np.random.rand())
+    torch.manual_seed(9), random.seed(9), np.random.seed(9)
+    _, opt2, sched2 = _trainer(lr=0.5)
+    state = load_trainer_state(latest_checkpoint(tmp_path), opt2, sched2)
+    assert state["step"] == 1 and torch.equal(state["extra"]["critic"]["weights"]["w"], torch.ones(2))
+    assert torch.equal(torch.rand(2), draws[0]) and random.random() == draws[1] and np.random.rand() == draws[2]
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    a, b = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
+    assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["step"], b["step"])
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_crafted_trainer_state_runs_no_code(tmp_path, monkeypatch):
+    import torch
+
+    from rewardflow.train.checkpoint import latest_checkpoint, load_trainer_state
+
+    _, opt, sched = _trainer()
+    ckpt = _save(tmp_path, 1, opt, sched)
+    torch.save({"step": 1, "optimizer": _Boom()}, ckpt / "trainer_state.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="trainer_state.pt"):
+        load_trainer_state(latest_checkpoint(tmp_path) or ckpt, opt, sched)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    import shutil
+
+    from rewardflow.train.checkpoint import latest_checkpoint
+
+    _, opt, sched = _trainer()
+    for step in (2, 4, 6):
+        _save(tmp_path, step, opt, sched)
+    root = tmp_path / "checkpoints"
+    shutil.rmtree(root / "step_000006")  # `latest` names a directory that is gone
+    (root / "step_000004" / "model.safetensors").write_text("trunc")  # and the next one lost bytes
+    with pytest.warns(RuntimeWarning, match="step_000002"):
+        assert latest_checkpoint(tmp_path).name == "step_000002"
+    (root / "latest").write_text("../../../etc")  # a pointer out of the run is not followed
+    with pytest.warns(RuntimeWarning):
+        assert latest_checkpoint(tmp_path).name == "step_000002"
+    (root / "latest").unlink()  # died before the first pointer was written
+    assert latest_checkpoint(tmp_path).name == "step_000002"
+
+
+def test_stale_checkpoint_temporaries_are_cleaned(tmp_path):
+    from rewardflow.train.checkpoint import latest_checkpoint
+
+    _, opt, sched = _trainer()
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    dead = _dead_pid()
+    (root / f".step_000002.tmp{dead}").mkdir()
+    (root / f".step_000002.tmp{dead}" / "model.safetensors").write_text("half")
+    assert latest_checkpoint(tmp_path) is None and not (root / f".step_000002.tmp{dead}").exists()
+    (root / f".step_000004.tmp{dead}").mkdir()
+    _save(tmp_path, 2, opt, sched)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000002"]
