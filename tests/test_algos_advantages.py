@@ -6,6 +6,8 @@ import torch
 
 from rewardflow.algos import (
     ADVANTAGES,
+    GROUP_ADVANTAGES,
+    TOKEN_ADVANTAGES,
     dr_grpo_advantages,
     grpo_advantages,
     grpo_unlikely_advantages,
@@ -13,6 +15,8 @@ from rewardflow.algos import (
     masked_whiten,
     reinforce_pp_advantages,
     reinforce_pp_baseline_advantages,
+    reinforce_pp_baseline_token_advantages,
+    reinforce_pp_outcome_token_advantages,
     reinforce_pp_token_advantages,
     remax_advantages,
     returns_to_go,
@@ -92,12 +96,51 @@ def test_kl_shaped_rewards_outcome_on_last_token():
 def test_reinforce_pp_token_advantages():
     # beta .5: row0 rewards [-.05, -.1, 1], returns [.85, .9, 1]; row1 rewards [-.15, 0] (outcome 0), returns [-.15, 0]
     # whiten the 5 valid returns: mean 2.6/5 = .52; squared deviations .1089+.1444+.2304+.4489+.2704 = 1.203,
-    # unbiased var 1.203/4 = .30075
+    # population variance over tokens (OpenRLHF) 1.203/5 = .2406 (the unbiased 1.203/4 would give .30075)
     kl = t([0.1, 0.2, 0.0], [0.3, 0.0, 0.0])
     mask = t([1, 1, 1], [1, 1, 0])
     out = reinforce_pp_token_advantages(torch.tensor([1.0, 0.0], dtype=torch.float64), kl, mask, beta=0.5, eps=0.0)
-    s = math.sqrt(0.30075)
+    s = math.sqrt(0.2406)
     close(out, [[(0.85 - 0.52) / s, (0.9 - 0.52) / s, (1.0 - 0.52) / s], [(-0.15 - 0.52) / s, (0 - 0.52) / s, 0]])
+
+
+# rows of the [B=2, G=2] batch below: sample 0 has 2 tokens, 1 has 1, 2 has 1, 3 has 3 -> 7 valid tokens
+TOKEN_MASK = t([1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1])
+
+
+def test_reinforce_pp_outcome_whitens_over_tokens():
+    # rewards [[1, 0], [1, 1]] on every token: 1, 1 | 0 | 1 | 1, 1, 1 -> token mean 6/7
+    # deviations 1/7 (six tokens), -6/7 (one): population var (6/49 + 36/49) / 7 = 6/49, std sqrt(6)/7
+    # A = (1/7) / (sqrt(6)/7) = 1/sqrt(6) = .4082483 ; (-6/7) / (sqrt(6)/7) = -sqrt(6) = -2.4494897
+    # (per-sample whitening gives [.5, -1.5, .5, .5] instead: a sample counts once whatever its length)
+    a, b = 1 / math.sqrt(6), -math.sqrt(6)
+    out = reinforce_pp_outcome_token_advantages(t([1, 0], [1, 1]), TOKEN_MASK, eps=0.0)
+    close(out, [[a, a, 0], [b, 0, 0], [a, 0, 0], [a, a, a]])
+
+
+def test_reinforce_pp_baseline_whitens_over_tokens():
+    # centred [[.5, -.5], [0, 0]] on the tokens: .5, .5 | -.5 | 0 | 0, 0, 0 -> token mean .5/7 = 1/14
+    # deviations 3/7 (x2), -4/7 (x1), -1/14 (x4): sum of squares 18/49 + 16/49 + 4/196 = 35/49; var 5/49, std sqrt(5)/7
+    # A = 3/sqrt(5) = 1.3416408, -4/sqrt(5) = -1.7888544, -1/(2 sqrt(5)) = -.2236068  (per sample: +-1.2247, 0)
+    a, b, c = 3 / math.sqrt(5), -4 / math.sqrt(5), -1 / (2 * math.sqrt(5))
+    out = reinforce_pp_baseline_token_advantages(t([1, 0], [1, 1]), TOKEN_MASK, eps=0.0)
+    close(out, [[a, a, 0], [b, 0, 0], [c, 0, 0], [c, c, c]])
+    assert set(TOKEN_ADVANTAGES) == {"reinforce_pp", "reinforce_pp_baseline"}
+
+
+def test_group_estimators_reject_a_group_of_one():
+    single = t([1], [0])  # [B=2, G=1]
+    extra = {"seed_grpo": {"answers": [["a"], ["b"]]}, "grpo_unlikely": {"seq_logp": t([-1], [-2])}}
+    assert GROUP_ADVANTAGES == {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "seed_grpo", "grpo_unlikely"}
+    for name in GROUP_ADVANTAGES:
+        with pytest.raises(ValueError, match="G >= 2"):
+            ADVANTAGES[name](single, **extra.get(name, {}))
+    with pytest.raises(ValueError, match="G >= 2"):
+        reinforce_pp_baseline_token_advantages(single, t([1], [1]))
+    # no group needed: REINFORCE++ whitens over the batch [1, 0] -> mean .5, unbiased std sqrt(.5): +-.7071068;
+    # ReMax subtracts the greedy reward
+    close(ADVANTAGES["reinforce_pp"](single, eps=0.0), [[math.sqrt(0.5)], [-math.sqrt(0.5)]])
+    close(ADVANTAGES["remax"](single, baseline=torch.tensor([0.5, 0.5])), [[0.5], [-0.5]])
 
 
 def test_unlikeliness_reward_ranks_within_group():
