@@ -19,6 +19,7 @@ from rewardflow.rewards.base import StepScores
 from rewardflow.search import (STRATEGIES, SearchConfig, accept_mask, answer_key, borda_votes, entropic_temperature, puct,
                                rebase_widths, self_certainty_from_logprobs)
 from rewardflow.search.mcts import step_priors
+from rewardflow.search.particle import particle_log_weights
 
 EOS = 999
 PARAMS = 1000  # fake policy parameters: 2 * 1000 = 2000 FLOPs per token
@@ -355,9 +356,14 @@ def test_speculative():
         STRATEGIES["speculative"]([Q], target, TableScorer(TABLE), SearchConfig(n=1))
 
 
-def test_particle():
+def run_particle(cfg, **kw):
+    [res] = STRATEGIES["particle"]([Q], FakePolicy(SOLS), TableScorer(TABLE), cfg, **kw)
+    return res
+
+
+def test_particle_tempered():
     cfg = SearchConfig(n=2, pf_temperature=0.001, entropy_threshold=0.0, seed=0)
-    res, _, _ = run("particle", cfg=cfg)
+    res = run_particle(cfg, weighting="tempered")
     # t0: a, a (equal weights); t1: b (.2), c (.8): at tau .001 the weights are (e^-600, 1) -> both resample c;
     # t2: both -> "Answer: 2"
     assert [c.text() for c in res.candidates] == [S2, S2] and res.answer == "2"
@@ -366,8 +372,39 @@ def test_particle():
     assert compute(res, "policy") == (28, 24, 0, 104000.0)
     assert compute(res, "scorer") == (0, 0, 14, 2800.0)
     # threshold .9: at t1 the weights are a point mass, ESS/N = 1/2 < .9 -> tau = .001 * max(1, 2/1 * (1 - 1/8)) = .00175
-    res, _, _ = run("particle", cfg=SearchConfig(n=2, pf_temperature=0.001, entropy_threshold=0.9, seed=0))
+    res = run_particle(SearchConfig(n=2, pf_temperature=0.001, entropy_threshold=0.9, seed=0), weighting="tempered")
     assert [step["tau"] for step in res.info["trace"]] == pytest.approx([0.001, 0.00175], abs=1e-12)
+
+
+def test_particle_log_weights_reference_vs_tempered():
+    r = torch.tensor([0.99, 0.9, 0.5, 0.1], dtype=torch.float64)
+    # Puri et al.: softmax(logit r) = odds / sum of odds; odds 99, 9, 1, 1/9 sum to 982/9 -> (891, 81, 9, 1) / 982
+    # = (.90733, .08248, .00916, .00102)
+    ref = torch.softmax(particle_log_weights(r), dim=0)
+    torch.testing.assert_close(ref, torch.tensor([891, 81, 9, 1], dtype=torch.float64) / 982, atol=1e-12, rtol=0)
+    # tempered, tau .2: exp((r - .99) / .2) = 1, e^-.45, e^-2.45, e^-4.45 = 1, .637628, .086294, .011679 (sum 1.735601)
+    # -> (.57617, .36738, .04972, .00673)
+    tempered = torch.softmax(particle_log_weights(r, "tempered", temperature=0.2), dim=0)
+    e = torch.tensor([0.0, -0.45, -2.45, -4.45], dtype=torch.float64).exp()
+    torch.testing.assert_close(tempered, e / e.sum(), atol=1e-12, rtol=0)
+    assert abs(tempered[0].item() - 0.57617) < 1e-5 and abs(ref[0].item() - 0.90733) < 1e-5
+    # a verifier's 0/1 scores are clamped to [1e-4, 1 - 1e-4]: logit = +-log(9999), finite
+    torch.testing.assert_close(particle_log_weights(torch.tensor([1.0, 0.0], dtype=torch.float64)),
+                               torch.tensor([math.log(9999), -math.log(9999)], dtype=torch.float64), atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="weighting"):
+        particle_log_weights(r, "nope")
+
+
+def test_particle_default_weighs_by_odds():
+    # default weighting logit, no annealing (threshold 0): the base temperature is 1 whatever pf_temperature is
+    # (today's tempered default would record tau = pf_temperature = .2 at every step)
+    res = run_particle(SearchConfig(n=2, entropy_threshold=0.0, seed=0))
+    assert [step["tau"] for step in res.info["trace"]] == [1.0, 1.0]
+    # t1: b (.2), c (.8): odds .25 and 4 -> weights 1/17, 16/17; ESS_H / N = exp(H) / 2
+    h = -(1 / 17) * math.log(1 / 17) - (16 / 17) * math.log(16 / 17)
+    assert res.info["trace"][1]["ess_frac"] == pytest.approx(math.exp(h) / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="weighting"):
+        run_particle(SearchConfig(n=2), weighting="nope")
 
 
 def test_verifier_scorer_costs_no_flops():

@@ -30,6 +30,26 @@ def entropic_temperature(values: torch.Tensor, t: int, horizon: int, tau0: float
     return tau0 * max(1.0, (1.0 / ess_frac) * (1.0 - t / horizon)), ess_frac
 
 
+WEIGHTINGS = ("logit", "tempered")
+
+
+def particle_log_weights(rewards: torch.Tensor, weighting: str = "logit", *, temperature: float = 1.0,
+                         eps: float = 1e-4) -> torch.Tensor:
+    """Unnormalised log resampling weights of particles from their PRM scores r in [0, 1]. [N] -> [N].
+
+    logit (Puri et al. 2025, the reference particle filter): a PRM score is the probability that the partial
+    solution is on track, and a particle's weight is its odds, w_i = softmax(logit r_i) = (r_i / (1 - r_i)) /
+    sum_j r_j / (1 - r_j). r is clamped to [eps, 1 - eps] first so that a 0/1 score (a verifier) keeps a finite
+    log-weight (eps is ours). tempered: r / temperature (softmax(r / tau), flatter than the odds for tau >~ .25).
+    """
+    if weighting == "logit":
+        r = rewards.clamp(eps, 1 - eps)  # [N]
+        return torch.log(r) - torch.log1p(-r)
+    if weighting == "tempered":
+        return rewards / temperature
+    raise ValueError(f"unknown particle weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+
+
 def lookahead_modulated(own: float, ahead: float) -> float:
     """Look-ahead modulation (Giannone et al. 2025, "Look-ahead Modulation"): a state's weight also reflects
     the reward of its successor. The paper's exact mixing is not reproduced here: we use the mean of the
@@ -37,7 +57,8 @@ def lookahead_modulated(own: float, ahead: float) -> float:
     return 0.5 * (own + ahead)
 
 
-def particle(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=None) -> list[SearchResult]:
+def particle(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=None,
+             weighting: str | None = None) -> list[SearchResult]:
     """Particle filtering for inference-time scaling (Puri et al. 2025, "A Probabilistic Inference Approach to
     Inference-Time Scaling of LLMs using Particle-Based Monte Carlo") with ePF's entropic annealing and
     look-ahead modulation (Giannone et al. 2025). N = cfg.n particles per problem; at each step t < T = max_steps:
@@ -45,12 +66,20 @@ def particle(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draf
     1. propagate: every unfinished particle samples its next step from the policy;
     2. weigh: v_i = step value of particle i (last step score), or with cfg.lookahead = k the look-ahead
        modulated value (`lookahead_modulated`); finished particles keep their last value;
-    3. resample N particles with replacement from softmax(v / tau_t), tau_t from `entropic_temperature`
-       (tau0 = cfg.pf_temperature, threshold = cfg.entropy_threshold); a seeded torch.Generator draws.
+    3. resample N particles with replacement from softmax(l / a_t), l = `particle_log_weights`(v): by default
+       l = logit(v) (the reference's weights, `weighting="logit"`); `weighting="tempered"` gives l = v / tau0,
+       tau0 = cfg.pf_temperature. a_t >= 1 is ePF's annealing factor, `entropic_temperature` on l with base 1
+       (threshold = cfg.entropy_threshold; 0 never anneals, the plain filter of Puri et al.); a seeded
+       torch.Generator draws.
 
-    The final N particles (duplicates included, as the filter's posterior) are the candidates; cfg.select
-    chooses. result.info records tau_t and ESS_H / N per step.
+    weighting: None reads cfg.pf_weighting when the config has that field, else "logit". The final N
+    particles (duplicates included, as the filter's posterior) are the candidates; cfg.select chooses.
+    result.info records, per step, tau_t (tempered: tau0 * a_t; logit: a_t) and ESS_H / N.
     """
+    weighting = weighting or getattr(cfg, "pf_weighting", "logit")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown particle weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    base = cfg.pf_temperature if weighting == "tempered" else 1.0
     run = Run(problems, cfg, scorer, {"policy": policy})
     gen = torch.Generator().manual_seed(cfg.seed)
     particles = [[Path() for _ in range(cfg.n)] for _ in problems]
@@ -69,11 +98,12 @@ def particle(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draf
             if all(p.done for p in ps):
                 continue
             values = torch.tensor([p.value for p in ps], dtype=torch.float64)  # [N]
-            tau, ess = entropic_temperature(values, t, cfg.max_steps, cfg.pf_temperature, cfg.entropy_threshold)
-            weights = torch.softmax(values / tau, dim=0)  # [N]
+            log_w = particle_log_weights(values, weighting, temperature=cfg.pf_temperature)  # [N]
+            factor, ess = entropic_temperature(log_w, t, cfg.max_steps, 1.0, cfg.entropy_threshold)
+            weights = torch.softmax(log_w / factor, dim=0)  # [N]
             picks = torch.multinomial(weights, cfg.n, replacement=True, generator=gen).tolist()
             particles[i] = [ps[k] for k in picks]
-            trace[i].append({"t": t, "tau": tau, "ess_frac": ess})
+            trace[i].append({"t": t, "tau": base * factor, "ess_frac": ess})
     results = []
     for i, problem in enumerate(problems):
         cands = [path_candidate(p, cfg) for p in particles[i]]
