@@ -253,3 +253,54 @@ def test_stale_checkpoint_temporaries_are_cleaned(tmp_path):
     (root / f".step_000004.tmp{dead}").mkdir()
     _save(tmp_path, 2, opt, sched)
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000002"]
+
+
+# ----------------------------------------------------------------------------- 3. metrics.jsonl
+
+
+def _metrics(tmp_path) -> Path:
+    from rewardflow.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (1, 2, 3):
+        log.log(step, {"loss/sft": 1.0 / step}, phase="sft")
+    for step in (0, 1, 2, 3):
+        log.log(step, {"reward/mean": step / 10})
+    return log.path
+
+
+def test_resume_keeps_the_sft_rows_and_drops_only_rl_rows_after_the_checkpoint(tmp_path):
+    from rewardflow.train.metrics import MetricsLog
+
+    path = _metrics(tmp_path)
+    rows = MetricsLog(path, resume_after=1).read()
+    assert [(r["phase"], r["step"]) for r in rows] == [("sft", 1), ("sft", 2), ("sft", 3), ("rl", 0), ("rl", 1)]
+    # untagged rows (older logs): the sft keys tell them apart
+    path.write_text('{"step": 2, "loss/sft": 0.5}\n{"step": 2, "reward/mean": 0.1}\n')
+    assert MetricsLog(path, resume_after=1).read() == [{"step": 2, "loss/sft": 0.5}]
+    # no checkpoint yet: the RL phase starts over, the warm-start's rows stay
+    path = _metrics(tmp_path)
+    assert {r["phase"] for r in MetricsLog(path, resume_after=-1).read()} == {"sft"}
+
+
+def test_a_truncated_last_line_is_dropped_with_a_warning(tmp_path):
+    from rewardflow.train.metrics import MetricsLog
+
+    path = _metrics(tmp_path)
+    path.write_text(path.read_text() + '{"phase": "rl", "step": 4, "rew')  # killed mid-write
+    with pytest.warns(RuntimeWarning, match=r"metrics.jsonl:8: dropping a truncated last line"):
+        log = MetricsLog(path, resume_after=3)
+    assert len(log.read()) == 7
+    log.log(4, {"reward/mean": 0.4})
+    assert log.read()[-1] == {"phase": "rl", "step": 4, "reward/mean": 0.4}
+
+
+def test_a_bad_line_inside_metrics_is_an_error_naming_file_and_line(tmp_path):
+    from rewardflow.train.metrics import MetricsLog
+
+    path = _metrics(tmp_path)
+    lines = path.read_text().splitlines()
+    lines[2] = "garbage"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:3: not a JSON line"):
+        MetricsLog(path, resume_after=1)
