@@ -20,6 +20,7 @@ from rewardflow.search import (STRATEGIES, SearchConfig, accept_mask, answer_key
                                rebase_widths, self_certainty_from_logprobs)
 from rewardflow.search.mcts import step_priors
 from rewardflow.search.particle import particle_log_weights
+from rewardflow.search.tree import Path, refill_counts, top_in_order
 
 EOS = 999
 PARAMS = 1000  # fake policy parameters: 2 * 1000 = 2000 FLOPs per token
@@ -276,11 +277,48 @@ def test_dvts():
     res, _, _ = run("dvts", cfg=SearchConfig(n=4, beam_width=2))
     # two subtrees, each root expanded twice: tree 0 a, a (keep a), tree 1 d (.3), e (.6) (keep e)
     # tree 0: a -> b .2, c .8 -> keep c -> "Answer: 2" x 2 (.7); tree 1: e -> "Answer: 1" x 2 (.9) -> best: S4
+    # candidates: each tree's last two children, tree 0 first
     assert (res.answer, res.text) == ("1", S4)
-    assert [c.text() for c in res.candidates] == [S4, S4, S2, S2]
+    assert [c.text() for c in res.candidates] == [S2, S2, S4, S4]
     # generated 8 + (4 + 20) + 20 = 52; prefill 8 + (2*4 + 2*4) + 2*6 = 36; scored 4 + (4 + 8) + 8 = 24
     assert compute(res, "policy") == (52, 36, 0, 176000.0)
     assert compute(res, "scorer") == (0, 0, 24, 4800.0)
+
+
+def test_refill_counts_and_top_in_order():
+    # search-and-learn repeats the kept list until it holds N: 3 kept, N 8 -> [b0 b1 b2 b0 b1 b2 b0 b1] -> 3, 3, 2
+    assert refill_counts(3, 8) == [3, 3, 2] and refill_counts(2, 4) == [2, 2] and refill_counts(1, 4) == [4]
+    paths = [Path(steps=[s], value=v) for s, v in zip("wxyz", [0.5, 0.9, 0.5, 0.7])]
+    # top 2: x (.9), z (.7), listed in their original order; top 3 takes w over y at the .5 tie
+    assert [p.steps[0] for p in top_in_order(paths, 2)] == ["x", "z"]
+    assert [p.steps[0] for p in top_in_order(paths, 3)] == ["w", "x", "z"]
+
+
+def test_beam_refills_the_active_set_to_n():
+    res, _, _ = run("beam", cfg=SearchConfig(n=4, beam_width=1))
+    # keep N/M = 4. depth 0: a, a, d, e (all unfinished, all kept), one child each: a -> b, a -> c, d -> S3 (done),
+    # e -> S4 (done). depth 1 leaves 2 unfinished (a/b, a/c) < 4: refilled to N = 4, two children each ->
+    # S1, S1, S2, S2 (a plain "M children per kept beam" expands them once each: S1, S2).
+    # Candidates: the first N = 4 to finish -> S3, S4, S1, S1; best S3 (.95)
+    assert [c.text() for c in res.candidates] == [S3, S4, S1, S1]
+    assert (res.answer, res.text) == ("2", S3)
+    # generated 4*2 + (2+2+10+10) + 4*10 = 72; prefill 4*2 + 4*4 + 4*6 = 48 -> 2000 * 120 = 240000
+    # scored 4*1 + (2+2+4+4) + 4*4 = 32 -> 6400
+    assert compute(res, "policy") == (72, 48, 0, 240000.0)
+    assert compute(res, "scorer") == (0, 0, 32, 6400.0)
+
+
+def test_dvts_stops_at_a_finished_argmax_child():
+    sols = {"Q?": ["a\nAnswer: 2", "a\nb\nAnswer: 1"]}
+    table = {"a": 0.5, "a\nAnswer: 2": 0.9, "a\nb": 0.4, "a\nb\nAnswer: 1": 0.8}
+    res, _, _ = run("dvts", cfg=SearchConfig(n=2, beam_width=2), sols=sols, table=table)
+    # one subtree: root -> a, a (.5, .5) -> the first a -> "Answer: 2" (.9, finished), "b" (.4): the argmax child is
+    # finished, so the subtree stops there (continuing through "b" would add "Answer: 1" x 2)
+    assert [(c.text(), c.finished) for c in res.candidates] == [("a\nAnswer: 2", True), ("a\nb", False)]
+    assert res.answer == "2"
+    # generated 2*2 + (10 + 2) = 16; prefill 2*2 + 2*4 = 12 -> 2000 * 28 = 56000; scored 2*1 + (4 + 2) = 8
+    assert compute(res, "policy") == (16, 12, 0, 56000.0)
+    assert compute(res, "scorer") == (0, 0, 8, 1600.0)
 
 
 def test_rebase():

@@ -69,51 +69,76 @@ def path_candidate(p: Path, cfg: SearchConfig) -> Candidate:
     return candidate(p.steps, cfg.delimiter, score=score, finished=p.eos, extra=extra)
 
 
-def _tree_search(run: Run, n_trees: int, root_width: int, keep: int, width: int) -> list[SearchResult]:
-    """Each of n_trees roots gets root_width children; then, per tree and depth, the `keep` best unfinished
-    children are each expanded `width` times. Finished children leave the beam as candidates."""
-    problems, cfg = run.problems, run.cfg
-    frontier = [[Path(tree=t) for t in range(n_trees)] for _ in problems]
-    done: list[list[Path]] = [[] for _ in problems]
-    counts = root_width
-    while any(frontier):
-        items = [(i, p) for i, fr in enumerate(frontier) for p in fr]
-        children = expand_and_score(run, items, counts)
-        counts = width
-        fresh: list[list[Path]] = [[] for _ in problems]
-        for (i, _), kids in zip(items, children):
-            for c in kids:
-                (done[i] if c.done else fresh[i]).append(c)
-        for i in range(len(problems)):
-            kept = []
-            for t in range(n_trees):
-                in_tree = [c for c in fresh[i] if c.tree == t]
-                kept += sorted(in_tree, key=lambda c: -c.value)[:keep]  # stable: earlier child wins a tie
-            frontier[i] = kept
+def refill_counts(kept: int, n: int) -> list[int]:
+    """Children per kept beam so that the active set is back to n (search-and-learn's beam search repeats the
+    list of kept beams until it holds n): beam j of `kept` gets n // kept, plus one for the first n % kept."""
+    return [n // kept + (1 if j < n % kept else 0) for j in range(kept)]
+
+
+def top_in_order(paths: list[Path], k: int) -> list[Path]:
+    """The k highest-valued paths (an earlier path wins a tie), in their original order."""
+    best = sorted(range(len(paths)), key=lambda j: -paths[j].value)[:k]  # sorted() is stable
+    return [paths[j] for j in sorted(best)]
+
+
+def _results(run: Run, per_problem: list[list[Path]]) -> list[SearchResult]:
+    cfg = run.cfg
     results = []
-    for i, problem in enumerate(problems):
-        cands = [path_candidate(p, cfg) for p in done[i]]
+    for i, problem in enumerate(run.problems):
+        cands = [path_candidate(p, cfg) for p in per_problem[i]]
         results.append(make_result(problem, cands, choose_final(cands, cfg.select), run.compute[i], cfg.delimiter))
     return results
 
 
 def beam(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=None) -> list[SearchResult]:
-    """PRM beam search (Snell et al. 2024, Sec. 5; Beeching et al. 2024, HF "Scaling test-time compute"):
-    sample N first steps; at every depth keep the N/M highest-valued unfinished partial solutions and expand
-    each with M next steps (M = cfg.beam_width, reduced to N when N < M). Finished solutions leave the beam;
-    the final choice among them is cfg.select over the cfg.aggregation of their step scores."""
+    """PRM beam search (Snell et al. 2024, Sec. 5; Beeching et al. 2024, HF "Scaling test-time compute", whose
+    search-and-learn code sets the compute allocation we follow): sample N first steps; at every depth the
+    finished children leave the beam, the N/M highest-valued unfinished ones are kept (M = cfg.beam_width,
+    reduced to N when N < M) and the active set is refilled to N: each kept beam gets M next steps, or
+    `refill_counts` when fewer than N/M are left, so every depth spends N samples until all have finished.
+    The candidates are the first N solutions to finish (search-and-learn's default, unsorted); the final
+    choice among them is cfg.select over the cfg.aggregation of their step scores."""
     m = min(cfg.beam_width, cfg.n)
     run = Run(problems, cfg, scorer, {"policy": policy})
-    return _tree_search(run, n_trees=1, root_width=cfg.n, keep=max(1, cfg.n // m), width=m)
+    frontier = [[Path()] for _ in problems]
+    counts = [[cfg.n] for _ in problems]
+    done: list[list[Path]] = [[] for _ in problems]
+    while any(frontier):
+        items = [(i, p) for i, fr in enumerate(frontier) for p in fr]
+        children = expand_and_score(run, items, [c for cs in counts for c in cs])
+        fresh: list[list[Path]] = [[] for _ in problems]
+        for (i, _), kids in zip(items, children):
+            for c in kids:
+                (done[i] if c.done else fresh[i]).append(c)
+        frontier = [top_in_order(fr, max(1, cfg.n // m)) for fr in fresh]
+        counts = [refill_counts(len(fr), cfg.n) if fr else [] for fr in frontier]
+    return _results(run, [d[: cfg.n] for d in done])
 
 
 def dvts(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=None) -> list[SearchResult]:
-    """Diverse verifier tree search (Beeching et al. 2024, HF "Scaling test-time compute with open models"):
-    N/M independent subtrees, each a beam of width one: expand the current best node M times, keep the best
-    child. Splitting the budget keeps the subtrees from collapsing onto one high-scoring prefix."""
+    """Diverse verifier tree search (Beeching et al. 2024, HF "Scaling test-time compute with open models", as
+    search-and-learn runs it): N/M independent subtrees. Each expands its current node M times and continues
+    only through its argmax child (finished or not; the first on a tie); when that child is finished (or at
+    max_steps) the subtree stops, even if an unfinished sibling remains. The candidates are each subtree's last
+    M children, N in all (unfinished siblings as cut-off solutions). Splitting the budget keeps the subtrees
+    from collapsing onto one high-scoring prefix."""
     m = min(cfg.beam_width, cfg.n)
+    n_trees = max(1, cfg.n // m)
     run = Run(problems, cfg, scorer, {"policy": policy})
-    return _tree_search(run, n_trees=max(1, cfg.n // m), root_width=m, keep=1, width=m)
+    current = [[Path(tree=t) for t in range(n_trees)] for _ in problems]  # the node each subtree grows from
+    last: list[list[list[Path]]] = [[[] for _ in range(n_trees)] for _ in problems]  # its latest M children
+    live = [(i, t) for i in range(len(problems)) for t in range(n_trees)]
+    while live:
+        children = expand_and_score(run, [(i, current[i][t]) for i, t in live], m)
+        still = []
+        for (i, t), kids in zip(live, children):
+            last[i][t] = kids
+            best = max(range(len(kids)), key=lambda j: (kids[j].value, -j))
+            if not kids[best].done:
+                current[i][t] = kids[best]
+                still.append((i, t))
+        live = still
+    return _results(run, [[p for kids in trees for p in kids] for trees in last])
 
 
 # ---------------------------------------------------------------- REBASE
@@ -160,8 +185,4 @@ def rebase(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=
             for c in kids:
                 (done[i] if c.done else frontier[i]).append(c)
         frontier = [fr if len(done[i]) < cfg.n else [] for i, fr in enumerate(frontier)]
-    results = []
-    for i, problem in enumerate(problems):
-        cands = [path_candidate(p, cfg) for p in done[i]]
-        results.append(make_result(problem, cands, choose_final(cands, cfg.select), run.compute[i], cfg.delimiter))
-    return results
+    return _results(run, done)
