@@ -304,3 +304,58 @@ def test_a_bad_line_inside_metrics_is_an_error_naming_file_and_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl:3: not a JSON line"):
         MetricsLog(path, resume_after=1)
+
+
+# ----------------------------------------------------------------------------- 4. scorer.json paths and cycles
+
+
+def _scorer_dir(d: Path, meta: dict) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "scorer.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_relative_scorer_paths_may_not_leave_the_scorer_directory(tmp_path):
+    from rewardflow.rewards.registry import load_scorer
+
+    _scorer_dir(tmp_path / "outside", {"kind": "ensemble", "members": ["verifier"]})
+    ens = _scorer_dir(tmp_path / "e", {"kind": "ensemble", "members": ["../outside"]})
+    with pytest.raises(ValueError, match=r"members\[0\] '../outside' leaves the scorer directory"):
+        load_scorer(str(ens))
+    sneaky = _scorer_dir(tmp_path / "e2", {"kind": "ensemble", "members": ["sub/../../outside"]})
+    with pytest.raises(ValueError, match="leaves the scorer directory"):
+        load_scorer(str(sneaky))
+    judge = _scorer_dir(tmp_path / "j", {"kind": "judge", "policy": "../../../home/someone/model"})
+    with pytest.raises(ValueError, match="policy '../../../home/someone/model' leaves the scorer directory"):
+        load_scorer(str(judge))
+    # absolute paths are explicit and allowed; names like "verifier" still work
+    ok = _scorer_dir(tmp_path / "e3", {"kind": "ensemble", "members": [str(tmp_path / "outside"), "verifier"]})
+    assert len(load_scorer(str(ok)).scorers) == 2
+
+
+def test_an_ensemble_that_contains_itself_is_a_clear_error(tmp_path):
+    from rewardflow.rewards.registry import load_scorer
+
+    me = _scorer_dir(tmp_path / "me", {"kind": "ensemble", "members": ["."]})
+    with pytest.raises(ValueError, match="cycle"):
+        load_scorer(str(me))
+    a = _scorer_dir(tmp_path / "a", {"kind": "ensemble", "members": ["verifier", str(tmp_path / "b")]})
+    _scorer_dir(tmp_path / "b", {"kind": "ensemble", "members": [str(tmp_path / "a")]})
+    with pytest.raises(ValueError, match=r"cycle: .*a -> .*b -> .*a"):
+        load_scorer(str(a))
+    # the same member twice is not a cycle
+    twice = _scorer_dir(tmp_path / "t", {"kind": "ensemble", "members": [str(tmp_path / "outside2"), str(tmp_path / "outside2")]})
+    _scorer_dir(tmp_path / "outside2", {"kind": "ensemble", "members": ["verifier"]})
+    assert len(load_scorer(str(twice)).scorers) == 2
+
+
+@pytest.mark.parametrize("meta", [[1, 2], {"kind": "ensemble", "members": "verifier"}, {"kind": "ensemble", "members": [["x"]]},
+                                  {"kind": "judge"}])
+def test_malformed_scorer_json_is_a_clear_error(tmp_path, meta):
+    from rewardflow.rewards.registry import load_scorer
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "scorer.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="scorer.json"):
+        load_scorer(str(d))

@@ -108,10 +108,10 @@ def test_judge_fine_tuned_to_an_answer_moves_the_scores_its_way(tiny, answer):
 
 def test_judge_and_ensemble_load_from_directories(tiny, tmp_path):
     assert {"judge", "ensemble"} <= set(SCORER_KINDS)  # registered, so load_scorer finds them
-    (tmp_path / "j").mkdir()
-    (tmp_path / "j" / "scorer.json").write_text(json.dumps({"kind": "judge", "policy": str(tiny)}))
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e" / "scorer.json").write_text(json.dumps({"kind": "ensemble", "members": ["../j", str(tmp_path / "j")], "how": "min"}))
+    # members: one relative to the ensemble's directory (inside it), one absolute
+    (tmp_path / "e" / "j").mkdir(parents=True)
+    (tmp_path / "e" / "j" / "scorer.json").write_text(json.dumps({"kind": "judge", "policy": str(tiny)}))
+    (tmp_path / "e" / "scorer.json").write_text(json.dumps({"kind": "ensemble", "members": ["j", str(tmp_path / "e" / "j")], "how": "min"}))
     ens = EnsembleScorer.load(tmp_path / "e")
     assert ens.how == "min" and len(ens.scorers) == 2 and all(isinstance(s, JudgeScorer) for s in ens.scorers)
     direct = JudgeScorer(HFPolicy.from_pretrained(tiny)).score(PROBLEMS[:1], SOLUTIONS[:1])

@@ -6,7 +6,6 @@ a sample low where the members disagree, which is where a policy would otherwise
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -46,12 +45,15 @@ class EnsembleScorer:
     @classmethod
     def load(cls, path: str | Path) -> "EnsembleScorer":
         """A directory whose scorer.json is {"kind": "ensemble", "members": [load_scorer specs], "how": ..., "lam": ...};
-        relative member paths are relative to the directory."""
-        from .registry import load_scorer
+        relative member paths are relative to the directory and stay inside it (registry.resolve_inside)."""
+        from .registry import NAMED_SCORERS, load_scorer, read_meta, resolve_inside
 
         path = Path(path)
-        meta = json.loads((path / "scorer.json").read_text())
-        members = [m if m == "verifier" or Path(m).is_absolute() else str(path / m) for m in meta["members"]]
+        meta = read_meta(path)
+        listed = meta.get("members")
+        if not isinstance(listed, list) or not listed:
+            raise ValueError(f"{path / 'scorer.json'}: members must be a non-empty list of scorer specs, got {listed!r}")
+        members = [m if isinstance(m, str) and m in NAMED_SCORERS else str(resolve_inside(path, m, field=f"members[{i}]")) for i, m in enumerate(listed)]
         return cls([load_scorer(m) for m in members], how=meta.get("how", "mean"), lam=meta.get("lam", 1.0))
 
     def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:

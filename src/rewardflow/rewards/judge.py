@@ -9,7 +9,6 @@ teacher-forced pass.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -37,13 +36,15 @@ class JudgeScorer:
 
     @classmethod
     def load(cls, path: str | Path) -> "JudgeScorer":
-        """A directory whose scorer.json is {"kind": "judge", "policy": checkpoint dir (relative to it or absolute),
+        """A directory whose scorer.json is {"kind": "judge", "policy": checkpoint dir (absolute, or relative to it and inside it),
         optional "yes"/"no"}."""
         from ..policy.hf import HFPolicy
+        from .registry import read_meta, resolve_inside
 
         path = Path(path)
-        meta = json.loads((path / "scorer.json").read_text())
-        return cls(HFPolicy.from_pretrained(path / meta["policy"]), yes=meta.get("yes", "Yes"), no=meta.get("no", "No"))
+        meta = read_meta(path)
+        policy = resolve_inside(path, meta.get("policy"), field="policy")
+        return cls(HFPolicy.from_pretrained(policy), yes=meta.get("yes", "Yes"), no=meta.get("no", "No"))
 
     def questions(self, problem: Problem, steps: list[str]) -> list[str]:
         """One question per step (about step k, shown steps 1..k), then one about the whole solution."""

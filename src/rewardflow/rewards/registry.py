@@ -5,8 +5,10 @@ whose `scorer.json` names its kind; SCORER_KINDS maps that kind to a loader `loa
 """
 from __future__ import annotations
 
+import contextvars
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -41,15 +43,55 @@ SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}
 
 
+# The scorer directories being loaded in this context, outermost first: an ensemble that lists itself, directly
+# or through other ensembles, is caught here instead of recursing until RecursionError.
+_LOADING: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("rewardflow_scorers_loading", default=())
+
+
 def load_scorer(spec: str) -> Scorer:
     """`verifier`, or a saved reward-model directory (holding scorer.json with its `kind`)."""
     if spec in NAMED_SCORERS:
         return NAMED_SCORERS[spec](spec)
     path = Path(spec)
-    meta = path / "scorer.json"
-    if not meta.is_file():
-        raise ValueError(f"scorer {spec!r}: not one of {', '.join(NAMED_SCORERS)} and not a directory with scorer.json")
-    kind = json.loads(meta.read_text()).get("kind")
+    meta = read_meta(path)
+    kind = meta.get("kind")
     if kind not in SCORER_KINDS:
-        raise ValueError(f"{meta}: unknown scorer kind {kind!r}; known: {', '.join(sorted(SCORER_KINDS)) or 'none'}")
-    return SCORER_KINDS[kind](path)
+        raise ValueError(f"{path / 'scorer.json'}: unknown scorer kind {kind!r}; known: {', '.join(sorted(SCORER_KINDS)) or 'none'}")
+    loading, here = _LOADING.get(), path.resolve()
+    if here in loading:
+        chain = " -> ".join(str(p) for p in (*loading[loading.index(here):], here))
+        raise ValueError(f"scorer {spec!r}: scorer directories refer to each other in a cycle: {chain}")
+    token = _LOADING.set((*loading, here))
+    try:
+        return SCORER_KINDS[kind](path)
+    finally:
+        _LOADING.reset(token)
+
+
+def read_meta(path: str | Path) -> dict:
+    """scorer.json of a saved scorer directory, as a dict; anything else is an error naming the file."""
+    meta = Path(path) / "scorer.json"
+    if not meta.is_file():
+        raise ValueError(f"scorer {str(path)!r}: not one of {', '.join(NAMED_SCORERS)} and not a directory with scorer.json")
+    try:
+        obj = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{meta}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{meta}: must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def resolve_inside(scorer_dir: str | Path, ref, *, field: str) -> Path:
+    """A path named in `scorer_dir`/scorer.json: an absolute path is taken as given (the writer chose it
+    explicitly); a relative one is resolved against the scorer directory and may not leave it through `..`, so a
+    downloaded scorer cannot point its loader at files elsewhere on the machine by a relative path."""
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"{Path(scorer_dir) / 'scorer.json'}: {field} must be a non-empty path string, got {ref!r}")
+    if os.path.isabs(ref):
+        return Path(ref)
+    norm = os.path.normpath(ref)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        raise ValueError(f"{Path(scorer_dir) / 'scorer.json'}: {field} {ref!r} leaves the scorer directory; "
+                         "use a path inside it, or an absolute path")
+    return Path(scorer_dir) / norm
