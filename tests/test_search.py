@@ -373,6 +373,22 @@ def test_mcts_rollout_value():
     assert compute(res, "scorer") == (0, 0, 10, 2000.0)
 
 
+def test_mcts_rollout_values_share_one_scale():
+    sols = {"Q?": ["a\nAnswer: 2", "a\nb\nAnswer: 1"]}
+    table = {"a": 0.5, "a\nAnswer: 2": 0.9, "a\nb": 0.4, "a\nb\nAnswer: 1": 0.8}
+    cfg = SearchConfig(n=1, simulations=2, beam_width=2, mcts_value="rollout", aggregation="min", puct_c=1.0)
+    res, _, _ = run("mcts", cfg=cfg, sols=sols, table=table)
+    # sim 1: root -> a1, a2 (priors .5); roll-outs a,Answer: 2 (min(.5, .9) = .5) and a,b,Answer: 1 (min .4):
+    #   Q(a1) = .5, Q(a2) = .4; root N = 2, W = .9
+    # sim 2: PUCT a1 .5 + .5 * sqrt(2) / 2 = .854 > a2 .754 -> a1 -> "Answer: 2" (finished: [.5, .9]) and "b" (roll-out
+    #   a,b,Answer: 1, min .4). The finished child's value is its own min, .5 -- the same scale as the roll-outs
+    #   (its last step score .9 would give root W = 2.2, Q = .55). Root N = 4, W = .9 + .5 + .4 = 1.8 -> Q = .45
+    assert res.info["root_visits"] == 4 and res.info["root_value"] == pytest.approx(1.8 / 4, abs=1e-12)
+    # candidates: the three roll-outs, then the finished child; min scores .5, .4, .4, .5 -> the first .5
+    assert [c.text() for c in res.candidates] == ["a\nAnswer: 2", "a\nb\nAnswer: 1", "a\nb\nAnswer: 1", "a\nAnswer: 2"]
+    assert [c.score for c in res.candidates] == [0.5, 0.4, 0.4, 0.5] and res.answer == "2"
+
+
 def test_speculative():
     target = FakePolicy({"Q?": [S2]})
     draft = FakePolicy(SOLS, num_params=10)

@@ -61,7 +61,8 @@ def mcts(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=No
     1. select: from the root, follow argmax PUCT (`puct`, c = cfg.puct_c) down to a leaf;
     2. expand: sample M = cfg.beam_width next steps; priors from their logprobs (`step_priors`);
     3. evaluate each child: mcts_value="prm" -> its step value (last step score, engine.step_value);
-       "rollout" -> sample the rest of the solution from it and take the aggregated score of the whole;
+       "rollout" -> sample the rest of the solution from it and take the aggregated score of the whole; a
+       finished child is valued by the aggregated score of itself (`_rollout_values`: one scale for all Q);
     4. back up: each child starts with N = 1, W = its value; every ancestor gets N += 1, W += value.
 
     A leaf that is finished (or at max_steps) is not expanded; its value is backed up again. Candidates are
@@ -104,8 +105,17 @@ def mcts(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=No
 
 def _rollout_values(run: Run, kids: list[tuple[int, Path]], found: list[list[Path]]) -> None:
     """Value of each unfinished child = aggregated score of one sampled completion from it (the roll-out
-    joins the candidates)."""
+    joins the candidates); value of each finished child = the aggregated score of its own steps.
+
+    Why the finished ones too: in rollout mode Q(s, a) estimates the cfg.aggregation score of a complete
+    solution through a. A finished child is a complete solution, so its value is that same aggregate; its
+    last step score (engine.step_value, what expansion set) is another quantity whenever aggregation is not
+    `last` (with `min`, a last step of .9 after a step of .2 would outrank every roll-out scoring .5), and
+    PUCT would compare values, and average them up the tree, on two scales."""
     cfg = run.cfg
+    for _, k in kids:
+        if k.done:
+            k.value = aggregate(k.scores, cfg.aggregation)
     pending = [(i, k) for i, k in kids if not k.done]
     groups = run.sample("policy", [(i, k.steps) for i, k in pending], 1, step=False)
     rolled = [Path(k.steps + steps_of(g[0].text, cfg.delimiter), g[0].finished, True) for (_, k), g in zip(pending, groups)]
