@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from rewardflow.algos import kl_estimate, oreo_policy_loss, oreo_value_loss, step_sums
+from rewardflow.algos import exact_kl, kl_estimate, oreo_policy_loss, oreo_value_loss, step_sums
 
 ATOL = 1e-6
 LOG = math.log
@@ -55,6 +55,28 @@ def test_policy_loss_kl_regulariser_and_mask():
     # plus the KL term alpha * token-mean(kl over valid) = .5 * .1
     loss, _ = oreo_policy_loss(logp, ref, values, reward, t([1, 0]), beta=0.1, kl=t([0.1, 0.3]), alpha=0.5)
     close(loss, (-0.8 + 0.1 * LOG(2)) ** 2 + 0.05)
+
+
+def test_exact_kl_over_the_vocabulary():
+    # V = 2. position 0: pi = softmax(0, 0) = (.5, .5), pi_ref = softmax(0, log 3) = (.25, .75):
+    #   KL = .5 log(.5/.25) + .5 log(.5/.75) = .5 log(4/3) = .1438410
+    # position 1: pi = softmax(log 3, 0) = (.75, .25), pi_ref = (.5, .5): KL = .75 log 1.5 + .25 log .5 = .1308120
+    # position 2 is padding -> 0
+    logits = torch.tensor([[[0.0, 0.0], [LOG(3), 0.0], [5.0, -5.0]]], dtype=torch.float64, requires_grad=True)
+    ref_logits = torch.tensor([[[0.0, LOG(3)], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64, requires_grad=True)
+    kl = exact_kl(logits, ref_logits, t([1, 1, 0]))
+    close(kl, [[0.5 * LOG(4 / 3), 0.75 * LOG(1.5) + 0.25 * LOG(0.5), 0.0]])
+    # not the sampled k3 on the taken token: at position 0 with token 0 taken, log r = log .25 - log .5 = -log 2,
+    # k3 = .5 - 1 + log 2 = .1931472 != .1438410
+    k3 = kl_estimate(t([LOG(0.5)]), t([LOG(0.25)]), "k3")
+    close(k3, [[0.5 - 1 + LOG(2)]])
+    assert abs(k3.item() - kl[0, 0].item()) > 0.04
+    # gradient to the policy only; d KL / d logit_0 at position 0: pi_0 (log(pi_0/q_0) - KL) = .5 (log 2 - .143841)
+    kl.sum().backward()
+    close(logits.grad[0, 0, 0], 0.5 * (LOG(2) - 0.5 * LOG(4 / 3)))
+    assert ref_logits.grad is None
+    # equal distributions: 0
+    close(exact_kl(torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[1.0, 2.0, 3.0]]])), [[0.0]])
 
 
 def test_policy_update_direction_success_and_failure():

@@ -21,7 +21,7 @@ from .advantages import (
     seed_grpo_advantages,
 )
 from .dense import dense_advantages, step_returns, step_sums
-from .kl import kl_estimate, kl_penalty_loss, kl_shaped_rewards
+from .kl import exact_kl, kl_estimate, kl_penalty_loss, kl_shaped_rewards
 from .losses import (
     POLICY_LOSSES,
     aggregate_tokens,
@@ -70,6 +70,7 @@ __all__ = [
     "dynamic_sampling_keep",
     "entropy_bonus",
     "entropy_from_logits",
+    "exact_kl",
     "gae",
     "grpo_advantages",
     "grpo_unlikely_advantages",

@@ -22,6 +22,20 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     raise ValueError(f"unknown KL estimator {kind!r}; valid: k1, k2, k3")
 
 
+def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The exact per-position KL over the vocabulary, no sampling: KL_t = sum_v pi(v) (log pi(v) - log pi_ref(v)),
+    pi = softmax(logits), pi_ref = softmax(ref_logits). The OREO recipe's regulariser (Wang, Hao et al. 2024)
+    uses this rather than a sampled estimate (kl_estimate k1/k3 on the taken token only).
+
+    logits, ref_logits: [N, T, V] (the reference is detached); mask: [N, T] or None. Returns [N, T], 0 on padding.
+    Differentiable in the policy logits; >= 0 up to rounding.
+    """
+    logp = torch.log_softmax(logits, dim=-1)  # [N, T, V]
+    ref_logp = torch.log_softmax(ref_logits.detach(), dim=-1)  # [N, T, V]
+    kl = (logp.exp() * (logp - ref_logp)).sum(dim=-1)  # [N, T]
+    return kl if mask is None else kl * mask.to(kl.dtype)
+
+
 def kl_penalty_loss(
     logp: torch.Tensor,
     ref_logp: torch.Tensor,

@@ -12,8 +12,10 @@ OREO fits a value model and the policy to this consistency on offline trajectori
 In the policy loss only action t carries gradient in residual t (the paper's variance-reduction choice).
 Token level: actions are tokens, pass [N, T] tensors. Step level: actions are reasoning steps; pass [N, S]
 step log-probs (dense.step_sums of token logps), values at the start of each step, and the step mask.
-Assumptions (ours): the regulariser is an optional per-action KL estimate passed in by the caller; the
-default beta is a placeholder to be tuned, not the paper's value.
+The KL regulariser: the official recipe adds alpha * KL(pi_theta || pi_ref) with the exact per-position KL over
+the vocabulary; pass kl=kl.exact_kl(logits, ref_logits, mask) [N, T] (alpha = 0.01 there). A sampled estimate
+(kl_estimate) also fits the `kl` argument but is not the recipe. Assumption (ours): the default beta is a
+placeholder to be tuned, not the paper's value.
 """
 from __future__ import annotations
 
@@ -70,8 +72,8 @@ def oreo_policy_loss(
     log-ratios stop-gradient, so each residual only moves pi_theta(a_t | s_t).
 
     A successful trajectory (R above V) raises log pi_theta of its actions; a failed one lowers them.
-    kl: optional [N, T] per-action KL estimate to pi_ref (e.g. kl_estimate(logp, ref_logp, "k3")), added as
-    alpha * aggregate(kl).
+    kl: optional [N, T] per-position KL to pi_ref, added as alpha * aggregate(kl): exact_kl(logits, ref_logits,
+    mask) as in the OREO recipe (alpha 0.01), or a sampled estimate such as kl_estimate(logp, ref_logp, "k3").
     """
     m = mask.to(logp.dtype)
     log_ratio = (logp - ref_logp) * m  # [N, T], carries gradient at t
