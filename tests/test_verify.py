@@ -210,21 +210,51 @@ def test_time_limit_kills_only_the_slow_item(monkeypatch, workers):
         assert v.verify(PROBLEMS[:1], TEXTS[:1]) == EXPECTED[:1]
 
 
-def _verify_in_daemon() -> tuple[list[VerifyResult], list[str]]:
+def _verify_in_daemon() -> tuple[list[VerifyResult], list[str], float]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with Verifier() as v:
-            results = v.verify(PROBLEMS, TEXTS) + v.verify(PROBLEMS[:1], TEXTS[:1])
-    return results, [str(w.message) for w in caught]
+        t0 = time.perf_counter()
+        with Verifier(timeout_s=1.0) as v:
+            results = v.verify([_p("SLOW"), *PROBLEMS], ["\\boxed{y}", *TEXTS]) + v.verify(PROBLEMS[:1], TEXTS[:1])
+    return results, [str(w.message) for w in caught], time.perf_counter() - t0
 
 
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
-def test_daemonic_process_falls_back_in_process_and_warns_once():
-    # multiprocessing.Pool workers are daemonic and may not have children of their own.
+def test_time_limit_holds_inside_a_daemonic_pool_worker(monkeypatch):
+    # multiprocessing.Pool workers are daemonic: multiprocessing refuses them children, so the verifier forks its
+    # worker itself rather than checking in-process, where a hostile item would hang the Pool worker.
+    monkeypatch.setattr(verifier_mod, "_slow_check", _slow_on_gold_slow)
     with mp.get_context("fork").Pool(1) as pool:
-        results, messages = pool.apply(_verify_in_daemon)
-    assert results == EXPECTED + EXPECTED[:1]
-    assert len(messages) == 1 and "in-process" in messages[0]
+        results, messages, seconds = pool.apply(_verify_in_daemon)
+    assert results == [VerifyResult(False, "y", "timeout"), *EXPECTED, EXPECTED[0]]
+    assert seconds < 10 and messages == []
+
+
+def _hog_on_gold_hog(job):
+    if job[0] == "equiv" and job[2] == "HOG":
+        return len(bytearray(1 << 30)) > 0  # 1 GiB, past the worker's cap: MemoryError, not a machine out of memory
+    return _ORIGINAL_SLOW_CHECK(job)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and the patch reaching workers by fork")
+def test_worker_memory_is_capped_and_timeouts_and_errors_are_counted(monkeypatch):
+    monkeypatch.setattr(verifier_mod, "_slow_check", lambda job: _hog_on_gold_hog(job) if job[2] != "SLOW" else _slow_on_gold_slow(job))
+    with Verifier(timeout_s=1.0, memory_mb=256) as v:
+        results = v.verify([_p("HOG"), _p("SLOW"), *PROBLEMS], ["\\boxed{x}", "\\boxed{y}", *TEXTS])
+        assert results == [VerifyResult(False, "x", "error"), VerifyResult(False, "y", "timeout"), *EXPECTED]
+        assert v.stats == {"verify/items": 5, "verify/timeout": 1, "verify/error": 1, "verify/memory_error": 1}
+        assert v.take_stats()["verify/error"] == 1
+        assert v.verify(PROBLEMS[:1], TEXTS[:1]) == EXPECTED[:1]  # the replaced worker judges on
+        assert v.take_stats() == {"verify/items": 1, "verify/timeout": 0, "verify/error": 0, "verify/memory_error": 0}
+
+
+@pytest.mark.parametrize("gold, text, correct", [(2, "\\boxed{2}", True), (2, "\\boxed{3}", False), (2.0, "so 2", True),
+                                                 (0.5, "\\boxed{1/2}", True), (True, "\\boxed{1}", False)])
+def test_numeric_gold_answers_count_like_their_text(gold, text, correct):
+    with Verifier() as v:
+        [r] = v.verify([_p(gold)], [text])
+    assert r.correct is correct and r.status == ("error" if gold is True else "ok")
+    assert score_text(_p(gold), text).correct is correct
 
 
 def test_verifier_pickles_and_never_raises_on_junk():

@@ -9,20 +9,18 @@ limit. That works from any thread, from worker processes and from Ray workers al
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import sys
 import threading
 import time
 import warnings
 from collections import Counter, deque
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from ..data.problem import Problem
 from .equiv import fast_equiv, math_verify_equiv
 from .extract import _explicit, extract_answer, last_number
+from .workers import DEFAULT_MEMORY_MB, Worker
 
 STATUSES = ("ok", "no_answer", "timeout", "error")
 
@@ -85,13 +83,26 @@ def _prepare(problem: Problem, text: str) -> VerifyResult | tuple[Job, str]:
     pred = extract_answer(text)
     if pred is None:
         return VerifyResult(False, None, "no_answer")
-    if not isinstance(problem.answer, str):
+    gold = _gold_text(problem.answer)
+    if gold is None:
         # Nothing to compare against: a data problem, reported rather than scored as wrong.
         return VerifyResult(False, pred, "error")
-    fast = fast_equiv(pred, problem.answer)
+    fast = fast_equiv(pred, gold)
     if fast is not None:
         return VerifyResult(fast, pred, "ok")
-    return ("equiv", pred, problem.answer), pred
+    return ("equiv", pred, gold), pred
+
+
+def _gold_text(answer: Any) -> str | None:
+    """The gold answer as text: a number read from JSON (`"answer": 2`) counts as "2"; bools and other
+    objects are not answers."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        return str(answer)
+    if isinstance(answer, float) and answer == answer and abs(answer) != float("inf"):
+        return str(int(answer)) if answer.is_integer() else repr(answer)
+    return None
 
 
 def _slow_check(job: Job) -> bool:
@@ -117,103 +128,56 @@ def score_text(problem: Problem, text: str) -> VerifyResult:
         return VerifyResult(False, pred, "error")
 
 
-# ---------------------------------------------------------------- worker processes
-
-
-def _worker_main(conn: Connection, parent_end: Connection, parent_pid: int) -> None:
-    parent_end.close()  # so that the parent's death shows up as EOF here
-    conn.send("ready")
-    while True:
-        try:
-            # Poll so that an orphaned worker (parent SIGKILLed) notices and exits.
-            if not conn.poll(1.0):
-                if os.getppid() != parent_pid:
-                    return
-                continue
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        try:
-            reply = ("ok", bool(_slow_check(job)))
-        except Exception as e:
-            reply = ("error", f"{type(e).__name__}: {e}"[:300])
-        try:
-            conn.send(reply)
-        except (EOFError, OSError):
-            return
-
-
-class _Worker:
-    # Generous: a spawn-context worker re-imports sympy and math-verify before it says "ready".
-    STARTUP_S = 60.0
-
-    def __init__(self, ctx: Any) -> None:
-        self.conn, child_end = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=_worker_main, args=(child_end, self.conn, os.getpid()),
-            name="rewardflow-verify", daemon=True,
-        )
-        self.proc.start()
-        child_end.close()
-        if not self.conn.poll(self.STARTUP_S) or self.conn.recv() != "ready":
-            self.kill()
-            raise RuntimeError("verifier worker did not start")
-
-    def kill(self) -> None:
-        try:
-            self.proc.kill()
-            self.proc.join(5)
-        except Exception:
-            pass
-        self.conn.close()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send(None)
-            self.proc.join(1)
-        except Exception:
-            pass
-        if self.proc.is_alive():
-            self.kill()
-        else:
-            self.conn.close()
-
-
-def _context() -> Any:
-    # fork starts a worker in milliseconds and inherits the parent's imported modules; macOS and
-    # Windows lack a safe fork, so they pay spawn's start-up once per worker.
-    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
+def _check(job: Job) -> bool:
+    """What a worker runs: looked up at call time, so a patched _slow_check reaches forked workers."""
+    return _slow_check(job)
 
 
 # ---------------------------------------------------------------- the Verifier
 
 
 class Verifier:
-    """verify(problems, texts) -> one VerifyResult each; counts tallies statuses and correct/wrong."""
+    """verify(problems, texts) -> one VerifyResult each; counts tallies statuses and correct/wrong (and
+    `memory_error`: items whose check ran out of the worker's `memory_mb`); `stats` / `take_stats` report the
+    timeouts and errors for training logs."""
 
-    def __init__(self, timeout_s: float = 5.0, workers: int = 1) -> None:
+    def __init__(self, timeout_s: float = 5.0, workers: int = 1, memory_mb: int | None = DEFAULT_MEMORY_MB) -> None:
         self.timeout_s = float(timeout_s)
         self.workers = max(1, int(workers))
+        self.memory_mb = memory_mb
         self.counts: Counter = Counter()
+        self._reported: Counter = Counter()
         self._setup()
 
     def _setup(self) -> None:
         # One lock serialises pool use: a Verifier shared by many threads stays consistent.
         self._lock = threading.Lock()
-        self._pool: list[_Worker | None] | None = None
+        self._pool: list[Worker | None] | None = None
         self._in_process = False  # set once worker processes turned out to be impossible here
 
     # pickling sends only the configuration: a copy in another process starts its own workers.
     def __getstate__(self) -> dict:
-        return {"timeout_s": self.timeout_s, "workers": self.workers, "counts": Counter(self.counts)}
+        return {"timeout_s": self.timeout_s, "workers": self.workers, "memory_mb": self.memory_mb,
+                "counts": Counter(self.counts), "_reported": Counter(self._reported)}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"memory_mb": DEFAULT_MEMORY_MB, "_reported": Counter(), **state})
         self._setup()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Running totals, named for metrics.jsonl: items judged, and those that timed out or errored (the
+        memory-capped ones among the errors)."""
+        c = self.counts
+        return {"verify/items": c["correct"] + c["wrong"], "verify/timeout": c["timeout"], "verify/error": c["error"],
+                "verify/memory_error": c["memory_error"]}
+
+    def take_stats(self) -> dict[str, int]:
+        """`stats` since the previous take_stats call: what one training step logs."""
+        now = self.stats
+        delta = {k: v - self._reported[k] for k, v in now.items()}
+        self._reported = Counter(now)
+        return delta
 
     def verify(self, problems: list[Problem], texts: list[str]) -> list[VerifyResult]:
         if len(problems) != len(texts):
@@ -237,7 +201,7 @@ class Verifier:
                 self.counts["correct" if r.correct else "wrong"] += 1
         return results  # type: ignore[return-value]
 
-    def _ensure_pool(self, jobs: list[tuple[int, Job, str]]) -> list[_Worker | None] | None:
+    def _ensure_pool(self, jobs: list[tuple[int, Job, str]]) -> list[Worker | None] | None:
         if self._pool is not None or self._in_process:
             return self._pool
         # Import in the parent first so forked workers inherit warm modules instead of paying the
@@ -246,10 +210,10 @@ class Verifier:
 
         if any(job[0] == "rg" for _, job, _ in jobs):
             import reasoning_gym  # noqa: F401
-        pool: list[_Worker | None] = []
+        pool: list[Worker | None] = []
         try:
             for _ in range(self.workers):
-                pool.append(_Worker(_context()))
+                pool.append(Worker(_check, self.memory_mb))
         except Exception as e:  # e.g. "daemonic processes are not allowed to have children"
             for w in pool:
                 w.kill()  # type: ignore[union-attr]
@@ -286,12 +250,7 @@ class Verifier:
             now = time.monotonic()
             for w, (i, pred, deadline) in list(busy.items()):
                 if pool[w].conn in ready:
-                    try:
-                        kind, value = pool[w].conn.recv()
-                        results[i] = VerifyResult(kind == "ok" and value, pred, kind)
-                    except Exception:  # the worker died mid-item (segfault, OOM kill)
-                        results[i] = VerifyResult(False, pred, "error")
-                        self._restart(w)
+                    results[i] = self._receive(w, pred)
                 elif now >= deadline:
                     results[i] = VerifyResult(False, pred, "timeout")
                     self._restart(w)
@@ -305,12 +264,25 @@ class Verifier:
             except Exception:
                 results[i] = VerifyResult(False, pred, "error")
 
+    def _receive(self, w: int, pred: str) -> VerifyResult:
+        """The verdict worker w sent; a worker that died mid-item (segfault, OOM kill) or hit its memory cap is
+        replaced (a cap hit can leave its heap fragmented)."""
+        try:
+            kind, value = self._pool[w].conn.recv()  # type: ignore[index, union-attr]
+        except Exception:
+            self._restart(w)
+            return VerifyResult(False, pred, "error")
+        if kind == "error" and str(value).startswith("MemoryError"):
+            self.counts["memory_error"] += 1
+            self._restart(w)
+        return VerifyResult(kind == "ok" and value is True, pred, "ok" if kind == "ok" else "error")
+
     def _restart(self, w: int) -> None:
         """Replace the worker in slot w; a slot whose new worker cannot start stays empty (None)."""
         assert self._pool is not None
         self._pool[w].kill()
         try:
-            self._pool[w] = _Worker(_context())
+            self._pool[w] = Worker(_check, self.memory_mb)
         except Exception as e:
             self._pool[w] = None
             warnings.warn(f"Verifier could not restart a worker: {e}", RuntimeWarning, stacklevel=2)
