@@ -54,9 +54,32 @@ def test_max_variance_subset_hand_and_bruteforce():
 
 def test_d3s_sample_mask_group_and_batch():
     # per group, keep 2 of [1.2, -.1, -.4, -.7]: {-.7,-.4} var .0225, {-.7,1.2} .9025, {1.2,-.1} .4225
-    assert d3s_sample_mask(t([1.2, -0.1, -0.4, -0.7]), 0.5).tolist() == [[True, False, False, True]]
+    assert d3s_sample_mask(t([1.2, -0.1, -0.4, -0.7]), 0.5, scope="group").tolist() == [[True, False, False, True]]
     # across the batch, keep 2 of [1, 0, .2, -3]: {-3,0} 2.25, {-3,1} 4, {.2,1} .16 -> {1, -3}
     assert d3s_sample_mask(t([1, 0], [0.2, -3]), 0.5, scope="batch").tolist() == [[True, False], [False, True]]
+
+
+def test_d3s_scopes_differ_and_batch_is_the_default():
+    adv = t([1, 0.5, -0.5, -1], [0.1, 0.05, -0.05, -0.1])
+    # group (D3S-I): 2 of 4 per group -> {1, -1} (var 1) and {.1, -.1} (var .01)
+    assert d3s_sample_mask(adv, 0.5, scope="group").tolist() == [[True, False, False, True]] * 2
+    # batch (the paper's cross-group method): 4 of 8, sorted -1 -.5 -.1 -.05 .05 .1 .5 1; j largest + 4-j smallest:
+    # j=0 {-1,-.5,-.1,-.05} var .1455; j=1 {-1,-.5,-.1,1} mean -.15, var (.7225+.1225+.0025+1.3225)/4 = .5425;
+    # j=2 {-1,-.5,.5,1} var (1+.25+.25+1)/4 = .625 (best); j=3 .5425; j=4 .1455 -> all of group 0, none of group 1
+    batch = [[True] * 4, [False] * 4]
+    assert d3s_sample_mask(adv, 0.5, scope="batch").tolist() == batch
+    assert d3s_sample_mask(adv, 0.5).tolist() == batch
+    with pytest.raises(ValueError, match="scope"):
+        d3s_sample_mask(adv, 0.5, scope="nope")
+
+
+def test_max_variance_subset_ties_are_stable():
+    # 20 values, 1 at even indices, 0 at odd; k = 4: j=2 (two 0s, two 1s) has var .25 > j=1 or 3 (.1875) > j=0 or 4 (0).
+    # A stable ascending sort lists the 0s as 1, 3, ..., 19 then the 1s as 0, 2, ..., 18: the two smallest are
+    # indices 1, 3 and the two largest 16, 18 (torch's default sort is unstable past 16 elements)
+    v = torch.zeros(20, dtype=torch.float64)
+    v[::2] = 1
+    assert max_variance_subset(v, 4).nonzero().flatten().tolist() == [1, 3, 16, 18]
 
 
 def test_d3s_token_mask_uses_abs_adv_times_entropy():

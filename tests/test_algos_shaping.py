@@ -68,3 +68,11 @@ def test_dense_advantages_ragged_list():
 def test_step_sums():
     # tokens [1, 2, 3, 4], steps [0,1) and [1,3), padded third step -> [1, 2+3, 0]
     close(step_sums(t([1, 2, 3, 4]), torch.tensor([[1, 3, -1]])), [[1, 5, 0]])
+
+
+def test_unlikeliness_ties_break_by_position():
+    # G = 20 equal logps: a stable sort gives likelihood order 0, 1, ..., 19 by position, so sample i keeps
+    # 1 - .25 * i / 20 (torch's default argsort is not stable past 16 elements and would scramble this)
+    out = unlikeliness_reward(torch.ones(1, 20, dtype=torch.float64), torch.zeros(1, 20, dtype=torch.float64), beta_rank=0.25)
+    expected = 1 - 0.25 * torch.arange(20, dtype=torch.float64) / 20
+    torch.testing.assert_close(out, expected[None], atol=1e-12, rtol=0)

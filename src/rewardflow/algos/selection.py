@@ -36,11 +36,13 @@ def max_variance_subset(values: torch.Tensor, k: int) -> torch.Tensor:
     """The size-k subset of `values` [G] with the largest (population) variance, as a [G] bool mask.
 
     A maximum-variance subset is always some j largest plus k-j smallest values, so trying j = 0..k on the
-    sorted values is exact. Ties keep the earliest j.
+    sorted values is exact. Ties: the smallest j wins among equally good splits; among equal values a stable
+    sort ranks the lower index as smaller, so the smallest values are taken earliest-first and the largest
+    latest-first (torch's default sort is not stable beyond 16 elements, so this needs stable=True).
     """
     G = values.numel()
     k = max(0, min(k, G))
-    order = values.argsort()  # ascending
+    order = values.argsort(stable=True)  # ascending
     best_j, best_var = 0, -math.inf
     for j in range(k + 1):
         chosen = torch.cat([order[: k - j], order[G - j :]])  # k-j smallest, j largest
@@ -52,12 +54,14 @@ def max_variance_subset(values: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def d3s_sample_mask(adv: torch.Tensor, keep_ratio: float, *, scope: str = "group") -> torch.Tensor:
+def d3s_sample_mask(adv: torch.Tensor, keep_ratio: float, *, scope: str = "batch") -> torch.Tensor:
     """D3S sample-level down-sampling (Wang et al. 2025, "Learning More with Less", sample level): keep the subset
     of rollouts whose advantages have the largest variance Var(A), which bounds the policy-gradient norm.
 
-    adv: [B, G] (computed on the full group). scope="group": keep ceil(keep_ratio * G) per group (the
-    intra-group variant); "batch": keep ceil(keep_ratio * B * G) across the batch. Returns [B, G] bool.
+    adv: [B, G] (computed on the full group). scope="batch" (the paper's main method, selection across
+    groups): keep ceil(keep_ratio * B * G) over the whole batch, so a group may keep all or none of its
+    samples; "group" (the paper's intra-group variant, D3S-I): keep ceil(keep_ratio * G) per group.
+    Returns [B, G] bool.
     """
     B, G = adv.shape
     if scope == "group":

@@ -37,11 +37,12 @@ def unlikeliness_reward(rewards: torch.Tensor, seq_logp: torch.Tensor, *, beta_r
     most likely correct sample keeps 1 - beta_rank (G-1)/G of its reward and the least likely keeps all of it;
     zero rewards stay zero. rewards, seq_logp: [B, G]; seq_logp is the sequence log-probability under the
     sampling policy (the authors' release ranks by the length-mean token logprob: pass whichever you rank by).
-    Ties are broken by position.
+    Ties are broken by position (an earlier sample counts as less likely): a stable sort, which torch's default
+    is not beyond 16 elements.
     """
     G = rewards.shape[1]
     # ascending order: the least likely gets 0, the most likely gets G-1, i.e. G - rank(y_i)
-    likelihood_order = seq_logp.argsort(dim=1).argsort(dim=1).to(rewards.dtype)  # [B, G]
+    likelihood_order = seq_logp.argsort(dim=1, stable=True).argsort(dim=1).to(rewards.dtype)  # [B, G]
     return rewards * (1 - beta_rank * likelihood_order / G)
 
 
