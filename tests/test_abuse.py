@@ -359,3 +359,66 @@ def test_malformed_scorer_json_is_a_clear_error(tmp_path, meta):
     (d / "scorer.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="scorer.json"):
         load_scorer(str(d))
+
+
+# ----------------------------------------------------------------------------- 6. hostile data files
+
+
+def _load(path):
+    from rewardflow.data.jsonl import load_jsonl
+
+    return load_jsonl(path, task="t")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question": "1+1?", "answer": "2"}\n'.encode("utf-16"), "UTF-16"),
+    ('{"question": "1+1?", "answer": "2"}\n'.encode("utf-16-le"), "NUL bytes"),
+    (b'{"question": "1+1?", "answer": "2"}\n\x89PNG\r\n\x1a\n\xff\xd8\xff\n', r":2: not UTF-8 text"),
+    (b'{"question": "q", "answer": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", r":1: malformed row: JSON nested too deeply"),
+    (b'{"question": 12, "answer": "2"}\n', r":1: malformed row: the question must be a string, got int"),
+    (b'{"question": ["a"], "answer": "2"}\n', "must be a string, got list"),
+    (b'{"question": "q", "answer": {"x": 1}}\n', "answer must be a string or a number, got dict"),
+    (b'{"question": "q", "answer": "2", "body": 7}\n', "'body' must be a string"),
+    (b'{"question": "q", "answer": "#### 2"}\n{"question": "q", "answer": 3}\n', r":2: malformed row: 'answer' must be a string"),
+])
+def test_hostile_data_files_are_one_line_errors_naming_file_and_line(tmp_path, content, message):
+    from rewardflow.data.problem import DataError
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        _load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path):
+    from rewardflow.data.jsonl import read_rows
+    from rewardflow.data.problem import DataError
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b'{"question": "q", "answer": "1"}\n{"question": "' + b"x" * (11 * 2**20) + b'", "answer": "1"}\n')
+    with pytest.raises(DataError, match=r"big.jsonl:2: line longer than 10485760 bytes"):
+        _load(path)
+    with pytest.raises(DataError, match=r":2: line longer than 100 bytes"):
+        list(read_rows(path, dict, max_line_bytes=100))
+
+
+def test_numbers_as_answers_and_a_utf8_bom_are_fine(tmp_path):
+    path = tmp_path / "ok.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"question": "1+1?", "answer": 2}\n{"problem": "p", "unique_id": "u", "answer": 0.5}\n')
+    assert [p.answer for p in _load(path)] == ["2", "0.5"]
+
+
+@pytest.mark.parametrize("steps, message", [("first step", "'steps' must be a list of strings, got str"),
+                                            (3, "'steps' must be a list of strings, got int"), ([["a"]], r"'steps'\[0\] must be a string, got list"),
+                                            ([None], r"'steps'\[0\] must be a string, got NoneType")])
+def test_steps_must_be_a_list_of_strings(tmp_path, steps, message):
+    from rewardflow.data.jsonl import read_rows, step_list
+    from rewardflow.data.problem import DataError
+
+    path = tmp_path / "sol.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "steps": ["a", 2]}) + "\n" + json.dumps({"prompt": "q", "steps": steps}) + "\n")
+    rows = read_rows(path, step_list, what="solution row")
+    assert next(rows) == (1, ["a", "2"])
+    with pytest.raises(DataError, match=f"sol.jsonl:2: malformed solution row: {message}"):
+        next(rows)
