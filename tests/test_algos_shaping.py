@@ -3,10 +3,14 @@ import math
 
 import torch
 
+import pytest
+
 from rewardflow.algos import (
     dense_advantages,
+    normalize_step_rewards,
     overlong_filter_mask,
     overlong_penalty,
+    prime_rloo_advantages,
     seed_scale,
     semantic_entropy,
     step_sums,
@@ -76,3 +80,38 @@ def test_unlikeliness_ties_break_by_position():
     out = unlikeliness_reward(torch.ones(1, 20, dtype=torch.float64), torch.zeros(1, 20, dtype=torch.float64), beta_rank=0.25)
     expected = 1 - 0.25 * torch.arange(20, dtype=torch.float64) / 20
     torch.testing.assert_close(out, expected[None], atol=1e-12, rtol=0)
+
+
+def test_dense_process_mode_normalises_per_group():
+    # DeepSeekMath sec. 4.1.3, G = 2, two questions. Group 0: row 0 steps [1, .5] ending at tokens 2, 4; row 1 one
+    # step [0] ending at 3. R = {1, .5, 0}: mean .5, unbiased std sqrt((.25 + 0 + .25) / 2) = .5 -> r~ = [1, 0], [-1]
+    # Group 1: rows 2, 3 one step each [2], [4] ending at 1: mean 3, std sqrt((1 + 1) / 1) = sqrt(2) -> -+1/sqrt(2)
+    # A_t = sum of r~ of the steps ending at or after t: row 0 [1 + 0, 1, 0, 0, 0 (after the last step)]
+    step_rewards = t([1, 0.5], [0, 0], [2, 0], [4, 0])
+    ends = torch.tensor([[2, 4], [3, -1], [1, -1], [1, -1]])
+    out = dense_advantages(step_rewards, ends, 5, mode="process", group_size=2, eps=0.0)
+    h = 1 / math.sqrt(2)
+    close(out, [[1, 1, 0, 0, 0], [-1, -1, -1, 0, 0], [-h, 0, 0, 0, 0], [h, 0, 0, 0, 0]])
+    # the un-normalised "return" mode keeps the raw step rewards: row 0 [1.5, 1.5, .5, .5, 0]
+    close(dense_advantages(step_rewards, ends, 5, mode="return")[0], [1.5, 1.5, 0.5, 0.5, 0])
+    close(normalize_step_rewards(step_rewards, ends > 0, 2, eps=0.0), [[1, 0], [-1, 0], [-h, 0], [h, 0]])
+    with pytest.raises(ValueError, match="group_size"):
+        dense_advantages(step_rewards, ends, 5, mode="process")
+
+
+def test_prime_rloo_advantages():
+    # PRIME sec. 3.3, K = 3 samples of one prompt. Implicit token rewards and their per-response means:
+    # row 0 [.3, .1, .2] -> .2 ; row 1 [.4, -.2, pad] -> .1 ; row 2 [.6, pad, pad] -> .6
+    # leave-one-out baselines (mean of the other two means): .35, .4, .15
+    # row 0: [-.05, -.25, -.15] -> returns (gamma 1) [-.45, -.40, -.15]; row 1: [0, -.6] -> [-.6, -.6, 0]; row 2 [.45]
+    # outcome [1, 0, 1] RLOO: 1 - .5 = .5, 0 - 1 = -1, 1 - .5 = .5, added to every valid token
+    rewards = t([0.3, 0.1, 0.2], [0.4, -0.2, 0.0], [0.6, 0.0, 0.0])
+    mask = t([1, 1, 1], [1, 1, 0], [1, 0, 0])
+    out = prime_rloo_advantages(rewards, mask, 3, outcome=t([1, 0, 1]))
+    close(out, [[0.05, 0.10, 0.35], [-1.6, -1.6, 0], [0.95, 0, 0]])
+    # gamma .5, process part only: row 0 t2 -.15, t1 -.25 + .5 * -.15 = -.325, t0 -.05 + .5 * -.325 = -.2125;
+    # row 1 t1 -.6, t0 0 + .5 * -.6 = -.3
+    out = prime_rloo_advantages(rewards, mask, 3, gamma=0.5)
+    close(out, [[-0.2125, -0.325, -0.15], [-0.3, -0.6, 0], [0.45, 0, 0]])
+    with pytest.raises(ValueError, match="G >= 2"):
+        prime_rloo_advantages(rewards, mask, 1)

@@ -20,7 +20,7 @@ from .advantages import (
     rloo_advantages,
     seed_grpo_advantages,
 )
-from .dense import dense_advantages, step_returns, step_sums
+from .dense import dense_advantages, normalize_step_rewards, prime_rloo_advantages, step_returns, step_sums
 from .kl import exact_kl, kl_estimate, kl_penalty_loss, kl_shaped_rewards
 from .losses import (
     POLICY_LOSSES,
@@ -81,11 +81,13 @@ __all__ = [
     "kl_penalty_loss",
     "kl_shaped_rewards",
     "masked_whiten",
+    "normalize_step_rewards",
     "max_variance_subset",
     "oreo_policy_loss",
     "oreo_value_loss",
     "overlong_filter_mask",
     "overlong_penalty",
+    "prime_rloo_advantages",
     "raft_keep_best",
     "raft_loss",
     "raft_pp_loss",
