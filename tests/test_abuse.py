@@ -1,5 +1,6 @@
 """Loses nothing, runs nothing it should not: crashes mid-replace, foreign output directories, concurrent runs,
-pickled checkpoints, hostile scorer.json files, hostile model output and hostile data files."""
+pickled checkpoints, torn metrics, hostile scorer.json files and hostile data files (hostile model output in the
+verifier: test_verify.py)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,11 @@ import pytest
 
 from rewardflow import atomic
 from rewardflow.atomic import MARKER, OutDirError, RunLock, atomic_path, claim_out_dir, clean_stale, prepare_out_dir
+from rewardflow.data.jsonl import load_jsonl, read_rows, step_list
+from rewardflow.data.problem import DataError
+from rewardflow.rewards.registry import load_scorer
+from rewardflow.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rewardflow.train.metrics import MetricsLog
 
 
 def _dead_pid() -> int:
@@ -51,17 +57,10 @@ def test_replacing_a_directory_keeps_the_old_one_until_the_new_one_is_in(tmp_pat
     assert (target / "f").read_text() == "old"
 
 
-def test_replace_swaps_directories_and_leaves_no_temporaries(tmp_path):
-    target = tmp_path / "ckpt"
-    _fill(target, "old")
-    with atomic_path(target) as tmp:
-        _fill(tmp, "new")
-    assert (target / "f").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
-
-
-def test_replace_by_renaming_aside_without_exchange(tmp_path, monkeypatch):
-    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+@pytest.mark.parametrize("exchange", [True, False])  # renameat2 swap, or old aside / new in / old deleted
+def test_replace_swaps_directories_and_leaves_no_temporaries(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     target = tmp_path / "ckpt"
     _fill(target, "old")
     with atomic_path(target) as tmp:
@@ -172,8 +171,6 @@ def _trainer(lr=0.1):
 def _save(run, step, opt, sched, extra=None):
     from types import SimpleNamespace
 
-    from rewardflow.train.checkpoint import save_checkpoint
-
     policy = SimpleNamespace(model=_Saves("model.safetensors"), tokenizer=_Saves("tokenizer.json"))
     return save_checkpoint(run, step, policy, opt, sched, {"x": 1}, extra=extra)
 
@@ -183,8 +180,6 @@ def test_trainer_state_round_trips_without_pickle(tmp_path):
 
     import numpy as np
     import torch
-
-    from rewardflow.train.checkpoint import latest_checkpoint, load_trainer_state
 
     _, opt, sched = _trainer()
     torch.manual_seed(3), random.seed(3), np.random.seed(3)
@@ -209,8 +204,6 @@ class _Boom:
 def test_a_crafted_trainer_state_runs_no_code(tmp_path, monkeypatch):
     import torch
 
-    from rewardflow.train.checkpoint import latest_checkpoint, load_trainer_state
-
     _, opt, sched = _trainer()
     ckpt = _save(tmp_path, 1, opt, sched)
     torch.save({"step": 1, "optimizer": _Boom()}, ckpt / "trainer_state.pt")
@@ -222,8 +215,6 @@ def test_a_crafted_trainer_state_runs_no_code(tmp_path, monkeypatch):
 
 def test_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     import shutil
-
-    from rewardflow.train.checkpoint import latest_checkpoint
 
     _, opt, sched = _trainer()
     for step in (2, 4, 6):
@@ -241,8 +232,6 @@ def test_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
 
 
 def test_stale_checkpoint_temporaries_are_cleaned(tmp_path):
-    from rewardflow.train.checkpoint import latest_checkpoint
-
     _, opt, sched = _trainer()
     root = tmp_path / "checkpoints"
     root.mkdir()
@@ -259,8 +248,6 @@ def test_stale_checkpoint_temporaries_are_cleaned(tmp_path):
 
 
 def _metrics(tmp_path) -> Path:
-    from rewardflow.train.metrics import MetricsLog
-
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in (1, 2, 3):
         log.log(step, {"loss/sft": 1.0 / step}, phase="sft")
@@ -270,8 +257,6 @@ def _metrics(tmp_path) -> Path:
 
 
 def test_resume_keeps_the_sft_rows_and_drops_only_rl_rows_after_the_checkpoint(tmp_path):
-    from rewardflow.train.metrics import MetricsLog
-
     path = _metrics(tmp_path)
     rows = MetricsLog(path, resume_after=1).read()
     assert [(r["phase"], r["step"]) for r in rows] == [("sft", 1), ("sft", 2), ("sft", 3), ("rl", 0), ("rl", 1)]
@@ -284,8 +269,6 @@ def test_resume_keeps_the_sft_rows_and_drops_only_rl_rows_after_the_checkpoint(t
 
 
 def test_a_truncated_last_line_is_dropped_with_a_warning(tmp_path):
-    from rewardflow.train.metrics import MetricsLog
-
     path = _metrics(tmp_path)
     path.write_text(path.read_text() + '{"phase": "rl", "step": 4, "rew')  # killed mid-write
     with pytest.warns(RuntimeWarning, match=r"metrics.jsonl:8: dropping a truncated last line"):
@@ -296,8 +279,6 @@ def test_a_truncated_last_line_is_dropped_with_a_warning(tmp_path):
 
 
 def test_a_bad_line_inside_metrics_is_an_error_naming_file_and_line(tmp_path):
-    from rewardflow.train.metrics import MetricsLog
-
     path = _metrics(tmp_path)
     lines = path.read_text().splitlines()
     lines[2] = "garbage"
@@ -316,8 +297,6 @@ def _scorer_dir(d: Path, meta: dict) -> Path:
 
 
 def test_relative_scorer_paths_may_not_leave_the_scorer_directory(tmp_path):
-    from rewardflow.rewards.registry import load_scorer
-
     _scorer_dir(tmp_path / "outside", {"kind": "ensemble", "members": ["verifier"]})
     ens = _scorer_dir(tmp_path / "e", {"kind": "ensemble", "members": ["../outside"]})
     with pytest.raises(ValueError, match=r"members\[0\] '../outside' leaves the scorer directory"):
@@ -334,8 +313,6 @@ def test_relative_scorer_paths_may_not_leave_the_scorer_directory(tmp_path):
 
 
 def test_an_ensemble_that_contains_itself_is_a_clear_error(tmp_path):
-    from rewardflow.rewards.registry import load_scorer
-
     me = _scorer_dir(tmp_path / "me", {"kind": "ensemble", "members": ["."]})
     with pytest.raises(ValueError, match="cycle"):
         load_scorer(str(me))
@@ -352,8 +329,6 @@ def test_an_ensemble_that_contains_itself_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("meta", [[1, 2], {"kind": "ensemble", "members": "verifier"}, {"kind": "ensemble", "members": [["x"]]},
                                   {"kind": "judge"}])
 def test_malformed_scorer_json_is_a_clear_error(tmp_path, meta):
-    from rewardflow.rewards.registry import load_scorer
-
     d = tmp_path / "s"
     d.mkdir()
     (d / "scorer.json").write_text(json.dumps(meta))
@@ -365,8 +340,6 @@ def test_malformed_scorer_json_is_a_clear_error(tmp_path, meta):
 
 
 def _load(path):
-    from rewardflow.data.jsonl import load_jsonl
-
     return load_jsonl(path, task="t")
 
 
@@ -382,8 +355,6 @@ def _load(path):
     (b'{"question": "q", "answer": "#### 2"}\n{"question": "q", "answer": 3}\n', r":2: malformed row: 'answer' must be a string"),
 ])
 def test_hostile_data_files_are_one_line_errors_naming_file_and_line(tmp_path, content, message):
-    from rewardflow.data.problem import DataError
-
     path = tmp_path / "data.jsonl"
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as e:
@@ -392,9 +363,6 @@ def test_hostile_data_files_are_one_line_errors_naming_file_and_line(tmp_path, c
 
 
 def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path):
-    from rewardflow.data.jsonl import read_rows
-    from rewardflow.data.problem import DataError
-
     path = tmp_path / "big.jsonl"
     path.write_bytes(b'{"question": "q", "answer": "1"}\n{"question": "' + b"x" * (11 * 2**20) + b'", "answer": "1"}\n')
     with pytest.raises(DataError, match=r"big.jsonl:2: line longer than 10485760 bytes"):
@@ -413,9 +381,6 @@ def test_numbers_as_answers_and_a_utf8_bom_are_fine(tmp_path):
                                             (3, "'steps' must be a list of strings, got int"), ([["a"]], r"'steps'\[0\] must be a string, got list"),
                                             ([None], r"'steps'\[0\] must be a string, got NoneType")])
 def test_steps_must_be_a_list_of_strings(tmp_path, steps, message):
-    from rewardflow.data.jsonl import read_rows, step_list
-    from rewardflow.data.problem import DataError
-
     path = tmp_path / "sol.jsonl"
     path.write_text(json.dumps({"prompt": "q", "steps": ["a", 2]}) + "\n" + json.dumps({"prompt": "q", "steps": steps}) + "\n")
     rows = read_rows(path, step_list, what="solution row")
