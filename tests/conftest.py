@@ -6,6 +6,11 @@ import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# tests/ddp_check.py (the data-parallel self-check) is imported by tests, by torchrun and by Ray workers, which
+# start from this environment: put this folder on their import path.
+TESTS = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join([TESTS, *filter(None, [os.environ.get("PYTHONPATH")])])
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

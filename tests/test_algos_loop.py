@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rewardflow.algos import ADVANTAGES, POLICY_LOSSES
-from rewardflow.config import load_config
+from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import Problem
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import HFPolicy

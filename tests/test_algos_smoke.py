@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rewardflow.config import load_config
+from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import GymSource, Problem
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import HFPolicy

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rewardflow.eval.metrics import Z95
-from rewardflow.train.compare import paired_delta, run_bench
+from rewardflow.recipes.bench.algos import paired_delta, run_bench
 
 TOY = ["model.hidden_size=32", "model.layers=1", "model.heads=2", "model.intermediate_size=64", "sft.steps=3", "sft.batch_size=4",
        "trainer.steps=2", "rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.max_new_tokens=8"]

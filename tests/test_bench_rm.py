@@ -1,12 +1,7 @@
-"""bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README)."""
-import importlib.util
-from pathlib import Path
-
+"""recipes/bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README)."""
 import pytest
 
-_spec = importlib.util.spec_from_file_location("bench_rm", Path(__file__).resolve().parents[1] / "bench" / "rm.py")
-bench_rm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_rm)
+from rewardflow.recipes.bench import rm as bench_rm
 
 
 def test_best_of_n_picks_the_top_score_and_breaks_ties_early():

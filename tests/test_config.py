@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from rewardflow.algos import ADVANTAGES, POLICY_LOSSES
-from rewardflow.config import Config, ConfigError, load_config, to_dict
+from rewardflow.config import Config
+from rewardflow.recipes.config_loader import ConfigError, load_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_TASK_KWARGS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}

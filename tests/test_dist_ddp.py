@@ -1,5 +1,5 @@
 """dist/ddp.py: 2 processes under torchrun (gloo, CPU) take the same step as 1 process on the same global batch, both
-for the bare step (dist/ddp_check.py) and for the real RL loop (train_rl, rank 0 alone logging and checkpointing)."""
+for the bare step (tests/ddp_check.py) and for the real RL loop (train_rl, rank 0 alone logging and checkpointing)."""
 import os
 import subprocess
 import sys
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from rewardflow.dist.ddp import allreduce_gradients, data_parallel_step, rank_world, shard_rows
-from rewardflow.dist.ddp_check import build, run
+from rewardflow.distributed.ddp import allreduce_gradients, data_parallel_step, rank_world, shard_rows
+from ddp_check import build, run
 
 
 def test_shard_rows_cover_the_batch_once():
@@ -37,7 +37,7 @@ def _torchrun_and_single(out: Path, args: list[str], single):
     """ddp_check on 2 ranks under torchrun (1 thread each), then `single()` in this process on 1 thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "rewardflow.dist.ddp_check", *args, "--out", str(out)]
+           str(Path(__file__).with_name("ddp_check.py")), *args, "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = torch.get_num_threads()
@@ -73,7 +73,7 @@ def test_rl_loop_under_torchrun_equals_one_process(tmp_path: Path):
     # associates differently ((g0+g1)+(g2+g3) over ranks vs ((g0+g1)+g2)+g3), which AdamW magnifies in
     # coordinates with near-zero gradients. A per-rank normaliser or averaged gradients would change the
     # losses or the gradient norm by a factor of 2.
-    from rewardflow.dist.ddp_check import loop_differences, run_loop
+    from ddp_check import loop_differences, run_loop
 
     two, one = _torchrun_and_single(tmp_path / "two.pt", ["--loop", str(tmp_path / "two")], lambda: run_loop(tmp_path / "one"))
     assert two["world"] == 2

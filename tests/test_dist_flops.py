@@ -1,7 +1,7 @@
 """dist/flops.py: FLOPs counting and MFU by hand, and a sane matmul peak."""
 import pytest
 
-from rewardflow.dist.flops import attention_flops, matmul_peak_gflops, mfu, model_flops, throughput_mfu
+from rewardflow.eval.flops import attention_flops, matmul_peak_gflops, mfu, model_flops, throughput_mfu
 
 
 def test_model_flops_by_hand():

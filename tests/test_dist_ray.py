@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from rewardflow.data.problem import Problem
-from rewardflow.dist.ddp_check import build
-from rewardflow.dist.ray_rollout import RolloutWorker, split_evenly
+from ddp_check import build
+from rewardflow.distributed.ray_rollout import RolloutWorker, split_evenly
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import _gumbel, derive_prompt_seeds
 
@@ -94,7 +94,7 @@ def test_worker_in_process_matches_policy():
 
 def test_two_ray_workers_equal_in_process_rollouts():
     ray = _ray()
-    from rewardflow.dist.ray_rollout import RayRollouts
+    from rewardflow.distributed.ray_rollout import RayRollouts
 
     import sys
 
@@ -148,7 +148,7 @@ EXACT = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/
 
 def test_train_rl_with_two_ray_workers_equals_in_process(tmp_path):
     ray = _ray()
-    from rewardflow.dist.ddp_check import loop_differences, run_loop
+    from ddp_check import loop_differences, run_loop
 
     local = run_loop(tmp_path / "local")
     started_here = not ray.is_initialized()
@@ -169,7 +169,7 @@ def test_train_rl_with_two_ray_workers_equals_in_process(tmp_path):
 def test_fleet_is_shut_down_when_training_fails(tmp_path, monkeypatch):
     # no Ray needed: a stand-in fleet whose generation fails, as a dead worker would
     import rewardflow.train.rl as rl
-    from rewardflow.dist.ddp_check import run_loop
+    from ddp_check import run_loop
 
     stopped = []
 

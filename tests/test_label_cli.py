@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rewardflow.rewards.label_cli import register_bench, register_rm
+from rewardflow.recipes.label_cli import register_bench, register_rm
 
 
 def _parser():

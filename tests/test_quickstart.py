@@ -1,7 +1,7 @@
 """A reduced quickstart through the real CLI: every stage runs and writes what the README promises."""
 import json
 
-from rewardflow.cli import main
+from rewardflow.recipes.cli import main
 
 
 def test_reduced_quickstart_end_to_end(tmp_path):
@@ -40,7 +40,7 @@ def test_every_help_page_renders(capsys):
 
     import pytest
 
-    from rewardflow.cli import build_parser
+    from rewardflow.recipes.cli import build_parser
 
     def verbs(parser, prefix):
         yield prefix

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from rewardflow.config import load_config
+from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import GymSource
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint

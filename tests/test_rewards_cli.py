@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rewardflow.cli import main
+from rewardflow.recipes.cli import main
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 
 

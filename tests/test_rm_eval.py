@@ -2,7 +2,7 @@
 import pytest
 
 from rewardflow.eval.rm import (best_threshold, critic_prompt, evaluate_prmbench, evaluate_processbench,
-                                evaluate_processbench_critic, first_error_step, one_vs_many, pairwise_accuracy, pairwise_metrics,
+                                critic_predictions, evaluate_critic, first_error_step, one_vs_many, pairwise_accuracy, pairwise_metrics,
                                 parse_critic_index, pass_at_k, prm_score, processbench_f1, reduce_scores,
                                 rewardmath_metrics, selection_metrics, step_confusion)
 from rewardflow.rewards.base import StepScores
@@ -66,7 +66,7 @@ def test_critic_parse_and_evaluate():
 
     row = lambda steps, label: {"problem": "q", "steps": steps, "label": label}
     data = {"gsm8k": [row(["ok", "BAD"], 1), row(["ok", "ok"], -1), row(["GIVEUP"], -1)]}
-    res = evaluate_processbench_critic(critic, data)["subsets"]["gsm8k"]
+    res = evaluate_critic(critic_predictions(critic, data), data)["subsets"]["gsm8k"]
     # erroneous 1/1; correct 1/2 (the unparsed one is wrong) -> F1 = 2 * 1 * 0.5 / 1.5 = 2/3
     assert res["unparsed"] == 1 and res["f1"] == pytest.approx(2 / 3, **TOL)
 

@@ -169,7 +169,7 @@ class _LengthScorer:
 
 
 def test_cli_rm_eval_runs_a_saved_scorer_and_limits_items(shared_data, tmp_path, monkeypatch, capsys):
-    from rewardflow.cli import main
+    from rewardflow.recipes.cli import main
     from rewardflow.rewards import SCORER_KINDS
 
     monkeypatch.setitem(SCORER_KINDS, "test-length", lambda path: _LengthScorer())
@@ -193,7 +193,7 @@ def test_cli_rm_eval_runs_a_saved_scorer_and_limits_items(shared_data, tmp_path,
 
 
 def test_cli_rm_eval_rejects_conflicting_sources_and_misplaced_limit(shared_data, tmp_path, capsys):
-    from rewardflow.cli import main
+    from rewardflow.recipes.cli import main
 
     root = ["--data-root", str(shared_data), "--out", str(tmp_path)]
     assert main(["rm", "eval", "--bench", "probes", "--model", "verifier", "--scores", "x.jsonl", *root]) == 2

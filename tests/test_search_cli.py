@@ -14,7 +14,7 @@ from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards.base import StepScores
 from rewardflow.search import STRATEGIES, SearchConfig, self_certainty_from_logprobs, token_distributions
-from rewardflow.search.cli import register, register_bench
+from rewardflow.recipes.search_cli import register, register_bench
 
 PROBLEMS = [Problem("p0", "What is 2 + 3?", "5", "t"), Problem("p1", "Compute 4 - 1", "3", "t")]
 
@@ -148,21 +148,16 @@ def test_search_cli_errors(ckpt, tmp_path):
 
 
 def test_set_reads_booleans_as_words():
-    from rewardflow.search.cli import _parse_sets
+    from rewardflow.recipes.search_cli import _parse_sets
 
     assert _parse_sets(["prefix_cache=false", "puct_c=2"]) == {"prefix_cache": False, "puct_c": 2.0}
     assert _parse_sets(["prefix_cache=True"]) == {"prefix_cache": True}
 
 
 def _bench_module():
-    import importlib.util
-    from pathlib import Path
+    from rewardflow.recipes.bench import search
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "search.py"
-    spec = importlib.util.spec_from_file_location("bench_search_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return search
 
 
 def test_bench_helpers():

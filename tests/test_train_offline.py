@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rewardflow.config import load_config
+from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import Problem
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from rewardflow.algos import PREFERENCE_LOSSES
-from rewardflow.config import load_config
+from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import DataError, GymSource, Problem
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards import StepScores
-from rewardflow.train.cli import register, register_bench
+from rewardflow.recipes.train_cli import register, register_bench
 from rewardflow.train.preference import Pair, best_worst_pairs, load_pairs, online_iterative_dpo, sequence_logps, train_pairs
 
 

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from rewardflow.algos import overlong_penalty
-from rewardflow.config import ConfigError, load_config
+from rewardflow.recipes.config_loader import ConfigError, load_config
 from rewardflow.data import Problem
 from rewardflow.policy.base import Completion, SamplingParams
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.train.algorithms import prepare
-from rewardflow.train.forward import forward, step_token_ends
+from rewardflow.policy.forward import forward, step_token_ends
 from rewardflow.train.ppo import make_critic
 from rewardflow.train.rollout import EXTRA_OFFSET, Rollout, collect_batch
 

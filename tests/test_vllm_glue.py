@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from rewardflow.dist.ddp_check import build
+from ddp_check import build
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import _filter_logits, _mix32, derive_prompt_seeds
 from rewardflow.policy.vllm import VLLMPolicy, finish_reason

@@ -5,10 +5,12 @@ steps first in each row; padding comes back as 0), or a list of N tensors [S_i] 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..config import RewardConfig
 
 StepTensors = torch.Tensor | Sequence[torch.Tensor]
 
@@ -78,3 +80,18 @@ def pav_progress(q_prefix: StepTensors, q_empty: torch.Tensor, valid: torch.Tens
     q, mask, lengths = _padded(q_prefix, valid)
     previous = torch.cat([torch.as_tensor(q_empty, dtype=q.dtype)[:, None], q[:, :-1]], dim=1)  # [N, S] Q(prefix_{k-1})
     return _unpadded((q - previous) * mask, lengths)  # [N, S]
+
+
+# Per-step shaping of the dense rewards (Gao et al. 2024): list of [S_i] -> list of [S_i].
+SHAPINGS: dict[str, Callable[[list[torch.Tensor], RewardConfig], list[torch.Tensor]]] = {
+    "none": lambda steps, rw: steps,
+    "clip": lambda steps, rw: clip_rewards(steps, eta=rw.clip_eta),
+    "delta": lambda steps, rw: delta_rewards(steps),
+}
+
+# Transform of each learned reward before weighting (Wang et al. 2024), [B, G] -> [B, G]. The reference r_ref of a
+# prompt is a quantile of its own group's rewards: the group stands in for the paper's reference samples.
+TRANSFORMS: dict[str, Callable[[torch.Tensor, RewardConfig], torch.Tensor]] = {
+    "none": lambda r, rw: r,
+    "logsigmoid": lambda r, rw: logsigmoid_transform(r, group_quantile(r, rw.transform_quantile)),
+}

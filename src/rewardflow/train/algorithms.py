@@ -40,7 +40,7 @@ from ..algos import (
     rover_next_q_mean,
     vocab_mean_logprob,
 )
-from .forward import forward, pad_ends, step_token_ends
+from ..policy.forward import forward, pad_ends, step_token_ends
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..algos import kl_estimate, oreo_policy_loss, oreo_value_loss
 from ..data.steps import join_steps, split_steps
 from ..policy.base import SamplingParams
 from ..rewards.base import StepScores
-from .forward import forward, step_token_ends
+from ..policy.forward import forward, step_token_ends
 from .ppo import Critic
 
 

@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from .forward import forward
+from ..policy.forward import forward
 
 
 class Critic(nn.Module):

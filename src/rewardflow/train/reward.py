@@ -6,29 +6,13 @@ for dense credit from the first process scorer (shaped), and the online update o
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 
 from ..config import RewardConfig
 from ..data.steps import split_steps
 from ..rewards import StepScores, aggregate, load_scorer
-from ..rewards.shaping import clip_rewards, delta_rewards, group_quantile, logsigmoid_transform
-
-# Per-step shaping of the dense rewards (Gao et al. 2024): list of [S_i] -> list of [S_i].
-SHAPINGS: dict[str, Callable[[list[torch.Tensor], RewardConfig], list[torch.Tensor]]] = {
-    "none": lambda steps, rw: steps,
-    "clip": lambda steps, rw: clip_rewards(steps, eta=rw.clip_eta),
-    "delta": lambda steps, rw: delta_rewards(steps),
-}
-
-# Transform of each learned reward before weighting (Wang et al. 2024), [B, G] -> [B, G]. The reference r_ref of a
-# prompt is a quantile of its own group's rewards: the group stands in for the paper's reference samples.
-TRANSFORMS: dict[str, Callable[[torch.Tensor, RewardConfig], torch.Tensor]] = {
-    "none": lambda r, rw: r,
-    "logsigmoid": lambda r, rw: logsigmoid_transform(r, group_quantile(r, rw.transform_quantile)),
-}
-
+from ..rewards.shaping import SHAPINGS, TRANSFORMS
 
 def load_reward_scorers(rw: RewardConfig) -> list:
     return [load_scorer(spec) for spec in rw.scorers]

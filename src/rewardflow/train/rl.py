@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from ..algos import aggregate_tokens, entropy_bonus, entropy_from_logits, kl_estimate
-from ..config import Config, to_dict
-from ..dist.ddp import ShardedGeneration, allreduce_gradients, allreduce_stats, broadcast_parameters, init_distributed, rank_world, shard_rows
+from ..config import Config
+from dataclasses import asdict
+from ..distributed.ddp import ShardedGeneration, allreduce_gradients, allreduce_stats, broadcast_parameters, init_distributed, rank_world, shard_rows
 from .algorithms import ALGORITHMS, prepare
 from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from .forward import Forward, forward
+from ..policy.forward import Forward, forward
 from .optim import make_optimizer
 from .ppo import make_critic
 from .reward import load_reward_scorers, update_scorers
@@ -106,7 +107,7 @@ def rollout_metrics(rollout: Rollout, gen_seconds: float) -> dict:
 def start_fleet(policy, scorer, cfg: Config):
     """Ray rollout workers (dist/ray_rollout.py), each with a replica of `policy` at its current weights and its
     own unpickled copy of `scorer`. Sampling is seeded per prompt, so the fleet samples what `policy` would."""
-    from ..dist.ray_rollout import RayRollouts  # imports ray itself, only now
+    from ..distributed.ray_rollout import RayRollouts  # imports ray itself, only now
 
     d = cfg.dist
     return RayRollouts(policy, d.rollout_workers, lambda: scorer, num_cpus_per_worker=d.worker_cpus, num_gpus_per_worker=d.worker_gpus,
@@ -179,7 +180,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
                 extra = {"scorers": {i: s.state() for i, s in enumerate(reward_scorers) if hasattr(s, "state")}}
                 if critic is not None:
                     extra["critic"] = critic.state()
-                save_checkpoint(run_dir, step, policy, opt, sched, to_dict(cfg), extra=extra)
+                save_checkpoint(run_dir, step, policy, opt, sched, asdict(cfg), extra=extra)
             if progress is not None:
                 progress(1, reward=metrics["reward/mean"])
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-from .processbench import processbench_f1
 
 # Our wording of the paper's critique instruction: tagged paragraphs indexed from 0, answer boxed.
 CRITIC_TEMPLATE = """The following is a math problem and a proposed solution, split into paragraphs. Each paragraph \
@@ -54,19 +53,16 @@ def _as_batch_fn(critic, max_new_tokens: int) -> Callable[[list[str]], list[str]
     raise TypeError(f"a critic is a Policy or a callable prompt -> text, got {type(critic).__name__}")
 
 
-def evaluate_processbench_critic(critic, data: dict[str, list[dict]], *, batch_size: int = 16,
-                                 max_new_tokens: int = 2048) -> dict:
-    """Per-subset accuracies and F1 of a generative critic, plus how many answers could not be parsed."""
+def critic_predictions(critic, data: dict[str, list[dict]], *, batch_size: int = 16,
+                       max_new_tokens: int = 2048) -> dict[str, list[int | None]]:
+    """Per subset, the index of the earliest wrong step the critic names for each row (-1: none; None: unparsed).
+    ProcessBench's metric is computed where the benchmark lives (processbench.py)."""
     generate = _as_batch_fn(critic, max_new_tokens)
-    subsets = {}
+    preds: dict[str, list[int | None]] = {}
     for subset, rows in data.items():
-        preds: list[int | None] = []
+        preds[subset] = []
         for lo in range(0, len(rows), batch_size):
             batch = rows[lo : lo + batch_size]
             texts = generate([critic_prompt(r["problem"], r["steps"]) for r in batch])
-            preds += [parse_critic_index(t, len(r["steps"])) for t, r in zip(texts, batch)]
-        res = processbench_f1(preds, [r["label"] for r in rows])
-        res["unparsed"] = sum(p is None for p in preds)
-        subsets[subset] = res
-    return {"threshold": None, "threshold_source": "none (generative critic names the step)", "subsets": subsets,
-            "average_f1": sum(r["f1"] for r in subsets.values()) / len(subsets)}
+            preds[subset] += [parse_critic_index(t, len(r["steps"])) for t, r in zip(texts, batch)]
+    return preds

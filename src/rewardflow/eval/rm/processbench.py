@@ -19,6 +19,7 @@ import numpy as np
 
 from ...data.problem import Problem
 from ...rewards.base import Scorer, StepScores
+from .critic import critic_predictions
 from .report import save_lines, write_report
 from .scores_io import ScoreItem, resolve_scores
 
@@ -142,6 +143,16 @@ def _tables(res: dict) -> list:
     return [("ProcessBench (%)", ["subset", "error acc", "correct acc", "F1", "n error", "n correct"], rows)]
 
 
+def evaluate_critic(preds: dict[str, list[int | None]], data: dict[str, list[dict]]) -> dict:
+    """Per-subset accuracies and F1 of a generative critic's named steps, plus how many answers could not be parsed."""
+    subsets = {}
+    for subset, rows in data.items():
+        res = processbench_f1(preds[subset], [r["label"] for r in rows])
+        subsets[subset] = {**res, "unparsed": sum(p is None for p in preds[subset])}
+    return {"threshold": None, "threshold_source": "none (generative critic names the step)", "subsets": subsets,
+            "average_f1": sum(r["f1"] for r in subsets.values()) / len(subsets)}
+
+
 def run_processbench(out: Path, *, data_root: Path, scores: Path | None = None, scorer: Scorer | None = None,
                      threshold: float | None = None, critic=None, limit: int | None = None) -> dict:
     """Score ProcessBench from a scores file, a Scorer, or a generative critic; write DIR/results.*.
@@ -153,9 +164,7 @@ def run_processbench(out: Path, *, data_root: Path, scores: Path | None = None, 
             raise ValueError("--limit applies to --model and --critic runs; a scores file is evaluated whole")
         data = {subset: rows[:limit] for subset, rows in data.items()}
     if critic is not None:
-        from .critic import evaluate_processbench_critic
-
-        res = evaluate_processbench_critic(critic, data)
+        res = evaluate_critic(critic_predictions(critic, data), data)
         source = f"generative critic {type(critic).__name__}"
     else:
         step_scores, source = resolve_scores(processbench_items(data), scores=scores, scorer=scorer)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rewardflow.atomic import write_json
+from ...atomic import write_json
 
 TASK, TASK_KWARGS = "chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
 SFT_OFFSET = 5_000_000  # training problems from here on (pipeline.py's SFT stream); eval is GymSource's eval split
@@ -36,10 +36,10 @@ SFT_BATCH, SFT_LR, SFT_WARMUP = 32, 3e-3, 20  # the quickstart SFT recipe (confi
 
 def train_policy(name: str, source, out: Path, *, sft_steps: int, seed: int, bar):
     """Tiny model + SFT warm-start on worked solutions, as pipeline.run_pipeline builds it; cached in OUT/name."""
-    from rewardflow.data import worked_solution
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from rewardflow.train.sft import run_sft
+    from ...data import worked_solution
+    from ...policy.hf import HFPolicy
+    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from ...train.sft import run_sft
 
     done = out / name / "DONE"
     if done.exists() and json.loads(done.read_text()) == {"sft_steps": sft_steps, "seed": seed, "size": list(SIZES[name])}:
@@ -68,8 +68,8 @@ class ChainStepOracle:
     0.0; the outcome is 1.0 when the whole solution is the worked solution. No model: 0 FLOPs."""
 
     def score(self, problems, solutions):
-        from rewardflow.data import worked_solution
-        from rewardflow.rewards import StepScores
+        from ...data import worked_solution
+        from ...rewards import StepScores
 
         out = []
         for problem, steps in zip(problems, solutions):
@@ -84,19 +84,19 @@ class ChainStepOracle:
 
 def load_bench_scorer(spec: str):
     """`step-oracle` (ChainStepOracle), else rewards.load_scorer (verifier or a saved reward-model directory)."""
-    from rewardflow.rewards import load_scorer
+    from ...rewards import load_scorer
 
     return ChainStepOracle() if spec == "step-oracle" else load_scorer(spec)
 
 
 def bench_scorer_label(spec: str) -> str:
-    from rewardflow.search.cli import scorer_label
+    from ..search_cli import scorer_label
 
     return "step-oracle (ORACLE PRM: each step checked against the worked solution)" if spec == "step-oracle" else scorer_label(spec)
 
 
 def base_config(seed: int, delta: float = 0.7):
-    from rewardflow.search import SearchConfig
+    from ...search import SearchConfig
 
     # 3-term chains: two "a op b = c" lines and "Answer: c" -> 3 steps; 5 leaves room for a rambling model
     return SearchConfig(beam_width=4, max_steps=5, max_step_tokens=16, max_new_tokens=48, temperature=1.0, delta=delta,
@@ -160,10 +160,10 @@ def _point(name: str, n: int, summary: dict, seconds: float) -> dict:
 
 def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int = 500, scorer_spec: str = "verifier",
               strategies: list[str] | None = None, seed: int = 0, delta: float = 0.7, show_progress: bool = True) -> dict:
-    from rewardflow.data import GymSource
-    from rewardflow.progress import progress_bars
-    from rewardflow.search import STRATEGIES, USES_SCORER, plot_accuracy_vs_flops, summarize
-    from rewardflow.verify import Verifier
+    from ...data import GymSource
+    from ...progress import progress_bars
+    from ...search import STRATEGIES, USES_SCORER, plot_accuracy_vs_flops, summarize
+    from ...verify import Verifier
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,7 @@ def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int 
 
 
 def run_from_args(args) -> int:
-    from rewardflow.progress import console
+    from ...progress import console
 
     res = run_bench(Path(args.out), problems=args.problems, max_n=args.max_n, sft_steps=args.sft_steps, scorer_spec=args.scorer,
                     strategies=args.strategies.split(",") if args.strategies else None, seed=args.seed, delta=args.delta,
@@ -238,7 +238,7 @@ def run_from_args(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rewardflow.search.cli import register_bench
+    from ..search_cli import register_bench
 
     parser = argparse.ArgumentParser(prog="python bench/search.py")
     register_bench(parser.add_subparsers(dest="verb", required=True))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import write_text
-from ..config import to_dict
+from ...atomic import write_text
+from ..config_loader import to_dict
 
 # The bench's policy: the quickstart model with 2 of its 4 layers (see BENCH_HELP in train/cli.py for why).
 BENCH_MODEL = ["model.layers=2"]
@@ -49,11 +49,11 @@ def _spread(xs: list[float]) -> dict:
 
 def make_sft(cfg, out: Path, *, progress=None) -> Path:
     """The shared starting point: the quickstart's tiny model and SFT warm-start, built once into out/sft."""
-    from ..data import worked_solution
+    from ...data import worked_solution
     from ..pipeline import SFT_OFFSET, _is_direct, make_source
-    from ..policy.hf import HFPolicy
-    from ..policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from .sft import run_sft
+    from ...policy.hf import HFPolicy
+    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from ...train.sft import run_sft
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
@@ -90,11 +90,11 @@ def problem_set_id(problems) -> str:
 
 
 def run_one(cfg, sft_dir: Path, run_dir: Path, source, eval_problems, *, n_eval: int, progress=None) -> dict:
-    from ..eval.runner import evaluate_policy
-    from ..policy.hf import HFPolicy
-    from ..rewards.verifier import VerifierScorer
-    from .metrics import MetricsLog
-    from .rl import train_rl
+    from ...eval.runner import evaluate_policy
+    from ...policy.hf import HFPolicy
+    from ...rewards.verifier import VerifierScorer
+    from ...train.metrics import MetricsLog
+    from ...train.rl import train_rl
 
     torch.manual_seed(cfg.trainer.seed)
     policy = HFPolicy.from_pretrained(sft_dir)
@@ -117,7 +117,7 @@ def paired_delta(evals: list[dict], base: dict) -> dict | None:
     """pass@1 change from `base` problem by problem (the same held-out problems): d_j = mean over runs of
     pass@1_j minus base pass@1_j, with its 95% interval over problems. Far tighter than comparing two unpaired
     intervals, because problem difficulty cancels."""
-    from ..eval.metrics import mean_ci
+    from ...eval.metrics import mean_ci
 
     if "pass@1_per_problem" not in base or any("pass@1_per_problem" not in e for e in evals):
         return None
@@ -131,8 +131,8 @@ def _job(overrides: list[str], data_seed: int, sft_dir: str, run_dir: str, n_eva
     an interrupted bench skips finished runs on restart and never reuses one made with other settings.
     The data source is the bench's (`data_seed`), not the run's: seeds vary sampling, never which problems a run
     trains on or is evaluated on (the SFT start is evaluated on the same problems)."""
-    from ..atomic import write_json
-    from ..config import load_config
+    from ...atomic import write_json
+    from ..config_loader import load_config
     from ..pipeline import make_source
 
     run_dir_p = Path(run_dir)
@@ -163,13 +163,13 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from ..atomic import write_json
-    from ..config import load_config
-    from ..eval.runner import evaluate_policy
+    from ...atomic import write_json
+    from ..config_loader import load_config
+    from ...eval.runner import evaluate_policy
     from ..pipeline import make_source
-    from ..policy.hf import HFPolicy
-    from ..progress import progress_bars
-    from ..verify import Verifier
+    from ...policy.hf import HFPolicy
+    from ...progress import progress_bars
+    from ...verify import Verifier
 
     unknown = [a for a in algos if a not in BENCH_ALGOS]
     if unknown:
@@ -241,7 +241,7 @@ def plot_curves(result: dict, path: Path, window: int = 10) -> Path:
     """Left: training reward (fraction correct) per RL step, mean over seeds and a `window`-step moving average
     (every algorithm sees the same prompts at a step, so the raw curves share their step-to-step noise). Right:
     held-out pass@1 per algorithm, each seed a dot, against the SFT start."""
-    from ..eval.report import _plt
+    from ...eval.report import _plt
 
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})

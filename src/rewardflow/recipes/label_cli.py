@@ -86,7 +86,7 @@ def _label(args) -> int:
     from ..policy.hf import HFPolicy
     from ..progress import console, progress_bars
     from ..verify import Verifier
-    from .label import LabelConfig, label_solutions, sample_solutions
+    from ..rewards.label import LabelConfig, label_solutions, sample_solutions
 
     for name in ("problems", "samples", "rollouts", "chunk"):
         if getattr(args, name) < 1:
@@ -129,13 +129,6 @@ def register_bench(bench_sub) -> None:
 
 
 def _bench_rm(args) -> int:
-    import importlib.util
+    from .bench.rm import run_from_args
 
-    # bench/ is a folder of scripts next to src/, not part of the installed package
-    path = Path(__file__).resolve().parents[3] / "bench" / "rm.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: `bench rm` runs from a source checkout (bench/rm.py)")
-    spec = importlib.util.spec_from_file_location("rewardflow_bench_rm", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_from_args(args)
+    return run_from_args(args)

@@ -16,20 +16,21 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_json
-from .config import Config, ConfigError, to_dict
-from .data import GymSource, load_jsonl, worked_solution
-from .data.jsonl import ListSource
-from .dist.ddp import device_for_rank, init_distributed
-from .eval.report import plot_pass_at_k, plot_rl_curves, write_html
-from .eval.runner import evaluate_policy
-from .policy.hf import HFPolicy
-from .policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from .progress import progress_bars
-from .rewards.verifier import VerifierScorer
-from .train.metrics import MetricsLog
-from .train.rl import train_rl
-from .train.sft import run_sft
+from ..atomic import write_json
+from ..config import Config
+from .config_loader import ConfigError, to_dict
+from ..data import GymSource, load_jsonl, worked_solution
+from ..data.jsonl import ListSource
+from ..distributed.ddp import device_for_rank, init_distributed
+from ..eval.report import plot_pass_at_k, plot_rl_curves, write_html
+from ..eval.runner import evaluate_policy
+from ..policy.hf import HFPolicy
+from ..policy.tiny import TinyModelConfig, make_tiny_checkpoint
+from ..progress import progress_bars
+from ..rewards.verifier import VerifierScorer
+from ..train.metrics import MetricsLog
+from ..train.rl import train_rl
+from ..train.sft import run_sft
 
 SFT_OFFSET = 5_000_000  # SFT reads the training stream from here, RL from 0: no problem is used twice
 
@@ -177,7 +178,7 @@ def _is_direct(index: int, frac: float) -> bool:
 
 
 def _resume_step(out: Path) -> int | None:
-    from .train.checkpoint import latest_checkpoint
+    from ..train.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(out / "rl")
     return int(ckpt.name.split("_")[-1]) if ckpt else None

@@ -9,8 +9,8 @@ import statistics
 
 import torch
 
-from rewardflow.atomic import write_json
-from rewardflow.dist.flops import matmul_peak_gflops, throughput_mfu
+from ...atomic import write_json
+from ...eval.flops import matmul_peak_gflops, throughput_mfu
 
 __all__ = ["machine_note", "measure_peak", "with_mfu", "peak_rss_mb", "step_stats", "write_json", "profile_summary", "throughput_mfu"]
 

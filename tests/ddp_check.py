@@ -1,7 +1,7 @@
 """A self-check of data-parallel training, runnable under torchrun:
 
-    torchrun --nproc_per_node 2 -m rewardflow.dist.ddp_check --out /tmp/ddp.pt
-    python -m rewardflow.dist.ddp_check --out /tmp/single.pt          # the same global batch on 1 process
+    torchrun --nproc_per_node 2 tests/ddp_check.py --out /tmp/ddp.pt
+    python tests/ddp_check.py --out /tmp/single.pt          # the same global batch on 1 process
 
 Each run builds the same tiny seeded model and the same global batch (8 sequences, prompts and
 completions of different lengths), takes one RL step (clipped policy loss, GRPO-style advantages,
@@ -22,8 +22,8 @@ import torch
 
 
 def build(seed: int = 0, max_positions: int = 64):
-    from ..policy.hf import HFPolicy
-    from ..policy.tiny import TinyModelConfig, build_tokenizer, build_tiny_model
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.policy.tiny import TinyModelConfig, build_tokenizer, build_tiny_model
 
     tok = build_tokenizer(None)
     cfg = TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=max_positions, seed=seed)
@@ -47,9 +47,9 @@ def global_batch(policy, n: int = 8, seed: int = 0):
 
 def run(micro_batch_size: int = 2, seed: int = 0) -> dict:
     """One RL step then one SFT step on this rank's shard; returns losses and the final weights (rank 0's)."""
-    from ..algos import POLICY_LOSSES
-    from ..policy.base import SamplingParams
-    from .ddp import broadcast_parameters, data_parallel_step, generate_sharded, rl_loss_of_rows, sft_loss_of_rows
+    from rewardflow.algos import POLICY_LOSSES
+    from rewardflow.policy.base import SamplingParams
+    from rewardflow.distributed.ddp import broadcast_parameters, data_parallel_step, generate_sharded, rl_loss_of_rows, sft_loss_of_rows
 
     policy = build(seed)
     broadcast_parameters(policy.model)
@@ -81,7 +81,7 @@ class DigitScorer:
     gives groups with mixed verdicts, hence non-zero advantages, without training first."""
 
     def score_texts(self, problems: list, texts: list[str]):
-        from ..verify.verifier import VerifyResult
+        from rewardflow.verify.verifier import VerifyResult
 
         return [VerifyResult(any(ch.isdigit() for ch in t), None, "ok") for t in texts]
 
@@ -91,11 +91,11 @@ def run_loop(run_dir, overrides: list[str] | None = None, seed: int = 1) -> dict
     the final weights (other ranks return their weights and no metrics)."""
     from pathlib import Path
 
-    from ..config import load_config
-    from ..data import GymSource
-    from ..train.metrics import MetricsLog
-    from ..train.rl import train_rl
-    from .ddp import rank_world
+    from rewardflow.recipes.config_loader import load_config
+    from rewardflow.data import GymSource
+    from rewardflow.train.metrics import MetricsLog
+    from rewardflow.train.rl import train_rl
+    from rewardflow.distributed.ddp import rank_world
 
     cfg = load_config(overrides=LOOP_OVERRIDES + list(overrides or []))
     policy, ref = build(seed, max_positions=128), build(seed, max_positions=128)
@@ -118,7 +118,7 @@ def loop_differences(a: dict, b: dict) -> tuple[dict, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .ddp import init_distributed, rank_world
+    from rewardflow.distributed.ddp import init_distributed, rank_world
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="where rank 0 saves {losses, grad norms, state_dict} (torch.save)")

@@ -20,7 +20,6 @@ thread count. One extra, untimed rewardflow step runs under the torch profiler; 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -31,14 +30,7 @@ from pathlib import Path
 
 import torch
 
-_HERE = Path(__file__).resolve().parent
-# This file is named trl.py: with its folder on sys.path, `import trl` would import it instead of the library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-_spec = importlib.util.spec_from_file_location("rewardflow_bench_common", _HERE / "common.py")
-_common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_common)
-machine_note, measure_peak, peak_rss_mb, profile_summary = _common.machine_note, _common.measure_peak, _common.peak_rss_mb, _common.profile_summary
-step_stats, throughput_mfu, write_json = _common.step_stats, _common.throughput_mfu, _common.write_json
+from .common import machine_note, measure_peak, peak_rss_mb, profile_summary, step_stats, throughput_mfu, write_json
 
 SIZES = {  # name: (hidden, layers, heads, intermediate, prompts per step B, sft steps, sft lr)
     "1m": (128, 4, 4, 512, 16, 300, 3e-3),
@@ -49,17 +41,17 @@ SFT_OFFSET = 5_000_000  # as pipeline.py: SFT reads the training stream from her
 
 
 def _source(seed: int):
-    from rewardflow.data import GymSource
+    from ...data import GymSource
 
     return GymSource("chain_sum", seed=seed, eval_size=50, **TASK_KWARGS)
 
 
 def prepare_model(out: Path, size: str, seed: int) -> Path:
     """Tiny model + BPE tokenizer learned from training prompts, warm-started by SFT (cached in out/init_<size>)."""
-    from rewardflow.data import worked_solution
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from rewardflow.train.sft import run_sft
+    from ...data import worked_solution
+    from ...policy.hf import HFPolicy
+    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from ...train.sft import run_sft
 
     path = out / f"init_{size}"
     if (path / "DONE").exists():
@@ -88,11 +80,11 @@ def prepare_model(out: Path, size: str, seed: int) -> Path:
 
 
 def run_rewardflow(a) -> dict:
-    from rewardflow.config import Config
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.rewards.verifier import VerifierScorer
-    from rewardflow.train.optim import make_optimizer
-    from rewardflow.train.rl import collect_rollout, optimise, step_seed
+    from ...config import Config
+    from ...policy.hf import HFPolicy
+    from ...rewards.verifier import VerifierScorer
+    from ...train.optim import make_optimizer
+    from ...train.rl import collect_rollout, optimise, step_seed
 
     policy = HFPolicy.from_pretrained(a.model)
     cfg = Config()
@@ -133,8 +125,8 @@ def run_trl(a) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.rewards.verifier import VerifierScorer
+    from ...policy.hf import HFPolicy
+    from ...rewards.verifier import VerifierScorer
 
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
@@ -257,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["rewardflow", "trl"] if rep % 2 == 0 else ["trl", "rewardflow"]
             for fw in order:
                 res_path = out / f"run_{size}_{fw}_{rep}.json"
-                cmd = [sys.executable, __file__, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
+                cmd = [sys.executable, "-m", __name__, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
                        "--prompts", str(B), "--group", str(a.group), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
                        "--threads", str(a.threads), "--seed", str(a.seed)] + (["--profile"] if fw == "rewardflow" and rep == 0 else [])
                 t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def _add_common(p, default_out: str) -> None:
 
 
 def _load(args):
-    from ..config import load_config
+    from .config_loader import load_config
 
     return load_config(args.config, [f"trainer.seed={args.seed}"] + list(args.overrides))
 
@@ -79,7 +79,7 @@ def _oreo(args) -> int:
 
 
 def _bench_algos(args) -> int:
-    from .compare import BENCH_ALGOS, BENCH_MODEL, run_bench, table
+    from .bench.algos import BENCH_ALGOS, BENCH_MODEL, run_bench, table
 
     algos = args.algos.split(",") if args.algos else list(BENCH_ALGOS)
     overrides = BENCH_MODEL + [f"trainer.steps={args.steps}"] + list(args.overrides)

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from rewardflow.atomic import write_json
+from ...atomic import write_json
 
 
 # ---------------------------------------------------------------- selection metrics (pure)
@@ -65,11 +65,11 @@ SIZES = {  # tiny-model shapes: the quickstart model (1.07M params) and a smalle
 
 def warm_started_policy(cfg, out: Path, bar):
     """Tiny model + SFT on worked solutions, the same recipe and data as pipeline.run_pipeline; cached."""
-    from rewardflow.data import worked_solution
-    from rewardflow.pipeline import SFT_OFFSET, _is_direct, make_source
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from rewardflow.train.sft import run_sft
+    from ...data import worked_solution
+    from ..pipeline import SFT_OFFSET, _is_direct, make_source
+    from ...policy.hf import HFPolicy
+    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
+    from ...train.sft import run_sft
 
     source = make_source(cfg)
     sft_dir = out / "sft"
@@ -98,7 +98,7 @@ def warm_started_policy(cfg, out: Path, bar):
 
 def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, seed: int, out: Path, bar) -> list[dict]:
     """n samples per held-out problem with their steps, answers and verdicts; cached in candidates.json."""
-    from rewardflow.policy.base import SamplingParams
+    from ...policy.base import SamplingParams
 
     path = out / "candidates.json"
     if path.exists():
@@ -129,7 +129,7 @@ def _same_settings(path: Path, stamp: str) -> None:
 
 def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n: int) -> dict:
     """pass@1, pass@n, maj@n and, per scorer name, best-of-n and RM-weighted voting; each with its n and 95% CI."""
-    from rewardflow.eval.metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
+    from ...eval.metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
 
     def prop(values: list[float]) -> dict:
         p, lo, hi = wilson_ci(sum(values), len(values))
@@ -148,11 +148,11 @@ def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n
 
 def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str = "quickstart", train_problems: int = 256, samples: int = 4,
               rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
-    from rewardflow.config import load_config
-    from rewardflow.progress import progress_bars
-    from rewardflow.rewards import AGGREGATIONS, aggregate
-    from rewardflow.rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
-    from rewardflow.verify import Verifier
+    from ..config_loader import load_config
+    from ...progress import progress_bars
+    from ...rewards import AGGREGATIONS, aggregate
+    from ...rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
+    from ...verify import Verifier
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,8 +247,8 @@ def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> 
 def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4):
     """An ORM on the samples' correctness (pointwise cross-entropy) and a PRM on their step labels, both on the
     SFT policy's backbone with a fresh scalar head (train/rm.py); cached in OUT/orm and OUT/prm."""
-    from rewardflow.rewards.models import RewardModel
-    from rewardflow.train.rm import RMTrainConfig, steps_total, train_reward_model
+    from ...rewards.models import RewardModel
+    from ...train.rm import RMTrainConfig, steps_total, train_reward_model
 
     models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed})
     for kind in ("orm", "prm"):
@@ -267,8 +267,8 @@ def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int,
 def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 1e-4, beta: float = 0.05):
     """The implicit PRM (Yuan et al. 2024) on the same samples' outcome labels only: r = beta log pi/pi_ref from the SFT
     policy (rewards/implicit.py); cached in OUT/implicit."""
-    from rewardflow.rewards.implicit import ImplicitPRM
-    from rewardflow.train.rm import train_implicit_prm
+    from ...rewards.implicit import ImplicitPRM
+    from ...train.rm import train_implicit_prm
 
     path, stamp = out / "implicit", json.dumps({"epochs": epochs, "lr": lr, "beta": beta, "rows": len(rows), "seed": seed})
     if (path / "scorer.json").exists():
@@ -284,7 +284,7 @@ def run_from_args(args) -> int:
     res = run_bench(Path(args.out), seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
                     samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs, rm_lr=args.rm_lr,
                     eval_problems=args.eval_problems, n=args.n, show_progress=not args.quiet)
-    from rewardflow.progress import console
+    from ...progress import console
 
     console.print(json.dumps({k: round(v["value"], 3) for k, v in res["metrics"].items()}, indent=2))
     console.print(f"wrote {Path(args.out) / 'rm.json'}")
@@ -292,7 +292,7 @@ def run_from_args(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rewardflow.rewards.label_cli import register_bench
+    from ..label_cli import register_bench
 
     p = argparse.ArgumentParser(prog="python bench/rm.py")
     sub = p.add_subparsers(dest="bench", required=True)

@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output JSON")
     args = ap.parse_args(argv)
 
-    from rewardflow.atomic import write_json
-    from rewardflow.data import GymSource, split_steps
-    from rewardflow.policy.base import SamplingParams
-    from rewardflow.policy.hf import HFPolicy
-    from rewardflow.rewards import load_scorer
+    from ...atomic import write_json
+    from ...data import GymSource, split_steps
+    from ...policy.base import SamplingParams
+    from ...policy.hf import HFPolicy
+    from ...rewards import load_scorer
 
     problems = GymSource("chain_sum", seed=0, eval_size=50, min_terms=3, max_terms=3, min_digits=1, max_digits=1).eval_problems[: args.problems]
     prm, result = load_scorer(args.prm), {"prm": args.prm, "problems": len(problems), "policies": {}}

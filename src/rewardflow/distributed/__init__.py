@@ -2,7 +2,7 @@
 training, and the FLOPs/MFU accounting the benchmarks report. Ray is imported only when a fleet starts."""
 from .ddp import (ShardedGeneration, allreduce_gradients, allreduce_stats, broadcast_parameters, data_parallel_step, generate_sharded,
                   init_distributed, rank_world, rl_loss_of_rows, sft_loss_of_rows, shard_rows)
-from .flops import attention_flops, matmul_peak_gflops, mfu, model_flops, throughput_mfu
+from ..eval.flops import attention_flops, matmul_peak_gflops, mfu, model_flops, throughput_mfu
 from .ray_rollout import RayRollouts, RolloutWorker, split_evenly
 
 __all__ = [

@@ -4,11 +4,12 @@ register_bench in its cli module), so this file only lists the rooms."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
+
+from . import bench_cli, label_cli, rm_cli, search_cli, train_cli
 
 EPILOG = """examples:
   rewardflow quickstart --out runs/quickstart         # tiny model: SFT -> eval -> GRPO -> eval -> report
@@ -19,18 +20,18 @@ EPILOG = """examples:
   rewardflow bench search --out runs/bench_search    # every strategy, N = 1..64, accuracy vs FLOPs
 """
 
-# Rooms that add verbs: module -> the register functions it defines (top-level `sub`, `rm` and `bench`).
+# Recipe modules that add verbs: module -> the register functions it defines (top-level `sub`, `rm` and `bench`).
 VERB_MODULES = {
-    "train.cli": ("register", "register_bench"),
-    "search.cli": ("register", "register_bench"),
-    "rewards.label_cli": ("register_rm", "register_bench"),
-    "rewards.cli": ("register_rm",),
-    "dist.cli": ("register_bench",),
+    train_cli: ("register", "register_bench"),
+    search_cli: ("register", "register_bench"),
+    label_cli: ("register_rm", "register_bench"),
+    rm_cli: ("register_rm",),
+    bench_cli: ("register_bench",),
 }
 
 
 def _quickstart(args) -> int:
-    from .config import load_config
+    from .config_loader import load_config
     from .pipeline import run_pipeline
 
     overrides = [f"trainer.seed={args.seed}"] + list(args.overrides)
@@ -44,7 +45,7 @@ def _quickstart(args) -> int:
 def _print_summary(results: dict, out: Path) -> None:
     from rich.table import Table
 
-    from .progress import console
+    from ..progress import console
 
     table = Table(title=f"{results['algo']} on {results['task']} ({results['model']['params']:,} params, {results['wall_seconds']:.0f} s)")
     table.add_column("metric")
@@ -58,11 +59,11 @@ def _print_summary(results: dict, out: Path) -> None:
 
 
 def _eval(args) -> int:
-    from .data import GymSource, load_jsonl
-    from .eval.runner import evaluate_policy
-    from .policy.hf import HFPolicy
-    from .progress import progress_bars
-    from .verify import Verifier
+    from ..data import GymSource, load_jsonl
+    from ..eval.runner import evaluate_policy
+    from ..policy.hf import HFPolicy
+    from ..progress import progress_bars
+    from ..verify import Verifier
 
     if args.data.endswith(".jsonl"):
         problems = load_jsonl(args.data, limit=args.limit)
@@ -84,15 +85,15 @@ def _eval(args) -> int:
 
 
 def _rm_eval(args) -> int:
-    from .eval.rm import run_rm_eval
-    from .rewards import load_scorer
+    from ..eval.rm import run_rm_eval
+    from ..rewards import load_scorer
 
     if sum(x is not None for x in (args.scores, args.model, args.critic)) > 1:
         raise ValueError("give at most one of --scores, --model and --critic")
     scorer = load_scorer(args.model) if args.model else None
     critic = None
     if args.critic:
-        from .policy.hf import HFPolicy
+        from ..policy.hf import HFPolicy
 
         critic = HFPolicy.from_pretrained(args.critic)
     res = run_rm_eval(args.bench, Path(args.out), scores=Path(args.scores) if args.scores else None, threshold=args.threshold,
@@ -154,15 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_verb", required=True)
     targets = {"register": sub, "register_rm": rm_sub, "register_bench": bench_sub}
     for module, functions in VERB_MODULES.items():
-        mod = importlib.import_module(f".{module}", __package__)
         for fn in functions:
-            getattr(mod, fn)(targets[fn])
+            getattr(module, fn)(targets[fn])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .data import DataError
+    from .config_loader import ConfigError
+    from ..data import DataError
 
     args = build_parser().parse_args(argv)
     try:

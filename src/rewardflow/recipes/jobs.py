@@ -8,13 +8,15 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, ConfigError, to_dict
+from ..config import Config
+
+from .config_loader import ConfigError, to_dict
 
 
 def _start(cfg: Config, out: Path, verb: str):
-    from ..pipeline import make_source
+    from .pipeline import make_source
     from ..policy.hf import HFPolicy
-    from .metrics import MetricsLog
+    from ..train.metrics import MetricsLog
 
     if not cfg.model.path:
         raise ConfigError(f"{verb} starts from a trained policy: set model.path (e.g. model.path=runs/quickstart/sft)")
@@ -48,7 +50,7 @@ def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dic
     """Offline DPO-family on preference.pairs, or (pairs unset) online iterative DPO scored by preference.scorer."""
     from ..progress import progress_bars
     from ..rewards import load_scorer
-    from .preference import load_pairs, online_iterative_dpo, train_pairs
+    from ..train.preference import load_pairs, online_iterative_dpo, train_pairs
 
     t0, out = time.perf_counter(), Path(out)
     pc = cfg.preference
@@ -75,7 +77,7 @@ def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
     verify them, train OREO, save the policy (out/policy) and the value model (out/value)."""
     from ..progress import progress_bars
     from ..rewards.verifier import VerifierScorer
-    from .offline import sample_trajectories, save_value, train_oreo
+    from ..train.offline import sample_trajectories, save_value, train_oreo
 
     t0, out = time.perf_counter(), Path(out)
     oc = cfg.offline

@@ -46,7 +46,7 @@ examples:
 
 def _parse_sets(pairs: list[str]) -> dict:
     """--set KEY=VALUE pairs -> SearchConfig overrides, typed by the field's default; unknown keys are errors."""
-    from .base import SearchConfig
+    from ..search.base import SearchConfig
 
     known = {f.name: f for f in dataclasses.fields(SearchConfig)}
     out = {}
@@ -65,7 +65,7 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def config_from_args(args):
-    from .base import SearchConfig
+    from ..search.base import SearchConfig
 
     kw = dict(n=args.n, beam_width=args.beam_width, max_steps=args.max_steps, max_step_tokens=args.max_step_tokens,
               max_new_tokens=args.max_new_tokens, temperature=args.temperature, aggregation=args.aggregation,
@@ -98,8 +98,8 @@ def _search(args) -> int:
     from ..progress import console, progress_bars
     from ..rewards import load_scorer
     from ..verify import Verifier
-    from .registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
-    from .summary import plot_compute, summarize
+    from ..search.registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
+    from ..search.summary import plot_compute, summarize
 
     get_strategy(args.strategy)  # an unknown name fails before any model loads
     if args.strategy in NEEDS_DRAFT and not args.draft:
@@ -133,7 +133,7 @@ def _search(args) -> int:
 
 def register(sub) -> None:
     """Adds `search` to the top-level subparsers."""
-    from .base import SELECTIONS, SearchConfig
+    from ..search.base import SELECTIONS, SearchConfig
 
     d = SearchConfig()
     p = sub.add_parser("search", help="Test-time search (best-of-N, beam, MCTS, REBASE, speculative, particle, ...) with compute accounting.",
@@ -182,13 +182,6 @@ def register_bench(bench_sub) -> None:
 
 
 def _bench_search(args) -> int:
-    import importlib.util
+    from .bench.search import run_from_args
 
-    # bench/ is a folder of scripts next to src/, not part of the installed package
-    path = Path(__file__).resolve().parents[3] / "bench" / "search.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: `bench search` runs from a source checkout (bench/search.py)")
-    spec = importlib.util.spec_from_file_location("rewardflow_bench_search", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_from_args(args)
+    return run_from_args(args)

@@ -113,7 +113,7 @@ def _score(args) -> int:
     from ..data.jsonl import read_rows
     from ..data.problem import Problem
     from ..progress import console, progress_bars
-    from .registry import load_scorer
+    from ..rewards.registry import load_scorer
 
     def parse(r: dict):
         prompt = r.get("prompt") or r.get("problem") or r["question"]

@@ -13,7 +13,6 @@ largest batch says what the time goes to.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import tempfile
 import time
@@ -21,13 +20,11 @@ from pathlib import Path
 
 import torch
 
-from rewardflow.policy.base import SamplingParams
-from rewardflow.policy.hf import HFPolicy
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+from ...policy.base import SamplingParams
+from ...policy.hf import HFPolicy
+from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
 
-_spec = importlib.util.spec_from_file_location("rewardflow_bench_common", Path(__file__).resolve().parent / "common.py")
-common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from . import common
 
 
 def _ours(policy, prompts, n, greedy, max_new, fast=True):

@@ -1,35 +1,20 @@
-"""`rewardflow bench trl | sampler | mfu`: the speed benchmarks. The lead wires `register_bench(bench_sub)` into
-cli.py. The benchmark scripts live in the repository's bench/ folder (a source checkout, as `make` sets up)."""
+"""`rewardflow bench trl | sampler | mfu`: the speed benchmarks (their code: recipes/bench/)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
-
-
 def _run_script(name: str, argv: list[str]) -> int:
-    import runpy
+    """The speed benchmarks keep their own argument parsers (they also run as `python -m`); hand them the arguments."""
+    from importlib import import_module
 
-    script = BENCH_DIR / f"{name}.py"
-    if not script.exists():
-        print(f"error: {script} not found: `rewardflow bench {name}` runs from a source checkout (pip install -e .)", file=sys.stderr)
-        return 2
-    saved = sys.argv
-    sys.argv = [str(script), *argv]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as e:  # the scripts end with `raise SystemExit(main())`
-        return int(e.code or 0)
-    finally:
-        sys.argv = saved
-    return 0
+    return import_module(f".bench.{name}", __package__).main(argv)
 
 
 def _trl(args) -> int:
     argv = ["--out", args.out, "--sizes", args.sizes, "--reps", str(args.reps), "--steps", str(args.steps), "--threads", str(args.threads)]
-    return _run_script("trl", argv)
+    return _run_script("vs_trl", argv)
 
 
 def _sampler(args) -> int:
@@ -43,7 +28,7 @@ def _mfu(args) -> int:
 
     import torch
 
-    from .flops import matmul_peak_gflops
+    from ..eval.flops import matmul_peak_gflops
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     print(json.dumps(matmul_peak_gflops(reps=args.reps), indent=2))
