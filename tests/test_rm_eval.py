@@ -3,9 +3,9 @@ import pytest
 
 from rewardflow.eval.rm import (best_threshold, critic_prompt, evaluate_prmbench, evaluate_processbench,
                                 critic_predictions, evaluate_critic, first_error_step, one_vs_many, pairwise_accuracy, pairwise_metrics,
-                                parse_critic_index, pass_at_k, prm_score, processbench_f1, reduce_scores,
+                                parse_critic_index, pass_at_k, prm_score, processbench_f1,
                                 rewardmath_metrics, selection_metrics, step_confusion)
-from rewardflow.rewards.base import StepScores
+from rewardflow.rewards.base import StepScores, aggregate
 
 TOL = dict(abs=1e-12)
 
@@ -78,14 +78,19 @@ def test_pairwise_accuracy_ties_count_zero():
     assert pairwise_accuracy([1.0, 0.5, 0.3], [0.5, 0.5, 0.4]) == pytest.approx(1 / 3, **TOL)
 
 
-def test_reduce_scores_aggregations():
+def test_aggregate_serves_every_step_reduction():
+    """rewards.base.aggregate is the one reduction of step scores (RL rewards, search and these benchmarks)."""
     s = StepScores([0.5, 0.8, 0.2], outcome=7.0)
-    assert [reduce_scores(s, h) for h in ("min", "prod", "last", "outcome")] == [0.2, pytest.approx(0.08, **TOL), 0.2, 7.0]
-    assert reduce_scores(s, "mean") == pytest.approx(0.5, **TOL)
-    assert reduce_scores(s, "geo_mean") == pytest.approx(0.08 ** (1 / 3), **TOL)  # 0.430887
-    assert reduce_scores(StepScores([], outcome=3.0), "min") == 3.0  # outcome-only rows keep their outcome
+    # min 0.2; prod 0.5 * 0.8 * 0.2 = 0.08; last 0.2; outcome 7.0 (the steps are ignored)
+    assert [aggregate(s, h) for h in ("min", "prod", "last", "outcome")] == [0.2, pytest.approx(0.08, **TOL), 0.2, 7.0]
+    assert aggregate(s, "mean") == pytest.approx(0.5, **TOL)  # (0.5 + 0.8 + 0.2) / 3
+    assert aggregate(s, "geo_mean") == pytest.approx(0.08 ** (1 / 3), **TOL)  # 0.430887
+    assert aggregate(StepScores([0.5, 0.0], outcome=1.0), "geo_mean") == 0.0  # a zero step: log undefined, the mean is 0
+    assert aggregate(StepScores([], outcome=3.0), "min") == 3.0  # outcome-only rows keep their outcome
     with pytest.raises(ValueError, match="valid: outcome, min"):
-        reduce_scores(s, "median")
+        aggregate(s, "median")
+    with pytest.raises(ValueError, match="median"):  # a typo is an error even on a row without steps
+        aggregate(StepScores([], outcome=3.0), "median")
 
 
 def test_rewardmath_ties_rank_the_correct_solution_last():

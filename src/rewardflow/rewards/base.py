@@ -29,24 +29,32 @@ def forward_flops(params: int, attention_mask) -> float:
     return 2.0 * params * float(attention_mask.sum())
 
 
-def _prod(xs: list[float]) -> float:
-    return math.prod(xs)
+def _geo_mean(xs: list[float]) -> float:
+    # Geometric mean of step probabilities: the second PRM reduction reported by RewardMATH (Kim et al. 2024,
+    # Table 2 "geo mean"); 0 when any step scores <= 0, where the logarithm is undefined.
+    if any(x <= 0 for x in xs):
+        return 0.0
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
 # Reductions of per-step scores to one number (PRM literature: min and prod from Lightman et al. 2023 /
-# Wang et al. 2024 Math-Shepherd; last from Snell et al. 2024).
+# Wang et al. 2024 Math-Shepherd; last from Snell et al. 2024; geo_mean from Kim et al. 2024 RewardMATH).
+# The one table every consumer reads: RL rewards, search, benchmarks and reward-model evaluation.
 AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
     "min": min,
-    "prod": _prod,
+    "prod": math.prod,
     "last": lambda xs: xs[-1],
     "mean": lambda xs: sum(xs) / len(xs),
+    "geo_mean": _geo_mean,
 }
 
 
 def aggregate(scores: StepScores, how: str = "outcome") -> float:
-    """One number per solution: the outcome score, or a reduction of the step scores."""
+    """One number per solution: the outcome score, or `how` (an AGGREGATIONS key) over the step scores. A solution
+    without step scores (an outcome-only scorer, a scores-file row with only "outcome_score") keeps its outcome
+    whatever `how` says, so one aggregation serves PRMs and ORMs alike."""
+    if how != "outcome" and how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; valid: outcome, {', '.join(AGGREGATIONS)}")
     if how == "outcome" or not scores.steps:
         return scores.outcome
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; valid: outcome, {', '.join(AGGREGATIONS)}")
-    return AGGREGATIONS[how](scores.steps)
+    return AGGREGATIONS[how](list(scores.steps))

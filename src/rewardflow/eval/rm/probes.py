@@ -18,10 +18,9 @@ from itertools import combinations
 from typing import Callable, Hashable, Sequence
 
 from ...data.problem import Problem
-from ...rewards.base import Scorer
+from ...rewards.base import Scorer, aggregate
 from .report import write_report
 from .rewardbench import load_pairs, rewardbench_items
-from .scores_io import reduce_scores
 
 Perturbation = Callable[[Problem, list[str], random.Random], "tuple[Problem, list[str]] | None"]
 
@@ -88,7 +87,7 @@ def within_group_pairs(groups: Sequence[Hashable], keep: Sequence[bool]) -> list
 def probe_table(scorer: Scorer, problems: Sequence[Problem], solutions: Sequence[list[str]], *, how: str = "min",
                 seed: int = 0, perturbations: Sequence[str] = tuple(PERTURBATIONS)) -> list[dict]:
     """One row per perturbation; solutions[i] answers problems[i]; pairs are formed within a problem id."""
-    base = [reduce_scores(s, how) for s in scorer.score(list(problems), [list(s) for s in solutions])]
+    base = [aggregate(s, how) for s in scorer.score(list(problems), [list(s) for s in solutions])]
     groups = [p.id for p in problems]
     rows = []
     for name in perturbations:
@@ -98,7 +97,7 @@ def probe_table(scorer: Scorer, problems: Sequence[Problem], solutions: Sequence
         scored = scorer.score([changed[i][0] for i in idx], [changed[i][1] for i in idx]) if idx else []
         after = list(base)
         for i, s in zip(idx, scored):
-            after[i] = reduce_scores(s, how)
+            after[i] = aggregate(s, how)
         deltas = [after[i] - base[i] for i in idx]
         pairs = within_group_pairs(groups, [c is not None for c in changed])
         rows.append({"perturbation": name, "n": len(idx), "pairs": len(pairs),

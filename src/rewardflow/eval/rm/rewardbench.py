@@ -13,7 +13,8 @@ from typing import Sequence
 from ...data.problem import Problem
 from ...rewards.base import Scorer, StepScores
 from .report import save_bars, write_report
-from .scores_io import ScoreItem, reduce_scores, resolve_scores
+from ...rewards.base import aggregate
+from .scores_io import ScoreItem, resolve_scores
 
 PAPER = "Lambert et al. 2024, RewardBench (arXiv:2403.13787), subset math-prm"
 PAIRS_FILE = Path("rewardbench_math_prm") / "math_prm_pairs.jsonl"
@@ -58,8 +59,8 @@ def evaluate_rewardbench(pairs: list[dict], scores: dict[str, StepScores],
     """Pairwise accuracy per aggregation (outcome scores are used as they are when a row has no steps)."""
     out = {}
     for how in aggregations:
-        chosen = [reduce_scores(scores[f"{p['problem_id']}-chosen"], how) for p in pairs]
-        rejected = [reduce_scores(scores[f"{p['problem_id']}-rejected"], how) for p in pairs]
+        chosen = [aggregate(scores[f"{p['problem_id']}-chosen"], how) for p in pairs]
+        rejected = [aggregate(scores[f"{p['problem_id']}-rejected"], how) for p in pairs]
         out[how] = {"accuracy": pairwise_accuracy(chosen, rejected),
                     "ties": sum(c == r for c, r in zip(chosen, rejected)), "n_pairs": len(pairs)}
     return out

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ...data.problem import Problem
-from ...rewards.base import Scorer, StepScores
+from ...rewards.base import AGGREGATIONS, Scorer, StepScores, aggregate
 from .report import save_bars, write_report
-from .scores_io import STEP_AGGREGATIONS, ScoreItem, reduce_scores, resolve_scores
+from .scores_io import ScoreItem, resolve_scores
 
 PAPER = "Kim et al. 2024, RewardMATH (arXiv:2410.01729)"
 RESULTS_DIR = Path("rewardmath") / "results" / "RewardMATH"
@@ -77,7 +77,7 @@ def evaluate_results_file(path: Path) -> list[dict]:
     for how in (PRM_AGGREGATIONS + EXTRA_PRM_AGGREGATIONS if kind == "PRM" else ("score",)):
         correct, incorrect = [], []
         for r in rows:
-            vals = [STEP_AGGREGATIONS[how](s) if how != "score" else s for s in r["score"]]
+            vals = [AGGREGATIONS[how](s) if how != "score" else s for s in r["score"]]
             i = r["solution_reference"].index(CORRECT_REF)
             correct.append(vals[i])
             incorrect.append(vals[:i] + vals[i + 1 :])
@@ -109,7 +109,7 @@ def evaluate_sample(rows: list[dict], scores: dict[str, StepScores]) -> dict:
     for how in ("outcome",) + PRM_AGGREGATIONS:
         correct, incorrect = [], []
         for g in groups.values():
-            vals = {r["id"]: reduce_scores(scores[str(r["id"])], how) for r in g}
+            vals = {r["id"]: aggregate(scores[str(r["id"])], how) for r in g}
             correct.append(next(vals[r["id"]] for r in g if r["solution_reference"] == CORRECT_REF))
             incorrect.append([vals[r["id"]] for r in g if r["solution_reference"] != CORRECT_REF])
         res[how] = rewardmath_metrics(correct, incorrect)

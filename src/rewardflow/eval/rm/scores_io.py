@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ...data.problem import DataError, Problem
-from ...rewards.base import AGGREGATIONS, Scorer, StepScores
+from ...rewards.base import Scorer, StepScores
 
 
 class ScoresFileError(DataError):
@@ -25,27 +25,6 @@ class ScoreItem:
     id: str  # the key a scores file uses for this solution
     problem: Problem
     steps: tuple[str, ...]  # the solution as a step list, the unit a process reward scores
-
-
-def _geo_mean(xs: list[float]) -> float:
-    # Geometric mean of step probabilities: the second PRM reduction reported by RewardMATH
-    # (Kim et al. 2024, Table 2 "geo mean"); 0 when any step scores 0.
-    if any(x <= 0 for x in xs):
-        return 0.0
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
-
-
-# Reductions of step scores to one number: the project's four plus the geometric mean.
-STEP_AGGREGATIONS = {**AGGREGATIONS, "geo_mean": _geo_mean}
-
-
-def reduce_scores(scores: StepScores, how: str) -> float:
-    """One number per solution: `how` over the step scores, or the outcome when there are no steps."""
-    if how == "outcome" or not scores.steps:
-        return scores.outcome
-    if how not in STEP_AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; valid: outcome, {', '.join(STEP_AGGREGATIONS)}")
-    return STEP_AGGREGATIONS[how](list(scores.steps))
 
 
 def _number(value: object) -> bool:

@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 
 from ...data.problem import Problem
 from ...data.steps import split_steps
-from ...rewards.base import Scorer
+from ...rewards.base import Scorer, aggregate
 from .report import save_lines, write_report
-from .scores_io import ScoreItem, reduce_scores, resolve_scores
+from .scores_io import ScoreItem, resolve_scores
 from ..metrics import pass_at_k
 
 WEIGHTS: dict[str, Callable[[float], float]] = {
@@ -132,7 +132,7 @@ def run_selection(out: Path, *, data_root: Path, scores: Path | None = None, sco
     if step_scores is None:
         rm_scores, source = stored_orm_scores(rows), "stored ORM pred_score in math_cot_100.jsonl"
     else:
-        rm_scores = [[reduce_scores(step_scores[f"{r['idx']}-{j}"], how) for j in range(len(r["pred"]))] for r in rows]
+        rm_scores = [[aggregate(step_scores[f"{r['idx']}-{j}"], how) for j in range(len(r["pred"]))] for r in rows]
     problems = [(r["pred"], [bool(x) for x in r["score"]], s) for r, s in zip(rows, rm_scores)]
     curves = {mode: selection_curve(problems, ks, mode=mode, weights=weights) for mode in ("subsets", "first")}
     results = {"benchmark": "selection", "source": source, "weights": weights, "n_problems": len(rows),
