@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..data.problem import Problem
+from ..eval.metrics import top_scored, vote
 from ..verify.equiv import as_number, normalize
 from ..verify.extract import extract_answer
 
@@ -152,33 +153,37 @@ def candidate(steps: list[str], delimiter: str, **kw) -> Candidate:
     return Candidate(steps=list(steps), answer=extract_answer(delimiter.join(steps)), **kw)
 
 
-def group_scores(cands: list[Candidate], weights: list[float]) -> dict[str, float]:
-    """Summed weight per answer key, in first-seen order; candidates with no answer do not vote."""
-    totals: dict[str, float] = {}
-    for c, w in zip(cands, weights):
-        key = answer_key(c.answer)
-        if key is not None:
-            totals[key] = totals.get(key, 0.0) + w
-    return totals
-
-
 def choose(cands: list[Candidate], how: str) -> int | None:
-    """Index of the chosen candidate. best: top score (ties: earliest); weighted: the answer with the
-    largest summed score, then its top-scored candidate (Uesato et al. 2022; Li et al. 2023); majority:
-    the most frequent answer, then its first candidate (Wang et al. 2023, self-consistency)."""
+    """Index of the chosen candidate, by eval.metrics' one best-of-N and one vote (shared with reward-model
+    evaluation and the benchmarks). best: top score (ties: earliest; a missing or NaN score never wins); weighted:
+    the answer with the largest summed score (Uesato et al. 2022; Li et al. 2023), then its top-scored candidate;
+    majority: the most frequent answer, then its first candidate (Wang et al. 2023, self-consistency). Answers are
+    grouped by `answer_key`."""
+    if how not in SELECTIONS:
+        raise ValueError(f"unknown selection {how!r}; valid: {', '.join(SELECTIONS)}")
     if not cands:
         return None
-    scores = [c.score if c.score is not None and not math.isnan(c.score) else -math.inf for c in cands]
     if how == "best":
-        return max(range(len(cands)), key=lambda i: (scores[i], -i))
+        return top_scored([c.score for c in cands])[0]
+    if how == "majority":
+        return choose_by_vote(cands, [1.0] * len(cands), then="first")
     # weighted voting sums raw scores (a missing score counts 0), so it suits scorers in [0, 1]
-    weights = [1.0] * len(cands) if how == "majority" else [s if s != -math.inf else 0.0 for s in scores]
-    totals = group_scores(cands, weights)
-    if not totals:  # nobody answered: fall back to the top score
-        return choose(cands, "best")
-    best_key = max(totals, key=lambda k: totals[k])  # dict order = first seen: ties go to the earliest answer
-    members = [i for i, c in enumerate(cands) if answer_key(c.answer) == best_key]
-    return max(members, key=lambda i: (scores[i], -i)) if how == "weighted" else members[0]
+    return choose_by_vote(cands, [0.0 if c.score is None or math.isnan(c.score) else c.score for c in cands])
+
+
+def choose_by_vote(cands: list[Candidate], weights: list[float], *, then: str = "best") -> int | None:
+    """The answer (by `answer_key`) with the largest summed weight, ties to the answer seen first (eval.metrics.vote),
+    then among its candidates the top-scored ("best") or the first ("first"); nobody answering falls back to the
+    top score."""
+    if not cands:
+        return None
+    scores = [c.score for c in cands]
+    keys = [answer_key(c.answer) for c in cands]
+    winners = vote(keys, weights)
+    if not winners:
+        return top_scored(scores)[0]
+    members = [i for i, k in enumerate(keys) if k == keys[winners[0]]]
+    return members[0] if then == "first" else top_scored(scores, members)[0]
 
 
 def choose_final(cands: list[Candidate], how: str) -> int | None:

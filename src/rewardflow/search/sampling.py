@@ -8,7 +8,7 @@ import torch
 
 from ..data.problem import Problem
 from ..rewards.base import aggregate
-from .base import Candidate, SearchConfig, SearchResult, answer_key, candidate, choose, group_scores, make_result
+from .base import Candidate, SearchConfig, SearchResult, candidate, choose, choose_by_vote, make_result
 from .engine import Run, steps_of
 
 
@@ -155,12 +155,6 @@ def self_certainty_borda(problems: list[Problem], policy, scorer, cfg: SearchCon
         votes = borda_votes([c.score for c in cs], cfg.borda_power)
         for c, v in zip(cs, votes):
             c.extra = {"votes": v}
-        totals = group_scores(cs, votes)
-        if totals:
-            best = max(totals, key=lambda k: totals[k])  # first seen wins ties
-            members = [j for j, c in enumerate(cs) if answer_key(c.answer) == best]
-            chosen = max(members, key=lambda j: (cs[j].score, -j))
-        else:
-            chosen = choose(cs, "best")
+        chosen = choose_by_vote(cs, votes)  # the answer with the most votes, then its most certain sample
         results.append(make_result(problem, cs, chosen, run.compute[i], cfg.delimiter))
     return results

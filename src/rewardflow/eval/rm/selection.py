@@ -9,7 +9,7 @@ the same subset expectation in closed form. "first" mode instead takes the first
 ties towards the earliest sample, as Qwen2.5-Math's evaluation/rm_maj_eval.py does.
 
 Answers are grouped by their extracted `pred` string exactly (as rm_maj_eval.py does with strip=False);
-a group's correctness is that of its first sample. Weighted majority sums a weight per sample over each
+a group's correctness is that of its first sample; a sample without an answer (None) does not vote. Weighted majority sums a weight per sample over each
 distinct answer (Li et al. 2023, "Making Language Models Better Reasoners with Step-Aware Verifier",
 weighted voting). Reward scores can be negative, so they are mapped to positive weights first:
 "sigmoid" (default, 1 / (1 + e^-s)), "exp" (e^s), or "raw", which refuses negative scores.
@@ -27,7 +27,7 @@ from ...data.steps import split_steps
 from ...rewards.base import Scorer, aggregate
 from .report import save_lines, write_report
 from .scores_io import ScoreItem, resolve_scores
-from ..metrics import pass_at_k
+from ..metrics import pass_at_k, top_scored, vote
 
 WEIGHTS: dict[str, Callable[[float], float]] = {
     "sigmoid": lambda s: 1.0 / (1.0 + math.exp(-s)),
@@ -37,37 +37,31 @@ WEIGHTS: dict[str, Callable[[float], float]] = {
 
 
 def _credit(winners: Sequence[int], correct: Sequence[bool], tie_break: str) -> float:
-    """Correctness of the chosen sample: the earliest winner, or the mean over tied winners."""
+    """Correctness of the chosen sample: the earliest winner, or the mean over tied winners (0 when nobody won)."""
+    if not winners:
+        return 0.0
     if tie_break == "first":
         return float(correct[min(winners)])
     return sum(correct[i] for i in winners) / len(winners)
 
 
-def _vote(idx: Sequence[int], preds: Sequence[str], weight: Sequence[float]) -> list[int]:
-    """Representatives (first sample of each answer group) of the answers with the largest total weight."""
-    total: dict[str, float] = {}
-    first: dict[str, int] = {}
-    for i in idx:
-        total[preds[i]] = total.get(preds[i], 0.0) + weight[i]
-        first.setdefault(preds[i], i)
-    best = max(total.values())
-    return [first[a] for a, w in total.items() if w == best]
+# The choices themselves are eval.metrics.top_scored / vote, the ones search and the benchmarks use; here they run
+# over every subset of k samples and tied winners may share the credit.
 
 
 def maj_credit(idx: Sequence[int], preds, correct, tie_break: str = "mean") -> float:
-    return _credit(_vote(idx, preds, [1.0] * len(preds)), correct, tie_break)
+    return _credit(vote(preds, [1.0] * len(preds), idx), correct, tie_break)
 
 
 def rm_credit(idx: Sequence[int], scores, correct, tie_break: str = "mean") -> float:
-    best = max(scores[i] for i in idx)
-    return _credit([i for i in idx if scores[i] == best], correct, tie_break)
+    return _credit(top_scored(scores, idx), correct, tie_break)
 
 
 def weighted_maj_credit(idx: Sequence[int], preds, scores, correct, weights: str = "sigmoid", tie_break: str = "mean") -> float:
     if weights == "raw" and any(scores[i] < 0 for i in idx):
         raise ValueError("weights='raw' cannot vote with negative scores; use 'sigmoid' or 'exp'")
     w = [WEIGHTS[weights](s) for s in scores]
-    return _credit(_vote(idx, preds, w), correct, tie_break)
+    return _credit(vote(preds, w, idx), correct, tie_break)
 
 
 def selection_metrics(preds: Sequence[str], correct: Sequence[bool], scores: Sequence[float], k: int, *,
