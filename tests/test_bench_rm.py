@@ -1,27 +1,29 @@
-"""recipes/bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README)."""
+"""recipes/bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README). Best-of-N
+and weighted voting are eval.metrics' one implementation, which search and reward-model evaluation use too."""
 import pytest
 
+from rewardflow.eval.metrics import best_of_n, weighted_vote
 from rewardflow.recipes.bench import rm as bench_rm
 
 
 def test_best_of_n_picks_the_top_score_and_breaks_ties_early():
-    assert bench_rm.best_of_n([0.1, 0.9, 0.3], [False, True, False]) == 1.0
+    assert best_of_n([0.1, 0.9, 0.3], [False, True, False]) == 1.0
     # a scorer that ranks backwards picks the wrong one: a sign error would flip these two
-    assert bench_rm.best_of_n([0.9, 0.1, 0.3], [False, True, False]) == 0.0
+    assert best_of_n([0.9, 0.1, 0.3], [False, True, False]) == 0.0
     # a constant scorer is "take the first sample", not an oracle
-    assert bench_rm.best_of_n([0.5, 0.5, 0.5], [False, True, True]) == 0.0
+    assert best_of_n([0.5, 0.5, 0.5], [False, True, True]) == 0.0
     with pytest.raises(ValueError):
-        bench_rm.best_of_n([0.5], [True, False])
+        best_of_n([0.5], [True, False])
 
 
 def test_weighted_vote_sums_scores_per_answer():
     answers = ["3", "4", "4", None]
     correct = [True, False, False, False]
     # "3": 0.9; "4": 0.2 + 0.3 = 0.5 -> "3" wins although plain majority picks "4"
-    assert bench_rm.weighted_vote(answers, [0.9, 0.2, 0.3, 5.0], correct) == 1.0
+    assert weighted_vote(answers, [0.9, 0.2, 0.3, 5.0], correct) == 1.0
     # "3": 0.4; "4": 0.3 + 0.3 = 0.6 -> "4"; the None sample never votes whatever its score
-    assert bench_rm.weighted_vote(answers, [0.4, 0.3, 0.3, 5.0], correct) == 0.0
-    assert bench_rm.weighted_vote([None, None], [1.0, 1.0], [False, False]) == 0.0
+    assert weighted_vote(answers, [0.4, 0.3, 0.3, 5.0], correct) == 0.0
+    assert weighted_vote([None, None], [1.0, 1.0], [False, False]) == 0.0
 
 
 def test_selection_metrics_on_two_problems():

@@ -5,7 +5,9 @@ better answer out of 16 samples than majority voting?
 2. its own samples on TRAINING problems, step-labelled by Monte-Carlo rollouts (rewards/label.py);
 3. an outcome RM (sample correctness) and a process RM (the step labels), trained with train/rm.py;
 4. on held-out problems, 16 samples each: pass@1, maj@16, orm@16 (best of 16 by the ORM), prm@16 per
-   aggregation (min, prod, last, mean), pass@16 (the ceiling any selector has), with 95% intervals.
+   aggregation (rewards.AGGREGATIONS: min, prod, last, mean, geo_mean), pass@16 (the ceiling any selector has),
+   with 95% intervals. Best-of-N and weighted voting are eval.metrics.best_of_n / weighted_vote, the ones search
+   and reward-model evaluation use.
 
 Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, implicit/, candidates.json), so a rerun resumes; a
 cached stage made with other settings is an error (use a new OUT), never silently reused. labels.jsonl may grow:
@@ -26,32 +28,6 @@ from typing import Sequence
 import torch
 
 from ...atomic import write_json
-
-
-# ---------------------------------------------------------------- selection metrics (pure)
-
-
-def best_of_n(scores: Sequence[float], correct: Sequence[bool]) -> float:
-    """1.0 when the highest-scored sample is correct (best-of-N reranking, Cobbe et al. 2021; Lightman
-    et al. 2023, "Let's Verify Step by Step"). Ties go to the earliest sample, so a constant scorer
-    reduces to pass@1 of the first sample rather than to an oracle."""
-    if len(scores) != len(correct) or not scores:
-        raise ValueError(f"best_of_n needs as many scores as samples (got {len(scores)} and {len(correct)})")
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    return float(correct[best])
-
-
-def weighted_vote(answers: Sequence, scores: Sequence[float], correct: Sequence[bool]) -> float:
-    """1.0 when the answer with the largest summed score is correct (RM-weighted majority voting, Uesato
-    et al. 2022; Wang et al. 2024 Math-Shepherd Sec. 4). Samples without an answer do not vote."""
-    totals: dict = {}
-    for a, s in zip(answers, scores):
-        if a is not None:
-            totals[a] = totals.get(a, 0.0) + s
-    if not totals:
-        return 0.0
-    best = max(totals, key=lambda a: totals[a])  # dict order = first seen: ties go to the earliest answer
-    return float(any(ok for a, ok in zip(answers, correct) if a == best))
 
 
 # ---------------------------------------------------------------- stages
@@ -129,7 +105,7 @@ def _same_settings(path: Path, stamp: str) -> None:
 
 def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n: int) -> dict:
     """pass@1, pass@n, maj@n and, per scorer name, best-of-n and RM-weighted voting; each with its n and 95% CI."""
-    from ...eval.metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
+    from ...eval.metrics import best_of_n, maj_at_k, mean_ci, pass_at_k, weighted_vote, wilson_ci
 
     def prop(values: list[float]) -> dict:
         p, lo, hi = wilson_ci(sum(values), len(values))
