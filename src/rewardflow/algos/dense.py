@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from .advantages import require_group, returns_to_go, rloo_advantages
+from .ragged import pad_ragged
 
 
 def _pad_steps(
@@ -18,16 +19,12 @@ def _pad_steps(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (rewards [N, S], ends [N, S] long, valid [N, S] bool) from a padded tensor or a list of [S_i]."""
     ends = torch.as_tensor(step_token_ends).long()  # [N, S]
+    valid = ends > 0  # [N, S]
     if isinstance(step_rewards, torch.Tensor):
         rewards = step_rewards.to(torch.get_default_dtype()) if not step_rewards.is_floating_point() else step_rewards
     else:
-        rewards = torch.zeros(ends.shape, dtype=torch.get_default_dtype())
-        for n, r in enumerate(step_rewards):
-            rewards[n, : len(r)] = torch.as_tensor(r, dtype=rewards.dtype)
-    valid = ends > 0  # [N, S]
-    if not isinstance(step_rewards, torch.Tensor):
-        lengths = torch.tensor([len(r) for r in step_rewards])  # [N]
-        valid &= torch.arange(ends.shape[1])[None, :] < lengths[:, None]
+        rewards, listed = pad_ragged(step_rewards, width=ends.shape[1])  # [N, S], [N, S]
+        valid &= listed
     return rewards * valid, ends, valid
 
 
@@ -53,6 +50,10 @@ def normalize_step_rewards(step_rewards: torch.Tensor, valid: torch.Tensor, grou
     mean = (r * v).sum(dim=1, keepdim=True) / count.clamp(min=1)
     var = ((r - mean) ** 2 * v).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)
     return ((r - mean) / (var.sqrt() + eps) * v).reshape(N, S)
+
+
+# How per-step values become per-token advantages (see dense_advantages).
+DENSE_MODES = ("process", "return", "step", "last")
 
 
 def dense_advantages(

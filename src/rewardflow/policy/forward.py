@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..algos.ragged import pad_ragged
 from ..data.steps import split_steps
 
 
@@ -49,8 +50,5 @@ def step_token_ends(tokenizer, token_ids: list[int], text: str) -> list[int]:
 
 def pad_ends(ends: list[list[int]]) -> torch.Tensor:
     """Ragged step ends -> [N, S] long, padded with -1 (algos.dense's convention for a missing step)."""
-    S = max(1, max((len(e) for e in ends), default=1))
-    out = torch.full((len(ends), S), -1, dtype=torch.long)
-    for n, e in enumerate(ends):
-        out[n, : len(e)] = torch.tensor(e, dtype=torch.long)
-    return out
+    width = max(1, max((len(e) for e in ends), default=1))  # at least one column, so [N, S] always has a step axis
+    return pad_ragged(ends, fill=-1, dtype=torch.long, width=width)[0]

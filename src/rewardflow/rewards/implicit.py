@@ -21,6 +21,7 @@ from ..algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards
 from ..atomic import atomic_path
 from ..data.problem import Problem
 from ..data.steps import join_steps
+from ..policy.forward import pad_ends
 from ..policy.hf import HFPolicy
 from .base import StepScores, forward_flops
 
@@ -56,17 +57,14 @@ class ImplicitPRM:
         texts = [join_steps(steps) for steps in solutions]
         enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
         completion_ids = [ids + [self.policy.eos_id] for ids in enc["input_ids"]]
-        S = max(1, max(len(s) for s in solutions))
-        ends = torch.full((len(solutions), S), -1, dtype=torch.long)  # [N, S], padded steps -1
-        for i, (steps, offsets) in enumerate(zip(solutions, enc["offset_mapping"])):
+        rows = []
+        for steps, offsets, ids in zip(solutions, enc["offset_mapping"], completion_ids):
             starts = [a for a, _ in offsets]
-            for k in range(len(steps) - 1):
-                char_end = len(join_steps(steps[: k + 1])) + 1  # through the newline that ends step k
-                ends[i, k] = sum(a < char_end for a in starts)  # tokens starting inside steps 1..k
-            if steps:
-                ends[i, len(steps) - 1] = len(completion_ids[i])  # the last step owns the rest, EOS included
+            # tokens starting inside steps 1..k end step k (its character span runs through the newline after it)
+            row = [sum(a < len(join_steps(steps[: k + 1])) + 1 for a in starts) for k in range(len(steps) - 1)]
+            rows.append(row + [len(ids)] if steps else row)  # the last step owns the rest, EOS included
         batch = self.policy.token_batch(self.policy.encode_prompts(prompts), completion_ids)
-        return batch, ends
+        return batch, pad_ends(rows)  # [N, S], padded steps -1
 
     def _logps(self, batch, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(grad):

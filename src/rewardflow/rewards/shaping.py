@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..algos.ragged import pad_ragged
 from ..config import RewardConfig
 
 StepTensors = torch.Tensor | Sequence[torch.Tensor]
@@ -20,12 +21,8 @@ def _padded(rewards: StepTensors, valid: torch.Tensor | None) -> tuple[torch.Ten
     if isinstance(rewards, torch.Tensor):
         valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()
         return rewards * valid, valid, None
-    lengths = [len(r) for r in rewards]
-    padded = torch.zeros(len(rewards), max(lengths, default=0), dtype=torch.get_default_dtype())  # [N, S]
-    for n, r in enumerate(rewards):
-        padded[n, : len(r)] = torch.as_tensor(r, dtype=padded.dtype)
-    mask = torch.arange(padded.shape[1])[None, :] < torch.tensor(lengths)[:, None]  # [N, S]
-    return padded, mask, lengths
+    padded, mask = pad_ragged(rewards)  # [N, S], [N, S]
+    return padded, mask, [len(r) for r in rewards]
 
 
 def _unpadded(out: torch.Tensor, lengths: list[int] | None) -> StepTensors:
