@@ -1,6 +1,6 @@
 """Scorers that run a model meter their own FLOPs (Scorer contract: flops_spent), and search books exactly that:
-2 * params * the real tokens of every forward (both models for the implicit PRM, every question for the judge,
-the prover's rollouts for PAV), summed for ensembles."""
+2 * params * the real tokens of every forward (both models for the implicit PRM, backbone and head for OREO's value
+model, every question for the judge, the prover's rollouts for PAV), summed for ensembles."""
 import pytest
 import torch
 
@@ -10,12 +10,15 @@ from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards.base import StepScores
 from rewardflow.rewards.ensemble import EnsembleScorer
-from rewardflow.rewards.implicit import ImplicitPRM
+from rewardflow.rewards import load_scorer
+from rewardflow.rewards.implicit import ImplicitPRM, encode_step_lists
 from rewardflow.rewards.judge import JudgeScorer
 from rewardflow.rewards.models import RewardModel
 from rewardflow.rewards.pav import PAVScorer
 from rewardflow.search import SearchConfig
 from rewardflow.search.engine import Run
+from rewardflow.train.offline import save_value
+from rewardflow.train.ppo import Critic
 from rewardflow.verify import Verifier
 
 PROBLEMS = [Problem("0", "1 + 2 =", "3", "add"), Problem("1", "4 + 4 =", "8", "add")]
@@ -44,6 +47,16 @@ def test_implicit_prm_counts_policy_and_reference(tiny):
     batch, _ = prm._encode([p.prompt for p in PROBLEMS], SOLUTIONS)
     tokens = int(batch.attention_mask.sum())
     assert prm.flops_spent == 2 * (prm.policy.num_params + prm.ref.num_params) * tokens
+
+
+def test_oreo_value_counts_backbone_and_head(tiny, tmp_path):
+    policy = HFPolicy.from_pretrained(tiny)
+    scorer = load_scorer(str(save_value(Critic(policy.model, mode="model"), policy.tokenizer, tmp_path / "value", beta=0.1)))
+    assert scorer.flops_spent == 0.0
+    scorer.score(PROBLEMS, SOLUTIONS)
+    batch, _ = encode_step_lists(scorer.policy, [p.prompt for p in PROBLEMS], SOLUTIONS)
+    assert scorer.num_params == sum(p.numel() for p in scorer.policy.model.parameters()) + 32 + 1  # backbone + the scalar head
+    assert scorer.flops_spent == 2 * scorer.num_params * int(batch.attention_mask.sum())
 
 
 def test_judge_counts_every_question(tiny):

@@ -18,7 +18,9 @@ speculative (needs --draft; --policy is the target), particle. Each one's paper 
 (src/rewardflow/search/).
 
 --scorer is `verifier` (checks the final answer against the gold one: an ORACLE, labelled so in the output) or a saved
-reward-model directory. Strategies that do not read a scorer (majority, self_certainty*) ignore it.
+scorer directory (rewards.load_scorer: `rewardflow rm train` output, an implicit PRM, OREO's value model OUT/value from
+`rewardflow oreo`, a judge/ensemble/PAV scorer.json). Strategies that do not read a scorer (majority, self_certainty*)
+ignore it.
 
 examples:
   rewardflow search --strategy beam --policy runs/quickstart/sft --scorer verifier --n 8 --data chain_sum \\
@@ -133,6 +135,7 @@ def _search(args) -> int:
 
 def register(sub) -> None:
     """Adds `search` to the top-level subparsers."""
+    from ..rewards.base import AGGREGATIONS
     from ..search.base import SELECTIONS, SearchConfig
 
     d = SearchConfig()
@@ -141,7 +144,7 @@ def register(sub) -> None:
     p.add_argument("--strategy", required=True, help="one of the strategies listed above")
     p.add_argument("--policy", required=True, help="a local transformers checkpoint (the target for speculative)")
     p.add_argument("--draft", default=None, help="speculative only: the small draft model's checkpoint")
-    p.add_argument("--scorer", default="verifier", help="verifier (oracle) or a saved reward-model directory (default: verifier)")
+    p.add_argument("--scorer", default="verifier", help="verifier (oracle) or a saved scorer directory: reward model, OREO value model, ... (default: verifier)")
     p.add_argument("--data", default="chain_sum", help="reasoning-gym task name (its eval split) or a .jsonl file (default: chain_sum)")
     p.add_argument("--task-kwargs", default=None, help='reasoning-gym options as JSON, e.g. \'{"min_terms": 3}\'')
     p.add_argument("--limit", type=int, default=None, help="only the first N problems (reasoning-gym default: 200)")
@@ -151,7 +154,7 @@ def register(sub) -> None:
     p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens, help=f"token budget of one step (default {d.max_step_tokens})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"token budget of a full solution (default {d.max_new_tokens})")
     p.add_argument("--temperature", type=float, default=d.temperature, help=f"sampling temperature (default {d.temperature})")
-    p.add_argument("--aggregation", default=d.aggregation, help=f"step scores -> one: outcome|min|prod|last|mean (default {d.aggregation})")
+    p.add_argument("--aggregation", default=d.aggregation, help=f"step scores -> one: outcome|{'|'.join(AGGREGATIONS)} (default {d.aggregation})")
     p.add_argument("--select", default=d.select, choices=SELECTIONS, help=f"final choice among candidates (default {d.select})")
     p.add_argument("--lookahead", type=int, default=d.lookahead, help=f"greedy look-ahead steps before scoring (default {d.lookahead})")
     p.add_argument("--simulations", type=int, default=d.simulations, help="MCTS simulations (default 0: N)")

@@ -28,6 +28,27 @@ from .base import StepScores, forward_flops
 KIND = "implicit_prm"
 
 
+def encode_step_lists(policy: HFPolicy, prompts: list[str], solutions: list[list[str]]):
+    """-> (TokenBatch, step_token_ends [N, S]) for completions join_steps(steps) + EOS, as the policy would have written
+    them after its rendered prompt. Step k ends after the token holding the newline that follows it; the last step
+    owns the rest, EOS included; padded steps -1. Used by every scorer that reads a policy-format LM (the implicit
+    PRM, OREO's value model)."""
+    tok = policy.tokenizer
+    if not tok.is_fast:
+        raise ValueError(f"{type(policy).__name__}'s tokenizer is not a fast one: step boundaries need its offset mapping")
+    texts = [join_steps(steps) for steps in solutions]
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    completion_ids = [ids + [policy.eos_id] for ids in enc["input_ids"]]
+    rows = []
+    for steps, offsets, ids in zip(solutions, enc["offset_mapping"], completion_ids):
+        starts = [a for a, _ in offsets]
+        # tokens starting inside steps 1..k end step k (its character span runs through the newline after it)
+        row = [sum(a < len(join_steps(steps[: k + 1])) + 1 for a in starts) for k in range(len(steps) - 1)]
+        rows.append(row + [len(ids)] if steps else row)
+    batch = policy.token_batch(policy.encode_prompts(prompts), completion_ids)
+    return batch, pad_ends(rows)  # [N, S]
+
+
 class ImplicitPRM:
     """Scorer: StepScores.steps = per-step implicit process rewards, outcome = r(y) = beta log pi/pi_ref (y)."""
 
@@ -50,21 +71,7 @@ class ImplicitPRM:
 
     # -- tokenization ----------------------------------------------------------------------------
     def _encode(self, prompts: list[str], solutions: list[list[str]]):
-        """-> (TokenBatch, step_token_ends [N, S]) for completions join_steps(steps) + EOS."""
-        tok = self.policy.tokenizer
-        if not tok.is_fast:
-            raise ValueError("ImplicitPRM needs a fast tokenizer (offset mapping) to find step boundaries")
-        texts = [join_steps(steps) for steps in solutions]
-        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-        completion_ids = [ids + [self.policy.eos_id] for ids in enc["input_ids"]]
-        rows = []
-        for steps, offsets, ids in zip(solutions, enc["offset_mapping"], completion_ids):
-            starts = [a for a, _ in offsets]
-            # tokens starting inside steps 1..k end step k (its character span runs through the newline after it)
-            row = [sum(a < len(join_steps(steps[: k + 1])) + 1 for a in starts) for k in range(len(steps) - 1)]
-            rows.append(row + [len(ids)] if steps else row)  # the last step owns the rest, EOS included
-        batch = self.policy.token_batch(self.policy.encode_prompts(prompts), completion_ids)
-        return batch, pad_ends(rows)  # [N, S], padded steps -1
+        return encode_step_lists(self.policy, prompts, solutions)
 
     def _logps(self, batch, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(grad):

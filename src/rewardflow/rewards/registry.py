@@ -38,6 +38,7 @@ SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
     "judge": _saved("judge", "JudgeScorer"),
     "ensemble": _saved("ensemble", "EnsembleScorer"),
     "pav": _saved("pav", "PAVScorer"),
+    "oreo_value": _saved("oreo_value", "OREOValueScorer"),  # written by `rewardflow oreo` (train/offline.save_value)
 }
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}

@@ -92,7 +92,7 @@ class SearchConfig:
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling
     # scoring and choice
-    aggregation: str = "last"  # step scores -> one number: outcome | min | prod | last | mean (rewards.AGGREGATIONS)
+    aggregation: str = "last"  # step scores -> one number: outcome or a rewards.AGGREGATIONS key (min | prod | last | mean | geo_mean)
     select: str = "best"  # final choice among candidates: best (top score) | weighted (summed score per answer) | majority
     lookahead: int = 0  # beam / particle: greedy steps rolled out before scoring a step (Snell et al. 2024)
     # strategy knobs
