@@ -115,7 +115,7 @@ def test_counts_must_be_positive(field):
 
 def test_clip_ranges_must_be_non_negative():
     for field in ("algo.eps_low", "algo.eps_high"):
-        with pytest.raises(ConfigError, match="eps_low and algo.eps_high"):
+        with pytest.raises(ConfigError, match=rf"{field}=-0.1 must be"):
             load_config(overrides=[f"{field}=-0.1"])
     assert load_config(overrides=["algo.eps_low=0", "algo.eps_high=0.28"]).algo.eps_high == 0.28
 
@@ -147,12 +147,12 @@ def test_reward_section_defaults_and_overrides():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["reward.aggregation=max"], r"reward.aggregation='max' is not valid; choose one of: last, mean, min, outcome, prod"),
+    (["reward.aggregation=max"], r"reward.aggregation='max' is not valid; choose one of: geo_mean, last, mean, min, outcome, prod"),
     (PRM + ["algo.dense_coef=0.5", "reward.shaping=clipdelta"], r"reward.shaping='clipdelta' is not valid; choose one of: clip, delta, none"),
     (["reward.transform=exp"], r"reward.transform='exp' is not valid; choose one of: logsigmoid, none"),
     (["reward.scorers=[a,b]", "reward.weights=[1.0]"], r"reward.weights=\[1.0\] needs one weight per entry of reward.scorers=\['a', 'b'\]"),
     (["reward.weights=[1.0]"], r"reward.weights=\[1.0\] needs one weight per entry of reward.scorers=\[\]"),
-    (PRM + ["reward.transform_quantile=1.5"], r"reward.transform_quantile=1.5 must lie in \[0, 1\]"),
+    (PRM + ["reward.transform_quantile=1.5"], r"reward.transform_quantile=1.5 must be in \[0, 1\]"),
     (["reward.transform=logsigmoid"], r"reward.transform='logsigmoid' acts on learned scorers, but reward.scorers is empty"),
     (["reward.online_update=true"], r"reward.online_update=True acts on learned scorers, but reward.scorers is empty"),
     (["algo.dense_coef=0.5", "reward.shaping=delta"], r"reward.shaping='delta' acts on learned scorers, but reward.scorers is empty"),
@@ -235,3 +235,54 @@ def test_to_dict_round_trips_through_yaml(tmp_path):
     path = tmp_path / "dump.yaml"
     OmegaConf.save(OmegaConf.create(to_dict(cfg)), path)
     assert to_dict(load_config(path)) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.prompts_per_step=0", "rollout.prompts_per_step=0 must be >= 1"),
+    ("rollout.group_size=-2", "rollout.group_size=-2 must be >= 1"),
+    ("rollout.temperature=0", "rollout.temperature=0.0 must be > 0"),
+    ("rollout.top_p=2", r"rollout.top_p=2.0 must be in \(0, 1\]"),
+    ("algo.eps_low=5", r"algo.eps_low=5.0 must be in \[0, 1\)"),
+    ("trainer.warmup_steps=-10", "trainer.warmup_steps=-10 must be >= 0"),
+    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 must be > 0"),
+    ("trainer.max_grad_norm=nan", "trainer.max_grad_norm=nan must be a finite number"),
+    ("algo.kl_coef=nan", "algo.kl_coef=nan must be a finite number"),
+    ("algo.kl_coef=-1", "algo.kl_coef=-1.0 must be >= 0"),
+    ("trainer.save_every=-1", "trainer.save_every=-1 must be >= 0"),
+    ("model.layers=0", "model.layers=0 must be >= 1"),
+    ("model.device=banana", "model.device='banana' is not a torch device"),
+    ("sft.batch_size=0", "sft.batch_size=0 must be >= 1"),
+    ("data.task=train.jsonl", "set data.eval_path"),
+    ("rollout.group_size=1", "needs >= 2 samples per prompt"),
+])
+def test_every_range_is_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_a_name_implies_its_papers_settings_and_overrides_still_win():
+    from rewardflow.train.algorithms import PRESETS
+
+    dapo = load_config(overrides=["algo.name=dapo"]).algo
+    assert (dapo.dynamic_sampling, dapo.eps_high, dapo.overlong_cache, dapo.agg) == (True, 0.28, 16, "token-mean")
+    assert load_config(overrides=["algo.name=dr_grpo"]).algo.agg == "seq-mean-token-sum"
+    gspo = load_config(overrides=["algo.name=gspo"]).algo
+    assert (gspo.loss, gspo.agg, gspo.eps_low, gspo.eps_high) == ("gspo", "seq-mean-token-mean", 3e-4, 4e-4)
+    assert load_config(overrides=["algo.name=gspo", "algo.eps_high=5e-4"]).algo.eps_high == 5e-4  # the user's override wins
+    assert load_config(overrides=["algo.name=grpo"]).algo.agg == "token-mean"  # no preset: the defaults
+    for name in PRESETS:  # every named method loads
+        assert load_config(overrides=[f"algo.name={name}"]).algo.name == name
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty or not a mapping"),
+    ("algo:\n\tname: grpo\n", "not valid YAML"),
+    ("algo: [unclosed\n", "not valid YAML"),
+])
+def test_bad_yaml_is_a_one_line_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)

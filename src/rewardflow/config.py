@@ -50,16 +50,17 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    name: str = "grpo"  # advantage estimator (algos.ADVANTAGES)
+    name: str = "grpo"  # the method (train/algorithms.ALGORITHMS): an estimator of algos.ADVANTAGES, a named method of PRESETS (its paper's settings), ppo, raft, ...
     scale: str = "group"  # GRPO std scaling: group | batch | none
     loss: str = "clip"  # policy loss (algos.POLICY_LOSSES)
     eps_low: float = 0.2  # lower clip range
     eps_high: float = 0.2  # upper clip range (DAPO clip-higher: > eps_low)
-    agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    agg: str = "token-mean"  # token-mean (DAPO's; the default) | seq-mean-token-mean (the GRPO paper's, GSPO) | seq-mean-token-sum (Dr.GRPO: / N * L_max)
     kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 skips the reference model
     kl_estimator: str = "k3"  # k1 | k2 | k3
     epochs: int = 1  # optimisation passes over each rollout batch (against the old logprobs)
     kl_mode: str = "loss"  # loss: kl_coef * KL added to the loss | reward: -kl_coef * KL_t folded into token rewards (REINFORCE++)
+    kl_placement: str = "after"  # kl_mode=reward, outcome estimators: after (-beta * KL return-to-go added to the advantage) | before (verl: r - beta * sum_t KL_t enters the estimator)
     entropy_coef: float = 0.0  # entropy bonus weight (PPO eq. 9); > 0 needs full logits in the forward pass
     dynamic_sampling: bool = False  # DAPO: drop groups whose samples are all right or all wrong, refill with new prompts
     dynamic_sampling_max_rounds: int = 3  # DAPO: at most this many extra sampling rounds per step to refill the batch
@@ -69,8 +70,9 @@ class AlgoConfig:
     d3s_start: float = 0.25  # D3S keep ratio at step 0 (aggressive early)
     d3s_end: float = 1.0  # D3S keep ratio at the last step (relaxed)
     d3s_schedule: str = "linear"  # D3S schedule of the keep ratio: linear | cosine
+    d3s_scope: str = "batch"  # D3S sample-level subsets: batch (across groups, the paper's main method) | group (within each group, D3S-I)
     dense_coef: float = 0.0  # weight of dense per-step advantages (Rollout.step_rewards, e.g. PRM steps); 0: off
-    dense_mode: str = "return"  # how step rewards become token advantages (algos.dense_advantages): return | step
+    dense_mode: str = "return"  # how step rewards become token advantages (algos.DENSE_MODES): return | step | process (DeepSeekMath: normalised over the group)
     critic: str = "head"  # ppo: value head on the policy backbone (head) or a separate value model (model)
     critic_lr: float = 1e-3  # ppo: learning rate of the value head / value model
     vf_coef: float = 0.5  # ppo: weight of the clipped value loss

@@ -20,7 +20,7 @@ from .advantages import (
     rloo_advantages,
     seed_grpo_advantages,
 )
-from .dense import dense_advantages, normalize_step_rewards, prime_rloo_advantages, step_returns, step_sums
+from .dense import DENSE_MODES, dense_advantages, normalize_step_rewards, prime_rloo_advantages, step_returns, step_sums
 from .kl import exact_kl, kl_estimate, kl_penalty_loss, kl_shaped_rewards
 from .losses import (
     POLICY_LOSSES,
@@ -52,6 +52,7 @@ from .shaping import overlong_filter_mask, overlong_penalty, seed_scale, semanti
 
 __all__ = [
     "ADVANTAGES",
+    "DENSE_MODES",
     "GROUP_ADVANTAGES",
     "TOKEN_ADVANTAGES",
     "POLICY_LOSSES",

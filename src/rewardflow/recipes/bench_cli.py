@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+
 
 def _run_script(name: str, argv: list[str]) -> int:
     """The speed benchmarks keep their own argument parsers (they also run as `python -m`); hand them the arguments."""

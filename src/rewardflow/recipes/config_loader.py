@@ -3,10 +3,15 @@ OmegaConf's (structured configs); an unknown field or a wrong type is an error t
 rejects invalid values and combinations by field name."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Callable
 
-from omegaconf import OmegaConf
+from torch import device as torch_device
+
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import Config
@@ -21,53 +26,93 @@ def _choices(name: str, value: str, valid) -> None:
         raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(sorted(valid))}")
 
 
+def _choice_table() -> dict[str, object]:
+    """Field -> its valid values; taken from the registries where there is one."""
+    from ..algos import DENSE_MODES, POLICY_LOSSES, PREFERENCE_LOSSES
+    from ..train.algorithms import ALGORITHMS, RAFT_KEEP
+
+    return {
+        "algo.name": ALGORITHMS, "algo.loss": POLICY_LOSSES, "preference.loss": PREFERENCE_LOSSES, "algo.raft_keep": RAFT_KEEP,
+        "algo.dense_mode": set(DENSE_MODES) - {"last"},  # "last" places rewards for GAE; it is not an advantage
+        "algo.kl_mode": {"loss", "reward"}, "algo.kl_placement": {"after", "before"}, "algo.kl_estimator": {"k1", "k2", "k3"},
+        "algo.d3s": {"none", "sample", "token", "both"}, "algo.d3s_schedule": {"linear", "cosine"}, "algo.d3s_scope": {"batch", "group"},
+        "algo.critic": {"head", "model"}, "algo.scale": {"group", "batch", "none"},
+        "algo.agg": {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"},
+        "trainer.lr_schedule": {"constant", "linear", "cosine"}, "model.dtype": {"float32", "bfloat16", "float16"},
+    }
+
+
+# (field, test, what it must be): ranges a value must lie in; every float must also be finite.
+RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+    *[(f, lambda v: v >= 1, ">= 1") for f in (
+        "model.hidden_size", "model.layers", "model.heads", "model.intermediate_size", "model.max_positions", "data.eval_size",
+        "sft.batch_size", "rollout.prompts_per_step", "rollout.group_size", "rollout.max_new_tokens", "algo.epochs", "trainer.steps",
+        "trainer.micro_batch_size", "trainer.eval_problems", "eval.n_samples", "eval.max_new_tokens", "preference.epochs",
+        "preference.batch_size", "preference.iterations", "preference.prompts_per_iter", "offline.samples_per_prompt",
+        "offline.prompts", "offline.epochs", "offline.batch_size")],
+    *[(f, lambda v: v >= 0, ">= 0") for f in (
+        "sft.steps", "sft.warmup_steps", "sft.weight_decay", "rollout.top_k", "algo.kl_coef", "algo.entropy_coef", "algo.dense_coef",
+        "algo.dynamic_sampling_max_rounds", "algo.vf_coef", "algo.value_clip", "trainer.warmup_steps", "trainer.weight_decay",
+        "trainer.save_every", "trainer.eval_every", "offline.kl_alpha", "dist.rollout_workers", "dist.worker_gpus", "reward.verifier_weight")],
+    *[(f, lambda v: v > 0, "> 0") for f in (
+        "sft.lr", "rollout.temperature", "eval.temperature", "trainer.lr", "trainer.max_grad_norm", "algo.critic_lr", "algo.rover_rho",
+        "preference.beta", "preference.lr", "offline.beta", "offline.lr", "offline.value_lr", "dist.worker_cpus")],
+    *[(f, lambda v: 0 <= v <= 1, "in [0, 1]") for f in (
+        "sft.direct_frac", "algo.gamma", "algo.lam", "reward.transform_quantile", "preference.label_smoothing")],
+    *[(f, lambda v: 0 < v <= 1, "in (0, 1]") for f in ("rollout.top_p", "algo.d3s_start", "algo.d3s_end")],
+    ("algo.eps_low", lambda v: 0 <= v < 1, "in [0, 1): the ratio's lower clip 1 - eps_low must stay positive"),
+    ("algo.eps_high", lambda v: v >= 0, ">= 0"),
+    ("preference.samples_per_prompt", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
+]
+
+
+def _get(cfg: Config, dotted: str):
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_values(cfg: Config) -> None:
+    for section in fields(cfg):  # every float finite: a NaN learning rate or coefficient trains nothing, silently
+        for f in fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section.name}.{f.name}={value} must be a finite number")
+    for name, valid in _choice_table().items():
+        _choices(name, _get(cfg, name), valid)
+    for name, ok, what in RANGES:
+        if not ok(_get(cfg, name)):
+            raise ConfigError(f"{name}={_get(cfg, name)} must be {what}")
+    try:
+        torch_device(cfg.model.device)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"model.device={cfg.model.device!r} is not a torch device (cpu, cuda, cuda:1, mps)") from e
+
+
 def validate(cfg: Config) -> Config:
-    from ..algos import POLICY_LOSSES, PREFERENCE_LOSSES
     from ..train.algorithms import ALGORITHMS
 
-    _choices("algo.name", cfg.algo.name, ALGORITHMS)
-    _choices("algo.kl_mode", cfg.algo.kl_mode, {"loss", "reward"})
-    _choices("algo.d3s", cfg.algo.d3s, {"none", "sample", "token", "both"})
-    _choices("algo.d3s_schedule", cfg.algo.d3s_schedule, {"linear", "cosine"})
-    _choices("algo.dense_mode", cfg.algo.dense_mode, {"return", "step"})
-    _choices("algo.critic", cfg.algo.critic, {"head", "model"})
-    _choices("algo.raft_keep", cfg.algo.raft_keep, {"correct", "best"})
-    _choices("preference.loss", cfg.preference.loss, PREFERENCE_LOSSES)
-    if not (0 < cfg.algo.d3s_start <= 1 and 0 < cfg.algo.d3s_end <= 1):
-        raise ConfigError(f"algo.d3s_start={cfg.algo.d3s_start} and algo.d3s_end={cfg.algo.d3s_end} must lie in (0, 1]")
-    if not 0 <= cfg.algo.overlong_cache < cfg.rollout.max_new_tokens:
-        raise ConfigError(f"algo.overlong_cache={cfg.algo.overlong_cache} must lie in [0, rollout.max_new_tokens={cfg.rollout.max_new_tokens})")
-    if cfg.preference.samples_per_prompt < 2:
-        raise ConfigError(f"preference.samples_per_prompt={cfg.preference.samples_per_prompt}: pairing best vs worst needs >= 2")
-    if cfg.algo.dynamic_sampling_max_rounds < 0:
-        raise ConfigError(f"algo.dynamic_sampling_max_rounds={cfg.algo.dynamic_sampling_max_rounds} must be >= 0")
-    _choices("algo.loss", cfg.algo.loss, POLICY_LOSSES)
-    _choices("algo.scale", cfg.algo.scale, {"group", "batch", "none"})
-    _choices("algo.agg", cfg.algo.agg, {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"})
-    _choices("algo.kl_estimator", cfg.algo.kl_estimator, {"k1", "k2", "k3"})
-    _choices("trainer.lr_schedule", cfg.trainer.lr_schedule, {"constant", "linear", "cosine"})
-    _choices("model.dtype", cfg.model.dtype, {"float32", "bfloat16", "float16"})
-    if cfg.rollout.group_size < 2 and cfg.algo.name in {"grpo", "rloo"}:
-        raise ConfigError(f"rollout.group_size={cfg.rollout.group_size}: {cfg.algo.name} needs >= 2 samples per prompt")
+    _check_values(cfg)
+    a, r = cfg.algo, cfg.rollout
+    if cfg.model.hidden_size % cfg.model.heads:
+        raise ConfigError(f"model.hidden_size={cfg.model.hidden_size} must be a multiple of model.heads={cfg.model.heads}")
+    if not a.overlong_cache < r.max_new_tokens:
+        raise ConfigError(f"algo.overlong_cache={a.overlong_cache} must lie in [0, rollout.max_new_tokens={r.max_new_tokens})")
+    if a.overlong_cache < 0:
+        raise ConfigError(f"algo.overlong_cache={a.overlong_cache} must be >= 0")
+    if r.group_size < 2 and ALGORITHMS[a.name].needs_group:
+        raise ConfigError(f"rollout.group_size={r.group_size}: {a.name} compares each sample with its group and needs >= 2 samples per prompt")
     if not cfg.eval.ks or min(cfg.eval.ks) < 1:
         raise ConfigError(f"eval.ks={list(cfg.eval.ks)} must be a non-empty list of k >= 1")
-    if not 0.0 <= cfg.sft.direct_frac <= 1.0:
-        raise ConfigError(f"sft.direct_frac={cfg.sft.direct_frac} must lie in [0, 1]")
     if max(cfg.eval.ks) > cfg.eval.n_samples:
         raise ConfigError(f"eval.ks={list(cfg.eval.ks)} has k > eval.n_samples={cfg.eval.n_samples}")
-    for name, value in [("trainer.steps", cfg.trainer.steps), ("trainer.micro_batch_size", cfg.trainer.micro_batch_size), ("algo.epochs", cfg.algo.epochs)]:
-        if value < 1:
-            raise ConfigError(f"{name}={value} must be >= 1")
-    if cfg.algo.eps_low < 0 or cfg.algo.eps_high < 0:
-        raise ConfigError("algo.eps_low and algo.eps_high must be >= 0")
-    if cfg.dist.rollout_workers < 0:
-        raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} must be >= 0 (0: generate in-process)")
+    if cfg.data.task.endswith(".jsonl") and not cfg.data.eval_path:
+        raise ConfigError(f"data.task={cfg.data.task!r} is a JSONL training file: set data.eval_path to the held-out JSONL file")
     if cfg.dist.rollout_workers > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
-    if cfg.dist.worker_cpus <= 0 or cfg.dist.worker_gpus < 0:
-        raise ConfigError(f"dist.worker_cpus={cfg.dist.worker_cpus} must be > 0 and dist.worker_gpus={cfg.dist.worker_gpus} >= 0")
     _validate_reward(cfg)
     return cfg
 
@@ -82,8 +127,6 @@ def _validate_reward(cfg: Config) -> None:
     _choices("reward.transform", rw.transform, TRANSFORMS)
     if len(rw.weights) != len(rw.scorers):
         raise ConfigError(f"reward.weights={list(rw.weights)} needs one weight per entry of reward.scorers={list(rw.scorers)}")
-    if not 0.0 <= rw.transform_quantile <= 1.0:
-        raise ConfigError(f"reward.transform_quantile={rw.transform_quantile} must lie in [0, 1]")
     # options that would do nothing are errors, not silently ignored
     unused = [(f"reward.transform={rw.transform!r}", rw.transform != "none"), (f"reward.online_update={rw.online_update}", rw.online_update),
               (f"reward.shaping={rw.shaping!r}", rw.shaping != "none")]
@@ -92,28 +135,52 @@ def _validate_reward(cfg: Config) -> None:
             raise ConfigError(f"{name} acts on learned scorers, but reward.scorers is empty")
     if rw.shaping != "none" and cfg.algo.dense_coef <= 0:
         raise ConfigError(f"reward.shaping={rw.shaping!r} shapes the dense per-step rewards, which need algo.dense_coef > 0 (got {cfg.algo.dense_coef})")
-    if rw.scorers and cfg.algo.name == "remax":
-        raise ConfigError("algo.name='remax' scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
+    from ..train.algorithms import ALGORITHMS
+
+    if rw.scorers and ALGORITHMS[cfg.algo.name].greedy_baseline:
+        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- dotted overrides (`algo.name=rloo`), type-checked, then validated."""
+    """Defaults <- the named method's settings (train/algorithms.PRESETS) <- YAML file <- dotted overrides
+    (`algo.name=rloo`), type-checked, then validated."""
+    from ..train.algorithms import PRESETS
+
     try:
-        merged = OmegaConf.structured(Config)
-        layers = [OmegaConf.load(path)] if path is not None else []
-        layers += [OmegaConf.from_dotlist(list(overrides))] if overrides else []
-        for layer in layers:
-            # task_kwargs are options of one task: a layer that switches task must not inherit the previous
-            # task's options (OmegaConf merges dicts key by key), only keep the ones it gives itself.
-            new_task = OmegaConf.select(layer, "data.task")
-            if new_task is not None and new_task != merged.data.task:
-                merged.data.task_kwargs = {}
-            merged = OmegaConf.merge(merged, layer)
-        cfg: Config = OmegaConf.to_object(merged)
+        layers = ([_read_yaml(Path(path))] if path is not None else []) + ([OmegaConf.from_dotlist(list(overrides))] if overrides else [])
+        name = OmegaConf.select(_merge(OmegaConf.structured(Config), layers), "algo.name")
+        preset = [OmegaConf.from_dotlist([f"{k}={v}" for k, v in PRESETS[name].items()])] if name in PRESETS else []
+        cfg: Config = OmegaConf.to_object(_merge(OmegaConf.structured(Config), preset + layers))
     except OmegaConfBaseException as e:
         where = f" in {path}" if path else ""
         raise ConfigError(f"config error{where}: {e}".splitlines()[0] + _full_key(e)) from e
     return validate(cfg)
+
+
+def _merge(merged, layers):
+    for layer in layers:
+        # task_kwargs are options of one task: a layer that switches task must not inherit the previous
+        # task's options (OmegaConf merges dicts key by key), only keep the ones it gives itself.
+        new_task = OmegaConf.select(layer, "data.task")
+        if new_task is not None and new_task != merged.data.task:
+            merged.data.task_kwargs = {}
+        merged = OmegaConf.merge(merged, layer)
+    return merged
+
+
+def _read_yaml(path: Path):
+    """A YAML recipe as an OmegaConf mapping, or a one-line ConfigError naming the file."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: {'is a directory' if path.is_dir() else 'no such file'}; give a YAML file (see configs/)")
+    try:
+        layer = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}); indent with spaces, not tabs") from e
+    if not isinstance(layer, DictConfig) or len(layer) == 0:
+        raise ConfigError(f"--config {path}: empty or not a mapping of sections (model:, algo:, ...)")
+    return layer
 
 
 def _full_key(e: OmegaConfBaseException) -> str:

@@ -14,7 +14,7 @@ from .config_loader import ConfigError, to_dict
 
 
 def _start(cfg: Config, out: Path, verb: str):
-    from .pipeline import make_source
+    from .warmstart import make_source
     from ..policy.hf import HFPolicy
     from ..train.metrics import MetricsLog
 

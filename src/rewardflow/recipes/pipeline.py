@@ -4,7 +4,7 @@ model -> SFT warm-start on worked solutions -> eval -> GRPO -> eval -> results.j
 Each stage leaves its output in the run directory, so `--resume` skips finished stages and continues RL
 from its last checkpoint.
 
-Under torchrun (`torchrun --nproc_per_node K -m rewardflow.cli train ...`) rank 0 runs every stage and writes
+Under torchrun (`torchrun --nproc_per_node K -m rewardflow.recipes.cli train ...`) rank 0 runs every stage and writes
 every file; the other ranks wait while it builds, warm-starts and evaluates the model, join it for RL (each
 trains its share of every batch, see train/rl.py), and wait again for its final evaluation.
 """
@@ -18,34 +18,16 @@ import torch
 
 from ..atomic import write_json
 from ..config import Config
-from .config_loader import ConfigError, to_dict
-from ..data import GymSource, load_jsonl, worked_solution
-from ..data.jsonl import ListSource
 from ..distributed.ddp import device_for_rank, init_distributed
 from ..eval.report import plot_pass_at_k, plot_rl_curves, write_html
 from ..eval.runner import evaluate_policy
 from ..policy.hf import HFPolicy
-from ..policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from ..progress import progress_bars
 from ..rewards.verifier import VerifierScorer
 from ..train.metrics import MetricsLog
 from ..train.rl import train_rl
-from ..train.sft import run_sft
-
-SFT_OFFSET = 5_000_000  # SFT reads the training stream from here, RL from 0: no problem is used twice
-
-
-def make_source(cfg: Config):
-    d = cfg.data
-    if d.task.endswith(".jsonl"):
-        eval_problems = load_jsonl(d.eval_path, limit=d.eval_size) if d.eval_path else []
-        return ListSource(load_jsonl(d.task), eval_problems)
-    source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
-    if d.eval_path:
-        source.eval_problems = load_jsonl(d.eval_path, limit=d.eval_size)
-    return source
-
-
+from .config_loader import to_dict
+from .warmstart import make_source, warm_start
 
 
 def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict:
@@ -58,81 +40,67 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.trainer.seed)
     source = make_source(cfg)
-    eval_problems = source.eval_problems
     scorer = VerifierScorer()
-    e = cfg.eval
-    eval_kw = dict(n_samples=e.n_samples, ks=e.ks, temperature=e.temperature, max_new_tokens=e.max_new_tokens, greedy=e.greedy, seed=cfg.trainer.seed)
     log = MetricsLog(out / "metrics.jsonl", resume_after=_resume_step(out) if resume else None)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     with progress_bars(show_progress) as bar:
-        # 1. the starting model: a local checkpoint, or a tiny model built from the config
-        sft_dir = out / "sft"
-        if cfg.model.path:
-            init = Path(cfg.model.path)
-        else:
-            m = cfg.model
-            # the tokenizer learns its words from training prompts and worked solutions (never eval data)
-            sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
-            corpus = [p.prompt for p in sample] + ([worked_solution(p) for p in sample] if cfg.sft.steps > 0 else [])
-            init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
-        dtype = getattr(torch, cfg.model.dtype)
-        # 2. supervised warm-start on worked solutions (skipped when already done, or sft.steps=0)
-        if cfg.sft.steps > 0 and not (resume and (sft_dir / "DONE").exists()):
-            policy = HFPolicy.from_pretrained(init, device=device, dtype=dtype)
-            s = cfg.sft
-            _check_worked_solutions(source, cfg)
-
-            def examples(step: int) -> list[tuple[str, str]]:
-                first = SFT_OFFSET + step * s.batch_size
-                batch = source.train_problems(range(first, first + s.batch_size))
-                # A share of examples answers directly, without working: the warm-started policy then mixes
-                # both habits, and RL has to discover from reward alone that working step by step pays.
-                return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac))) for i, p in enumerate(batch)]
-
-            run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
-                    log=log, progress=bar("SFT warm-start", s.steps))
-            policy.model.save_pretrained(sft_dir)
-            policy.tokenizer.save_pretrained(sft_dir)
-            (sft_dir / "DONE").touch()
-        start = _rl_start(cfg, out)
+        # 1-2. the starting model (model.path or the tiny model) and its supervised warm-start on worked solutions
+        warm_start(cfg, out, source=source, log=log, bar=bar, device=device)
+        start, dtype = _rl_start(cfg, out), getattr(torch, cfg.model.dtype)
         policy = HFPolicy.from_pretrained(start, device=device, dtype=dtype)
-
+        results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or out / "init")}}
         # 3. evaluate the RL starting point
-        results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or init)}}
         if resume and (out / "eval_sft.json").exists():
             results["sft"] = json.loads((out / "eval_sft.json").read_text())
         else:
-            results["sft"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval before RL", len(eval_problems)), **eval_kw)
+            results["sft"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval before RL", len(source.eval_problems)))
             write_json(out / "eval_sft.json", results["sft"])
-
         # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
         ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
-        subset = eval_problems[: cfg.trainer.eval_problems]
-
-        def periodic(step: int) -> dict:
-            res = evaluate_policy(policy, scorer.verifier, subset, n_samples=4, ks=[1], temperature=e.temperature,
-                                  max_new_tokens=e.max_new_tokens, greedy=True, seed=cfg.trainer.seed + step)
-            return {"pass@1": res["pass@1"], "greedy": res["greedy"]}
-
+        periodic = _periodic_eval(policy, scorer, source.eval_problems[: cfg.trainer.eval_problems], cfg)
         if not resume or _resume_step(out) is None:
             log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
         _barrier(world)  # the other ranks may now load `start` and join RL
         train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
                  progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
-
         # 5. evaluate the trained policy with the same samples budget and seed
-        results["rl"] = evaluate_policy(policy, scorer.verifier, eval_problems, progress=bar("eval after RL", len(eval_problems)), **eval_kw)
+        results["rl"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval after RL", len(source.eval_problems)))
     results["wall_seconds"] = time.perf_counter() - t_start  # this invocation only (a resumed run counts its own part)
-    results["resumed"] = resume
-    results["delta"] = {k: results["rl"][k] - results["sft"][k] for k in ("pass@1", "greedy", f"maj@{max(e.ks)}") if k in results["rl"]}
-    results["algo"] = cfg.algo.name
-    write_json(out / "results.json", results)
-    images = [plot_rl_curves(log.read(), out / "rl_curves.png"), plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, list(e.ks), out / "pass_at_k.png")]
-    write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
+    _report(results, cfg, out, log, resume=resume)
     scorer.verifier.close()
     _barrier(world)  # results.json is written: the other ranks may return it
     return results
+
+
+def _evaluate(policy, scorer, problems, cfg: Config, progress) -> dict:
+    e = cfg.eval
+    return evaluate_policy(policy, scorer.verifier, problems, n_samples=e.n_samples, ks=e.ks, temperature=e.temperature,
+                           max_new_tokens=e.max_new_tokens, greedy=e.greedy, seed=cfg.trainer.seed, progress=progress)
+
+
+def _periodic_eval(policy, scorer, subset, cfg: Config):
+    """The small held-out evaluation every trainer.eval_every steps: pass@1 of 4 samples and greedy accuracy."""
+    e = cfg.eval
+
+    def periodic(step: int) -> dict:
+        res = evaluate_policy(policy, scorer.verifier, subset, n_samples=4, ks=[1], temperature=e.temperature,
+                              max_new_tokens=e.max_new_tokens, greedy=True, seed=cfg.trainer.seed + step)
+        return {"pass@1": res["pass@1"], "greedy": res["greedy"]}
+
+    return periodic
+
+
+def _report(results: dict, cfg: Config, out: Path, log, *, resume: bool) -> None:
+    """results.json, the RL curves, pass@k before and after, and one HTML page."""
+    ks = list(cfg.eval.ks)
+    results["resumed"] = resume
+    results["delta"] = {k: results["rl"][k] - results["sft"][k] for k in ("pass@1", "greedy", f"maj@{max(ks)}") if k in results["rl"]}
+    results["algo"] = cfg.algo.name
+    write_json(out / "results.json", results)
+    images = [plot_rl_curves(log.read(), out / "rl_curves.png"),
+              plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, ks, out / "pass_at_k.png")]
+    write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
 
 
 def _rl_start(cfg: Config, out: Path) -> Path:
@@ -162,19 +130,6 @@ def _rl_follower(cfg: Config, out: Path, world: int, *, resume: bool) -> dict:
     scorer.verifier.close()
     _barrier(world)
     return json.loads((out / "results.json").read_text())
-
-
-def _check_worked_solutions(source, cfg: Config) -> None:
-    try:
-        worked_solution(source.train_problems([SFT_OFFSET])[0])
-    except (ValueError, KeyError) as e:
-        raise ConfigError(f"sft.steps={cfg.sft.steps}: warm-start needs worked solutions, which exist for arithmetic chains "
-                          f"(chain_sum), not for data.task={cfg.data.task!r}; set sft.steps=0 and start from model.path") from e
-
-
-def _is_direct(index: int, frac: float) -> bool:
-    """Deterministic, evenly spread choice of `frac` of the indices (golden-ratio sequence)."""
-    return (index * 0.6180339887498949) % 1.0 < frac
 
 
 def _resume_step(out: Path) -> int | None:

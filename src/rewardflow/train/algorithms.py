@@ -1,6 +1,7 @@
 """Online algorithms as two parts each: `prepare` (once per rollout batch, no gradient: advantages, keep-masks,
 critic targets) and `loss` (per micro-batch, with gradient). ALGORITHMS is the one registry `algo.name` is
-looked up in; every advantage estimator of algos.ADVANTAGES runs as a clipped policy gradient.
+looked up in; every advantage estimator of algos.ADVANTAGES runs as a clipped policy gradient, and the named
+methods of PRESETS (DAPO, GSPO, dual-clip, D3S) run the GRPO estimator with their papers' settings.
 
 The shared preparation applies what every algorithm can use: DAPO's overlong filter, the reference
 logprobs, KL folded into the reward (REINFORCE++) and D3S down-sampling; the normaliser is the whole
@@ -16,6 +17,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..algos import (
     ADVANTAGES,
+    GROUP_ADVANTAGES,
+    TOKEN_ADVANTAGES,
     POLICY_LOSSES,
     clipped_value_loss,
     d3s_keep_ratio,
@@ -63,6 +66,8 @@ class OnlineAlgorithm:
     hidden: bool = False  # loss needs hidden states (shared value head)
     critic: bool = False  # train_rl builds a Critic (train/ppo.py)
     all_rows: bool = False  # zero-advantage sequences still carry loss (value / Q regression)
+    needs_group: bool = False  # compares a sample with its group: rollout.group_size >= 2
+    greedy_baseline: bool = False  # the rollout also decodes each prompt greedily and scores it (ReMax's baseline)
 
 
 # Inputs each advantage estimator takes besides the rewards (one table, looked up once per step).
@@ -81,7 +86,8 @@ KL_REWARD_ADVANTAGES = {
 
 
 def _kl_return(adv, ro, kl, mask, a):
-    return adv[:, None] - returns_to_go(a.kl_coef * kl, mask)  # [N, T]
+    """algo.kl_placement=after (the default): the KL penalty's return-to-go is added to the normalised advantage."""
+    return (adv[:, None] if adv.dim() == 1 else adv) - returns_to_go(a.kl_coef * kl, mask)  # [N, T]
 
 
 def _policy_loss(fw, p, mb, cfg):
@@ -92,22 +98,30 @@ def _policy_loss(fw, p, mb, cfg):
 # ---------------------------------------------------------------- policy gradient (every ADVANTAGES entry)
 
 
-def _pg_prepare(p, ro, cfg, ctx):
-    a = cfg.algo
-    adv = ADVANTAGES[a.name](ro.rewards, **ADVANTAGE_INPUTS.get(a.name, lambda ro, cfg: {})(ro, cfg)).reshape(-1)  # [N]
-    if a.kl_mode == "reward" and p.ref_logp is not None:
-        kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator)  # [N, T] KL_t of the sampling policy
-        adv = KL_REWARD_ADVANTAGES.get(a.name, _kl_return)(adv, ro, kl, p.mask, a)  # [N, T]
-    if a.dense_coef > 0 and ro.step_rewards is not None:
-        adv = _with_dense(adv, ro, p, ctx, a)
-    p.adv = adv
+def _pg_prepare(estimator: str):
+    def prepare(p, ro, cfg, ctx):
+        a = cfg.algo
+        kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator) if a.kl_mode == "reward" and p.ref_logp is not None else None  # [N, T]
+        rewards = ro.rewards
+        if kl is not None and a.kl_placement == "before" and estimator not in KL_REWARD_ADVANTAGES:  # verl: r - beta * sum_t KL_t enters the estimator
+            rewards = rewards - a.kl_coef * (kl * p.mask).sum(1).view_as(rewards)  # [B, G]
+        if estimator in TOKEN_ADVANTAGES and kl is None:  # whitened over valid tokens (OpenRLHF)
+            adv = TOKEN_ADVANTAGES[estimator](rewards, p.mask)  # [N, T]
+        else:
+            adv = ADVANTAGES[estimator](rewards, **ADVANTAGE_INPUTS.get(estimator, lambda ro, cfg: {})(ro, cfg)).reshape(-1)  # [N]
+            if kl is not None and (a.kl_placement == "after" or estimator in KL_REWARD_ADVANTAGES):
+                adv = KL_REWARD_ADVANTAGES.get(estimator, _kl_return)(adv, ro, kl, p.mask, a)  # [N, T]
+        if a.dense_coef > 0 and ro.step_rewards is not None:
+            adv = _with_dense(adv, ro, p, ctx, a)
+        p.adv = adv
+    return prepare
 
 
 def _with_dense(adv, ro, p, ctx, a):
     """The dense hook: per-step rewards of each sample (Rollout.step_rewards) placed on its steps' tokens."""
     T = p.mask.shape[1]
     ends = pad_ends([step_token_ends(ctx["tokenizer"], c.token_ids, c.text) for c in ro.completions])  # [N, S]
-    dense = dense_advantages(ro.step_rewards, ends, T, mode=a.dense_mode)  # [N, T]
+    dense = dense_advantages(ro.step_rewards, ends, T, mode=a.dense_mode, group_size=ro.rewards.shape[1])  # [N, T]
     return (adv[:, None] if adv.dim() == 1 else adv) + a.dense_coef * dense * p.mask
 
 
@@ -157,8 +171,9 @@ def _keep_prepare(keep_fn):
     def prepare(p, ro, cfg, ctx):
         keep = keep_fn(ro.outcome, cfg).reshape(-1)  # [N] bool, chosen on the verifier's verdicts
         p.mask = p.mask * keep[:, None].to(p.mask.dtype)  # only kept samples carry loss (and count in the normaliser)
-        # Reinforce-Rej uses the raw reward as advantage: 0/1 rewards become -1/+1 so wrong samples get pushed down
-        p.adv = 2 * ro.rewards.reshape(-1) - 1  # [N]
+        # Reinforce-Rej (Xiong et al. 2025) uses the verifier's +1/-1 as advantage (never shaped rewards), so
+        # wrong samples are pushed down
+        p.adv = 2 * ro.outcome.reshape(-1) - 1  # [N]
         p.extra["keep"] = keep
     return prepare
 
@@ -195,16 +210,30 @@ def _rover_loss(fw, p, mb, cfg, ctx):
     return rover_loss(fw.logp, p.old_logp[mb], next_q, p.adv[mb], p.mask[mb], rho=a.rover_rho, agg=a.agg, normalizer=p.norm)
 
 
-_policy_gradient = OnlineAlgorithm(_pg_prepare, _pg_loss)
+def _policy_gradient(estimator: str) -> OnlineAlgorithm:
+    return OnlineAlgorithm(_pg_prepare(estimator), _pg_loss, needs_group=estimator in GROUP_ADVANTAGES, greedy_baseline=estimator == "remax")
+
+
+# Named methods: the settings each name implies (its paper's), applied by the config loader under the user's YAML
+# and overrides (so each can still be changed). The estimator is GRPO's unless the name is an estimator itself.
+PRESETS: dict[str, dict[str, object]] = {
+    "dr_grpo": {"algo.agg": "seq-mean-token-sum"},  # Liu et al. 2025 eq. 3: token sum over a constant N * L_max
+    "gspo": {"algo.loss": "gspo", "algo.eps_low": 3e-4, "algo.eps_high": 4e-4, "algo.agg": "seq-mean-token-mean"},  # Zheng et al. 2025 sec. 4
+    "dual_clip": {"algo.loss": "dual_clip"},  # Ye et al. 2020: a lower bound c = 3 on negative-advantage ratios
+    "dapo": {"algo.dynamic_sampling": True, "algo.eps_high": 0.28, "algo.overlong_cache": 16, "algo.agg": "token-mean"},  # Yu et al. 2025
+    "d3s": {"algo.d3s": "both"},  # Wang et al. 2025: sample- and token-level down-sampling
+    "reinforce_pp": {"algo.kl_coef": 0.01, "algo.kl_mode": "reward", "algo.kl_estimator": "k1"},  # Hu 2025: k1 KL in the token reward
+}
 
 ALGORITHMS: dict[str, OnlineAlgorithm] = {
-    **{name: _policy_gradient for name in ADVANTAGES},
+    **{name: _policy_gradient(name) for name in ADVANTAGES},
+    **{name: _policy_gradient("grpo") for name in ("gspo", "dual_clip", "dapo", "d3s")},
     "ppo": OnlineAlgorithm(_ppo_prepare, _ppo_loss, hidden=True, critic=True, all_rows=True),
     # RAFT's loss ignores p.adv: every kept row trains (the mask already holds only kept rows)
     "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_loss, all_rows=True),
     "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_pp_loss, all_rows=True),
     "reinforce_rej": OnlineAlgorithm(_keep_prepare(lambda r, cfg: reinforce_rej_keep(r)), _reinforce_rej_loss),
-    "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True),
+    "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True, needs_group=True),
 }
 
 
@@ -212,9 +241,10 @@ ALGORITHMS: dict[str, OnlineAlgorithm] = {
 
 
 def _normalizer(agg: str, mask: torch.Tensor, max_new_tokens: int) -> float:
-    """Denominator of the whole batch, so micro-batches (and ranks) add up to the full-batch loss."""
+    """Denominator of the whole batch, so micro-batches (and ranks) add up to the full-batch loss. seq-mean-token-sum
+    is Dr.GRPO's constant N * L_max (Liu et al. 2025 eq. 3: 1/G per group over B groups, tokens summed up to L_max)."""
     seqs = int((mask.sum(1) > 0).sum().item())
-    return {"token-mean": mask.sum().item(), "seq-mean-token-mean": seqs, "seq-mean-token-sum": max_new_tokens}[agg]
+    return {"token-mean": mask.sum().item(), "seq-mean-token-mean": seqs, "seq-mean-token-sum": mask.shape[0] * max_new_tokens}[agg]
 
 
 def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> tuple[Prepared, OnlineAlgorithm]:
@@ -251,7 +281,7 @@ def d3s_mask(policy, p: Prepared, shape, cfg, step: int) -> torch.Tensor:
     seq_adv = p.adv if p.adv.dim() == 1 else (p.adv * p.mask).sum(1) / p.mask.sum(1).clamp(min=1)  # [N]
     keep = torch.ones_like(p.mask, dtype=torch.bool)  # [N, T]
     if a.d3s in ("sample", "both"):
-        keep &= d3s_sample_mask(seq_adv.reshape(shape), ratio).reshape(-1, 1)
+        keep &= d3s_sample_mask(seq_adv.reshape(shape), ratio, scope=a.d3s_scope).reshape(-1, 1)
     if a.d3s in ("token", "both"):
         with torch.no_grad():
             entropy = policy.logprobs(p.batch, temperature=cfg.rollout.temperature, with_entropy=True).entropy  # [N, T]

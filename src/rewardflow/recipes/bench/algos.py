@@ -15,72 +15,19 @@ from pathlib import Path
 
 import torch
 
-from ...atomic import write_text
-from ..config_loader import to_dict
 
 # The bench's policy: the quickstart model with 2 of its 4 layers (see BENCH_HELP in train/cli.py for why).
 BENCH_MODEL = ["model.layers=2"]
 
-# name -> dotted overrides on top of the quickstart recipe (one table; every entry runs through train_rl)
-BENCH_ALGOS = {
-    "grpo": ["algo.name=grpo"],
-    "dr_grpo": ["algo.name=dr_grpo", "algo.agg=seq-mean-token-sum"],
-    "rloo": ["algo.name=rloo"],
-    "remax": ["algo.name=remax"],
-    "reinforce_pp": ["algo.name=reinforce_pp", "algo.kl_coef=0.01", "algo.kl_mode=reward", "algo.kl_estimator=k1"],
-    "reinforce_pp_baseline": ["algo.name=reinforce_pp_baseline"],
-    "seed_grpo": ["algo.name=seed_grpo"],
-    "grpo_unlikely": ["algo.name=grpo_unlikely"],
-    "gspo": ["algo.name=grpo", "algo.loss=gspo", "algo.eps_low=3e-4", "algo.eps_high=4e-4", "algo.agg=seq-mean-token-mean"],
-    "dual_clip": ["algo.name=grpo", "algo.loss=dual_clip"],
-    "dapo": ["algo.name=grpo", "algo.dynamic_sampling=true", "algo.eps_high=0.28", "algo.overlong_cache=16", "algo.agg=token-mean"],
-    "d3s": ["algo.name=grpo", "algo.d3s=both"],
-    "ppo": ["algo.name=ppo"],
-    "raft": ["algo.name=raft"],
-    "raft_pp": ["algo.name=raft_pp"],
-    "reinforce_rej": ["algo.name=reinforce_rej"],
-    "rover": ["algo.name=rover"],
-}
+# The methods the bench compares, by the names ALGORITHMS and PRESETS give them (a name implies its paper's settings,
+# train/algorithms.py): one source of truth for the CLI, the configs and the bench.
+BENCH_NAMES = ("grpo", "dr_grpo", "rloo", "remax", "reinforce_pp", "reinforce_pp_baseline", "seed_grpo", "grpo_unlikely", "gspo",
+               "dual_clip", "dapo", "d3s", "ppo", "raft", "raft_pp", "reinforce_rej", "rover")
+BENCH_ALGOS = {name: [f"algo.name={name}"] for name in BENCH_NAMES}
 
 
 def _spread(xs: list[float]) -> dict:
     return {"mean": sum(xs) / len(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "values": xs}
-
-
-def make_sft(cfg, out: Path, *, progress=None) -> Path:
-    """The shared starting point: the quickstart's tiny model and SFT warm-start, built once into out/sft."""
-    from ...data import worked_solution
-    from ..pipeline import SFT_OFFSET, _is_direct, make_source
-    from ...policy.hf import HFPolicy
-    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from ...train.sft import run_sft
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
-    sft_dir = out / "sft"
-    # what the checkpoint depends on; a later bench in the same directory must not start from another model
-    d = to_dict(cfg)
-    stamp = json.dumps({"model": d["model"], "sft": d["sft"], "data": d["data"], "seed": cfg.trainer.seed}, sort_keys=True)
-    if (sft_dir / "DONE").exists():
-        if (sft_dir / "DONE").read_text() != stamp:
-            raise ValueError(f"{sft_dir} is the SFT start of a bench with other model/sft/data settings; use another --out or delete it")
-        return sft_dir
-    source, m, s = make_source(cfg), cfg.model, cfg.sft
-    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
-    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
-    init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
-    policy = HFPolicy.from_pretrained(init)
-
-    def examples(step: int):
-        first = SFT_OFFSET + step * s.batch_size
-        return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac)))
-                for i, p in enumerate(source.train_problems(range(first, first + s.batch_size)))]
-
-    run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=progress)
-    policy.model.save_pretrained(sft_dir)
-    policy.tokenizer.save_pretrained(sft_dir)
-    write_text(sft_dir / "DONE", stamp)
-    return sft_dir
 
 
 def problem_set_id(problems) -> str:
@@ -133,7 +80,7 @@ def _job(overrides: list[str], data_seed: int, sft_dir: str, run_dir: str, n_eva
     trains on or is evaluated on (the SFT start is evaluated on the same problems)."""
     from ...atomic import write_json
     from ..config_loader import load_config
-    from ..pipeline import make_source
+    from ..warmstart import make_source
 
     run_dir_p = Path(run_dir)
     done = run_dir_p / "result.json"
@@ -166,7 +113,7 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     from ...atomic import write_json
     from ..config_loader import load_config
     from ...eval.runner import evaluate_policy
-    from ..pipeline import make_source
+    from ..warmstart import make_source, warm_start
     from ...policy.hf import HFPolicy
     from ...progress import progress_bars
     from ...verify import Verifier
@@ -210,7 +157,7 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
         write_json(out / "algos.json", result)
 
     with progress_bars(show_progress) as bar:
-        sft_dir = make_sft(base, out, progress=bar("SFT warm-start", base.sft.steps))
+        sft_dir = warm_start(base, out, bar=bar)
         with Verifier() as verifier:
             result["sft"] = evaluate_policy(HFPolicy.from_pretrained(sft_dir), verifier, eval_problems, n_samples=n_eval, ks=ks,
                                             temperature=base.eval.temperature, max_new_tokens=base.eval.max_new_tokens, greedy=False, seed=0)

@@ -40,36 +40,12 @@ SIZES = {  # tiny-model shapes: the quickstart model (1.07M params) and a smalle
 
 
 def warm_started_policy(cfg, out: Path, bar):
-    """Tiny model + SFT on worked solutions, the same recipe and data as pipeline.run_pipeline; cached."""
-    from ...data import worked_solution
-    from ..pipeline import SFT_OFFSET, _is_direct, make_source
+    """Tiny model + SFT on worked solutions: the one warm-start recipe (recipes/warmstart.py); cached."""
     from ...policy.hf import HFPolicy
-    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from ...train.sft import run_sft
+    from ..warmstart import make_source, warm_start
 
     source = make_source(cfg)
-    sft_dir = out / "sft"
-    stamp = json.dumps({"seed": cfg.trainer.seed, "sft_steps": cfg.sft.steps, "hidden": cfg.model.hidden_size, "layers": cfg.model.layers})
-    if (sft_dir / "DONE").exists():
-        _same_settings(sft_dir / "DONE", stamp)
-        return HFPolicy.from_pretrained(sft_dir), source
-    torch.manual_seed(cfg.trainer.seed)
-    m, s = cfg.model, cfg.sft
-    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
-    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
-    init = make_tiny_checkpoint(out / "init", TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed), corpus)
-    policy = HFPolicy.from_pretrained(init)
-
-    def examples(step: int) -> list[tuple[str, str]]:
-        first = SFT_OFFSET + step * s.batch_size
-        batch = source.train_problems(range(first, first + s.batch_size))
-        return [(p.prompt, worked_solution(p, direct=_is_direct(first + i, s.direct_frac))) for i, p in enumerate(batch)]
-
-    run_sft(policy, examples, steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, progress=bar("SFT warm-start", s.steps))
-    policy.model.save_pretrained(sft_dir)
-    policy.tokenizer.save_pretrained(sft_dir)
-    (sft_dir / "DONE").write_text(stamp)
-    return policy, source
+    return HFPolicy.from_pretrained(warm_start(cfg, out, source=source, bar=bar)), source
 
 
 def eval_candidates(policy, verifier, problems, n: int, *, max_new_tokens: int, seed: int, out: Path, bar) -> list[dict]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -27,39 +26,22 @@ import torch
 from ...atomic import write_json
 
 TASK, TASK_KWARGS = "chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
-SFT_OFFSET = 5_000_000  # training problems from here on (pipeline.py's SFT stream); eval is GymSource's eval split
 # (hidden, layers, heads, intermediate): the target is the quickstart model (1.07M params), the draft bench/rm.py's
 # "small" model (about 1/6 of it; a 63k-parameter draft stayed at 4% accuracy after 500 SFT steps)
 SIZES = {"draft": (64, 2, 2, 256), "target": (128, 4, 4, 512)}
-SFT_BATCH, SFT_LR, SFT_WARMUP = 32, 3e-3, 20  # the quickstart SFT recipe (config.SFTConfig)
 
 
-def train_policy(name: str, source, out: Path, *, sft_steps: int, seed: int, bar):
-    """Tiny model + SFT warm-start on worked solutions, as pipeline.run_pipeline builds it; cached in OUT/name."""
-    from ...data import worked_solution
+def train_policy(name: str, out: Path, *, sft_steps: int, seed: int, bar):
+    """Tiny model of SIZES[name] warm-started on worked solutions by the one warm-start recipe (recipes/warmstart.py,
+    the quickstart's SFT settings with a warm-up of at most a fifth of the steps); cached in OUT/name."""
     from ...policy.hf import HFPolicy
-    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from ...train.sft import run_sft
+    from ..config_loader import load_config
+    from ..warmstart import warm_start
 
-    done = out / name / "DONE"
-    if done.exists() and json.loads(done.read_text()) == {"sft_steps": sft_steps, "seed": seed, "size": list(SIZES[name])}:
-        return HFPolicy.from_pretrained(out / name)
-    torch.manual_seed(seed)
-    # the tokenizer learns its words from training prompts and worked solutions (never eval data)
-    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
-    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
-    init = make_tiny_checkpoint(out / f"{name}_init", TinyModelConfig(*SIZES[name], 512, seed), corpus)
-    policy = HFPolicy.from_pretrained(init)
-
-    def examples(step: int) -> list[tuple[str, str]]:
-        batch = source.train_problems(range(SFT_OFFSET + step * SFT_BATCH, SFT_OFFSET + (step + 1) * SFT_BATCH))
-        return [(p.prompt, worked_solution(p)) for p in batch]
-
-    run_sft(policy, examples, steps=sft_steps, lr=SFT_LR, warmup_steps=min(SFT_WARMUP, sft_steps // 5), progress=bar(f"SFT {name}", sft_steps))
-    policy.model.save_pretrained(out / name)
-    policy.tokenizer.save_pretrained(out / name)
-    done.write_text(json.dumps({"sft_steps": sft_steps, "seed": seed, "size": list(SIZES[name])}))
-    return policy
+    hidden, layers, heads, inter = SIZES[name]
+    cfg = load_config(None, [f"model.hidden_size={hidden}", f"model.layers={layers}", f"model.heads={heads}", f"model.intermediate_size={inter}",
+                             f"sft.steps={sft_steps}", f"sft.warmup_steps={min(20, sft_steps // 5)}", f"trainer.seed={seed}"])
+    return HFPolicy.from_pretrained(warm_start(cfg, out / name, bar=bar))
 
 
 class ChainStepOracle:
@@ -180,8 +162,8 @@ def run_bench(out: Path, *, problems: int = 50, max_n: int = 64, sft_steps: int 
     curves: dict[str, list[dict]] = {}
     with Verifier() as verifier, progress_bars(show_progress) as bar:
         t0 = time.perf_counter()
-        draft = train_policy("draft", source, out, sft_steps=sft_steps, seed=seed, bar=bar)
-        target = train_policy("target", source, out, sft_steps=sft_steps, seed=seed, bar=bar)
+        draft = train_policy("draft", out, sft_steps=sft_steps, seed=seed, bar=bar)
+        target = train_policy("target", out, sft_steps=sft_steps, seed=seed, bar=bar)
         train_seconds = time.perf_counter() - t0
         # single samples of each model alone: the accuracy speculative decoding should reach
         reference = {}

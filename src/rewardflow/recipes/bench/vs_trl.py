@@ -37,7 +37,6 @@ SIZES = {  # name: (hidden, layers, heads, intermediate, prompts per step B, sft
     "20m": (512, 6, 8, 1408, 4, 30, 1e-3),
 }
 TASK_KWARGS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
-SFT_OFFSET = 5_000_000  # as pipeline.py: SFT reads the training stream from here, RL from 0
 
 
 def _source(seed: int):
@@ -47,32 +46,17 @@ def _source(seed: int):
 
 
 def prepare_model(out: Path, size: str, seed: int) -> Path:
-    """Tiny model + BPE tokenizer learned from training prompts, warm-started by SFT (cached in out/init_<size>)."""
-    from ...data import worked_solution
-    from ...policy.hf import HFPolicy
-    from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
-    from ...train.sft import run_sft
+    """Tiny model of SIZES[size], warm-started by the one warm-start recipe (recipes/warmstart.py); cached in out/init_<size>."""
+    from ..config_loader import load_config
+    from ..warmstart import warm_start
 
-    path = out / f"init_{size}"
-    if (path / "DONE").exists():
-        return path
     hidden, layers, heads, inter, _, sft_steps, sft_lr = SIZES[size]
-    source = _source(seed)
-    sample = source.train_problems(range(SFT_OFFSET - 2000, SFT_OFFSET))
-    corpus = [p.prompt for p in sample] + [worked_solution(p) for p in sample]
-    with tempfile.TemporaryDirectory() as tmp:
-        policy = HFPolicy.from_pretrained(make_tiny_checkpoint(tmp, TinyModelConfig(hidden, layers, heads, inter, 256, seed), corpus))
-
-    def examples(step: int):
-        batch = source.train_problems(range(SFT_OFFSET + step * 32, SFT_OFFSET + (step + 1) * 32))
-        return [(p.prompt, worked_solution(p)) for p in batch]
-
+    cfg = load_config(None, [f"model.hidden_size={hidden}", f"model.layers={layers}", f"model.heads={heads}", f"model.intermediate_size={inter}",
+                             "model.max_positions=256", f"sft.steps={sft_steps}", f"sft.lr={sft_lr}", "sft.warmup_steps=10", f"trainer.seed={seed}",
+                             "data.eval_size=50"])
     t0 = time.perf_counter()
-    run_sft(policy, examples, steps=sft_steps, lr=sft_lr, warmup_steps=10)
-    print(f"[prepare {size}] {policy.num_params:,} params, SFT {sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
-    policy.model.save_pretrained(path)
-    policy.tokenizer.save_pretrained(path)
-    (path / "DONE").touch()
+    path = warm_start(cfg, out / f"init_{size}")
+    print(f"[prepare {size}] SFT {sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
     return path
 
 

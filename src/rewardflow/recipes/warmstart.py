@@ -1,0 +1,110 @@
+"""The one warm-start recipe: where training problems come from, the tiny model built from the config (its
+tokenizer learned from training prompts and worked solutions, never eval data), and supervised fine-tuning on
+worked solutions. The quickstart, `train`, and every benchmark that needs a warm-started policy call `warm_start`.
+
+SFT reads the training stream from SFT_OFFSET on and RL from 0, so no training problem is used twice.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..atomic import write_text
+from ..config import Config
+from ..data import GymSource, load_jsonl, worked_solution
+from ..data.jsonl import ListSource
+from .config_loader import ConfigError, to_dict
+
+SFT_OFFSET = 5_000_000
+CORPUS_PROBLEMS = 2000  # training problems whose prompts (and worked solutions) the tiny tokenizer learns from
+
+
+def make_source(cfg: Config):
+    """The problems of `data:`: a reasoning-gym task (seeded, disjoint train/eval splits) or JSONL files."""
+    d = cfg.data
+    if d.task.endswith(".jsonl"):  # validate() requires data.eval_path with it
+        return ListSource(load_jsonl(d.task), load_jsonl(d.eval_path, limit=d.eval_size))
+    source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
+    if d.eval_path:
+        source.eval_problems = load_jsonl(d.eval_path, limit=d.eval_size)
+    return source
+
+
+def is_direct(index: int, frac: float) -> bool:
+    """Deterministic, evenly spread choice of `frac` of the indices (golden-ratio sequence)."""
+    return (index * 0.6180339887498949) % 1.0 < frac
+
+
+def sft_examples(source, cfg: Config) -> Callable[[int], list[tuple[str, str]]]:
+    """Step -> (prompt, worked solution) pairs. A share (sft.direct_frac) answers directly, without working: the
+    warm-started policy then mixes both habits, and RL has to discover from reward alone that working pays."""
+    s = cfg.sft
+
+    def examples(step: int) -> list[tuple[str, str]]:
+        first = SFT_OFFSET + step * s.batch_size
+        batch = source.train_problems(range(first, first + s.batch_size))
+        return [(p.prompt, worked_solution(p, direct=is_direct(first + i, s.direct_frac))) for i, p in enumerate(batch)]
+
+    return examples
+
+
+def build_tiny(cfg: Config, source, path: Path) -> Path:
+    """The tiny Llama of `model:` with a BPE tokenizer learned from training prompts and worked solutions."""
+    from ..policy.tiny import TinyModelConfig, make_tiny_checkpoint
+
+    m = cfg.model
+    sample = source.train_problems(range(SFT_OFFSET - CORPUS_PROBLEMS, SFT_OFFSET))
+    corpus = [p.prompt for p in sample] + ([worked_solution(p) for p in sample] if cfg.sft.steps > 0 else [])
+    tiny = TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed)
+    return make_tiny_checkpoint(path, tiny, corpus)
+
+
+def stamp(cfg: Config) -> str:
+    """What a warm-started checkpoint depends on: a cached one is reused only under the same settings."""
+    d = to_dict(cfg)
+    return json.dumps({"model": d["model"], "sft": d["sft"], "data": d["data"], "seed": cfg.trainer.seed}, sort_keys=True)
+
+
+def check_worked_solutions(source, cfg: Config) -> None:
+    try:
+        worked_solution(source.train_problems([SFT_OFFSET])[0])
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"sft.steps={cfg.sft.steps}: warm-start needs worked solutions, which exist for arithmetic chains "
+                          f"(chain_sum), not for data.task={cfg.data.task!r}; set sft.steps=0 and start from model.path") from e
+
+
+def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, device: str = "cpu") -> Path:
+    """model.path, or the tiny model built into out/init, fine-tuned on worked solutions into out/sft.
+
+    Cached: out/sft/DONE holds the settings' stamp; the same settings return it at once, other settings are an
+    error (delete the directory or use another). With sft.steps=0 the starting checkpoint itself is returned."""
+    from ..policy.hf import HFPolicy
+    from ..train.sft import run_sft
+
+    out = Path(out)
+    source = source if source is not None else make_source(cfg)
+    sft_dir, want = out / "sft", stamp(cfg)
+    if (sft_dir / "DONE").exists():
+        have = (sft_dir / "DONE").read_text()
+        if have and have != want:  # an empty DONE comes from before stamps were written
+            raise ConfigError(f"{sft_dir} was warm-started with other model/sft/data settings; use another --out or delete it")
+        return sft_dir
+    torch.manual_seed(cfg.trainer.seed)
+    init = Path(cfg.model.path) if cfg.model.path else build_tiny(cfg, source, out / "init")
+    if cfg.sft.steps <= 0:
+        return init
+    check_worked_solutions(source, cfg)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
+    policy = HFPolicy.from_pretrained(init, device=device, dtype=getattr(torch, cfg.model.dtype))
+    s = cfg.sft
+    run_sft(policy, sft_examples(source, cfg), steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
+            log=log, progress=bar("SFT warm-start", s.steps) if bar else None)
+    policy.model.save_pretrained(sft_dir)
+    policy.tokenizer.save_pretrained(sft_dir)
+    write_text(sft_dir / "DONE", want)
+    return sft_dir
