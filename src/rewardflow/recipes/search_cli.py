@@ -1,5 +1,5 @@
-"""`rewardflow search` and `rewardflow bench search`. cli.py wires them in with `register(sub)` and
-`register_bench(bench_sub)`; heavy imports (torch, transformers) stay inside the handlers."""
+"""`rewardflow search` and `rewardflow bench search`: `register(sub)` and `register_bench(bench_sub)` add them to
+cli.py's parser; heavy imports (torch, transformers) stay inside the handlers, so `--help` stays fast."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""Reward-model demonstration on the quickstart task (issue 4, item 7): do learned reward models pick a
+"""Reward-model demonstration on the quickstart task: do learned reward models pick a
 better answer out of 16 samples than majority voting?
 
 1. the quickstart policy: tiny model + SFT warm-start on worked solutions, built as pipeline.py does;
@@ -13,7 +13,7 @@ Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, implicit/, candi
 cached stage made with other settings is an error (use a new OUT), never silently reused. labels.jsonl may grow:
 more --train-problems label only the new solutions.
 
-    rewardflow bench rm --out runs/bench_rm            # or: python bench/rm.py --out runs/bench_rm
+    rewardflow bench rm --out runs/bench_rm            # or: python -m rewardflow.recipes.bench.rm --out runs/bench_rm
 """
 from __future__ import annotations
 
@@ -246,7 +246,7 @@ def run_from_args(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from ..label_cli import register_bench
 
-    p = argparse.ArgumentParser(prog="python bench/rm.py")
+    p = argparse.ArgumentParser(prog="python -m rewardflow.recipes.bench.rm")
     sub = p.add_subparsers(dest="bench", required=True)
     register_bench(sub)
     args = p.parse_args(["rm", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,4 @@
-"""Test-time search on the quickstart task (issue 6): every strategy at N = 1, 2, 4, ... on held-out chain_sum
+"""Test-time search on the quickstart task: every strategy at N = 1, 2, 4, ... on held-out chain_sum
 problems, accuracy against FLOPs, with two tiny SFT-warm-started policies: a smaller draft and a larger target.
 
 1. draft and target: tiny models + SFT on worked solutions (as pipeline.py builds the quickstart policy); cached;
@@ -9,7 +9,7 @@ problems, accuracy against FLOPs, with two tiny SFT-warm-started policies: a sma
 
 The verifier is the default scorer: an ORACLE (it knows the gold answer), labelled so in the JSON and the plot.
 
-    rewardflow bench search --out runs/bench_search           # or: python bench/search.py --out runs/bench_search
+    rewardflow bench search --out runs/bench_search           # or: python -m rewardflow.recipes.bench.search --out runs/bench_search
 """
 from __future__ import annotations
 
@@ -222,7 +222,7 @@ def run_from_args(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from ..search_cli import register_bench
 
-    parser = argparse.ArgumentParser(prog="python bench/search.py")
+    parser = argparse.ArgumentParser(prog="python -m rewardflow.recipes.bench.search")
     register_bench(parser.add_subparsers(dest="verb", required=True))
     args = parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)])
     return run_from_args(args)
