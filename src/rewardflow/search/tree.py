@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..data.problem import Problem
+from ..eval.metrics import top_scored
 from ..rewards.base import StepScores, aggregate
 from .base import Candidate, SearchConfig, SearchResult, candidate, choose_final, make_result
 from .engine import Run, step_value
@@ -133,7 +134,7 @@ def dvts(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draft=No
         still = []
         for (i, t), kids in zip(live, children):
             last[i][t] = kids
-            best = max(range(len(kids)), key=lambda j: (kids[j].value, -j))
+            best = top_scored([k.value for k in kids])[0]  # the one best-of-N: ties to the first child
             if not kids[best].done:
                 current[i][t] = kids[best]
                 still.append((i, t))
