@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/rewardflow quickstart --out runs/quickstart
+	$(BIN)/rewardflow quickstart --out runs/quickstart --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import bench_cli, label_cli, rm_cli, search_cli, train_cli
+from . import bench_cli, config_cli, label_cli, rm_cli, search_cli, train_cli
+from .run_dir import add_overwrite, owned_run_dir, positive_int
 
 EPILOG = """examples:
   rewardflow quickstart --out runs/quickstart         # tiny model: SFT -> eval -> GRPO -> eval -> report
@@ -27,6 +28,7 @@ VERB_MODULES = {
     label_cli: ("register_rm", "register_bench"),
     rm_cli: ("register_rm",),
     bench_cli: ("register_bench",),
+    config_cli: ("register",),
 }
 
 
@@ -35,8 +37,9 @@ def _quickstart(args) -> int:
     from .pipeline import run_pipeline
 
     overrides = [f"trainer.seed={args.seed}"] + list(args.overrides)
-    cfg = load_config(args.config, overrides)
-    results = run_pipeline(cfg, Path(args.out), resume=args.resume, show_progress=not args.quiet)
+    cfg = load_config(args.config, overrides)  # a bad config fails before the run directory is touched
+    with owned_run_dir(args) as out:
+        results = run_pipeline(cfg, out, resume=args.resume, show_progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns the results; one table is enough
         _print_summary(results, Path(args.out))
     return 0
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         q.add_argument("--out", default=default_out, help=f"run directory (default: {default_out})")
         q.add_argument("--resume", action="store_true", help="continue a crashed or stopped run in --out from its last checkpoint")
+        add_overwrite(q)
         q.add_argument("--seed", type=int, default=0, help="seed for the model, data and sampling (default: 0)")
         q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. trainer.steps=40 algo.kl_coef=0.01")
@@ -128,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="a local transformers checkpoint directory")
     e.add_argument("--data", default="chain_sum", help="reasoning-gym task name (its eval split) or a .jsonl file (GSM8K / MATH-500 format)")
     e.add_argument("--task-kwargs", default=None, help='reasoning-gym options as JSON, e.g. \'{"min_terms": 3}\'')
-    e.add_argument("--n", type=int, default=8, help="samples per problem (default 8)")
-    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    e.add_argument("--n", type=positive_int, default=8, help="samples per problem (default 8)")
+    e.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N problems")
     e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--max-new-tokens", type=positive_int, default=256)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="directory for results.json")
     e.add_argument("--quiet", action="store_true")

@@ -41,7 +41,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     torch.manual_seed(cfg.trainer.seed)
     source = make_source(cfg)
     scorer = VerifierScorer()
-    log = MetricsLog(out / "metrics.jsonl", resume_after=_resume_step(out) if resume else None)
+    log = _open_log(out, resume)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     with progress_bars(show_progress) as bar:
@@ -101,6 +101,19 @@ def _report(results: dict, cfg: Config, out: Path, log, *, resume: bool) -> None
     images = [plot_rl_curves(log.read(), out / "rl_curves.png"),
               plot_pass_at_k({"after SFT": results["sft"], "after RL": results["rl"]}, ks, out / "pass_at_k.png")]
     write_html(results, images, out / "report.html", title=f"rewardflow: {cfg.algo.name} on {cfg.data.task}")
+
+
+def _open_log(out: Path, resume: bool) -> MetricsLog:
+    """A fresh metrics.jsonl, or on resume the existing one without the rows that will be written again: RL rows
+    after the last checkpoint (all of them without one), and the SFT rows when the warm-start did not finish."""
+    path = out / "metrics.jsonl"
+    if not resume:
+        return MetricsLog(path)
+    step = _resume_step(out)
+    log = MetricsLog(path, resume_after=-1 if step is None else step, resume_phase="rl")
+    if not (out / "sft" / "DONE").exists():
+        log = MetricsLog(path, resume_after=-1, resume_phase="sft")
+    return log
 
 
 def _rl_start(cfg: Config, out: Path) -> Path:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .run_dir import add_overwrite, refuse_used
+
 TRAIN_EPILOG = """kinds and the rows they train on (JSONL, one solution per line):
   orm       {"prompt", "steps", "correct"}; --loss bce (pointwise correctness, Cobbe et al. 2021) or bt
             (Bradley-Terry pairs of a correct and a wrong solution to the same prompt)
@@ -51,6 +53,7 @@ def register_rm(rm_sub) -> None:
     t.add_argument("--beta", type=float, default=0.05, help="implicit only: beta of r = beta log pi/pi_ref (default 0.05)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="directory to save the reward model to (written atomically)")
+    add_overwrite(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -86,6 +89,7 @@ def read_training_rows(args) -> list[dict]:
 def _train(args) -> int:
     from ..progress import console, progress_bars
 
+    refuse_used(Path(args.out), resume=False, overwrite=args.overwrite)  # the new model replaces it only once it is whole
     rows = read_training_rows(args)
     with progress_bars(not args.quiet) as bar:
         if args.kind == "implicit":
@@ -110,15 +114,16 @@ def _train(args) -> int:
 
 def _score(args) -> int:
     from ..atomic import atomic_path
-    from ..data.jsonl import read_rows
+    from ..data.jsonl import read_rows, step_list, text_field
     from ..data.problem import Problem
     from ..progress import console, progress_bars
     from ..rewards.registry import load_scorer
 
     def parse(r: dict):
-        prompt = r.get("prompt") or r.get("problem") or r["question"]
-        steps = [str(s) for s in r["steps"]]
-        return Problem(id=str(r["id"]), prompt=prompt, answer=r.get("answer"), task=r.get("task", "rm"), meta={}), steps
+        key = next((k for k in ("prompt", "problem", "question") if k in r), "question")
+        answer = r.get("answer")  # a number is the same gold answer as its text
+        answer = None if answer is None or isinstance(answer, bool) else str(answer)
+        return Problem(id=str(r["id"]), prompt=text_field(r, key), answer=answer, task=r.get("task", "rm"), meta={}), step_list(r)
 
     items = [it for _, it in read_rows(args.input, parse, what="solution row")]
     scorer = load_scorer(args.model)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_json
+from .run_dir import add_overwrite, positive_int, refuse_used
 
 SEARCH_HELP = """Run one test-time search strategy over a dataset and write OUT/results.json (accuracy with its 95%
 interval, compute per model: tokens generated / prefilled / scored, FLOPs as 2 x params x tokens with prefill and
@@ -103,7 +104,8 @@ def _search(args) -> int:
     from ..search.registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
     from ..search.summary import plot_compute, summarize
 
-    get_strategy(args.strategy)  # an unknown name fails before any model loads
+    get_strategy(args.strategy)  # an unknown name (or a used --out) fails before any model loads
+    refuse_used(Path(args.out), resume=False, overwrite=args.overwrite)
     if args.strategy in NEEDS_DRAFT and not args.draft:
         raise ValueError(f"--strategy {args.strategy} needs --draft PATH (the small model that proposes steps)")
     cfg = config_from_args(args)
@@ -148,7 +150,7 @@ def register(sub) -> None:
     p.add_argument("--data", default="chain_sum", help="reasoning-gym task name (its eval split) or a .jsonl file (default: chain_sum)")
     p.add_argument("--task-kwargs", default=None, help='reasoning-gym options as JSON, e.g. \'{"min_terms": 3}\'')
     p.add_argument("--limit", type=int, default=None, help="only the first N problems (reasoning-gym default: 200)")
-    p.add_argument("--n", type=int, default=d.n, help=f"N: samples / beams / chains / particles (default {d.n})")
+    p.add_argument("--n", type=positive_int, default=d.n, help=f"N: samples / beams / chains / particles (default {d.n})")
     p.add_argument("--beam-width", type=int, default=d.beam_width, help=f"M: children per expansion (default {d.beam_width})")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help=f"most steps per solution (default {d.max_steps})")
     p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens, help=f"token budget of one step (default {d.max_step_tokens})")
@@ -164,6 +166,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="problems searched together per batch (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the eval split and of sampling (default 0)")
     p.add_argument("--out", required=True, help="output directory for results.json and compute.png")
+    add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_search)
 

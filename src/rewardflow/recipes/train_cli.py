@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .run_dir import add_overwrite, owned_run_dir
+
 PREFERENCE_HELP = """Preference optimisation from a policy checkpoint (model.path).
 
 Offline: set preference.pairs to a JSONL of {"prompt", "chosen", "rejected"} rows and preference.loss to one of
@@ -51,6 +53,7 @@ examples:
 def _add_common(p, default_out: str) -> None:
     p.add_argument("--config", default=None, help="YAML recipe (see configs/); defaults are the quickstart recipe")
     p.add_argument("--out", default=default_out, help=f"run directory (default: {default_out})")
+    add_overwrite(p)
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and data order (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. preference.loss=ipo preference.beta=0.5")
@@ -65,7 +68,9 @@ def _load(args):
 def _preference(args) -> int:
     from .jobs import run_preference
 
-    res = run_preference(_load(args), Path(args.out), show_progress=not args.quiet)
+    cfg = _load(args)
+    with owned_run_dir(args) as out:
+        res = run_preference(cfg, out, show_progress=not args.quiet)
     print(json.dumps({"mode": res["mode"], "loss": res["loss"], "delta": res["delta"], "wall_seconds": res["wall_seconds"]}, indent=2))
     return 0
 
@@ -73,7 +78,9 @@ def _preference(args) -> int:
 def _oreo(args) -> int:
     from .jobs import run_oreo
 
-    res = run_oreo(_load(args), Path(args.out), show_progress=not args.quiet)
+    cfg = _load(args)
+    with owned_run_dir(args) as out:
+        res = run_oreo(cfg, out, show_progress=not args.quiet)
     print(json.dumps({"trajectories": res["trajectories"], "delta": res["delta"], "wall_seconds": res["wall_seconds"]}, indent=2))
     return 0
 
