@@ -149,7 +149,7 @@ class RewardConfig:
     scorers: list[str] = field(default_factory=list)  # learned scorers added to the verifier: rewards.load_scorer specs (saved PRM/ORM directories)
     weights: list[float] = field(default_factory=list)  # one per scorer: reward = verifier_weight * verdict + sum_i weights[i] * r_i
     verifier_weight: float = 1.0  # weight of the verifier's 0/1 verdict in the sample reward
-    aggregation: str = "min"  # r_i from scorer i's step scores: min | prod | last | mean, or outcome (its outcome score)
+    aggregation: str = "min"  # r_i from scorer i's step scores: min | prod | last | mean | geo_mean, or outcome (its outcome score)
     shaping: str = "none"  # dense per-step rewards (algo.dense_coef > 0) from the first process scorer: none | clip | delta (Gao et al. 2024)
     clip_eta: float = 0.5  # clip shaping: step reward r_k -> min(r_k - clip_eta, 0)
     transform: str = "none"  # r_i before weighting: none | logsigmoid (Wang et al. 2024: log sigmoid(r_i - r_ref))

@@ -20,6 +20,7 @@ from .advantages import (
     rloo_advantages,
     seed_grpo_advantages,
 )
+from .ragged import pad_ragged
 from .dense import DENSE_MODES, dense_advantages, normalize_step_rewards, prime_rloo_advantages, step_returns, step_sums
 from .kl import exact_kl, kl_estimate, kl_penalty_loss, kl_shaped_rewards
 from .losses import (
@@ -88,6 +89,7 @@ __all__ = [
     "oreo_value_loss",
     "overlong_filter_mask",
     "overlong_penalty",
+    "pad_ragged",
     "prime_rloo_advantages",
     "raft_keep_best",
     "raft_loss",

@@ -1,5 +1,5 @@
 """`rewardflow rm label` (step labels by Monte-Carlo rollouts) and `rewardflow bench rm` (the reward-model
-demonstration). The lead wires them in with `register_rm(rm_sub)` and `register_bench(bench_sub)`."""
+demonstration), added to the parser by `register_rm(rm_sub)` and `register_bench(bench_sub)`."""
 from __future__ import annotations
 
 import argparse

@@ -100,7 +100,8 @@ class SearchConfig:
     mcts_value: str = "prm"  # MCTS leaf value: prm (score of the new step) | rollout (outcome of a sampled completion)
     rebase_temperature: float = 0.2  # REBASE: T_b in softmax(r / T_b) that shares out the expansion budget
     delta: float = 0.7  # speculative decoding: a draft step is kept when its score >= delta
-    pf_temperature: float = 0.2  # particle filtering: base temperature of softmax(r / tau) resampling weights
+    pf_weighting: str = "logit"  # particle filtering: logit (softmax(logit r), Puri et al. 2025, the reference) | tempered (softmax(r / pf_temperature))
+    pf_temperature: float = 0.2  # particle filtering, tempered weighting only: base temperature of softmax(r / tau)
     entropy_threshold: float = 0.5  # particle filtering: anneal when exp(H(w)) / N falls below this
     borda_power: float = 0.5  # self-certainty Borda vote: rank r gets (N - r + 1) ** p votes
     seed: int = 0  # seeds every sampling call and every resampling draw
@@ -112,6 +113,7 @@ class SearchConfig:
 
     def validate(self) -> None:
         from ..rewards.base import AGGREGATIONS
+        from .particle import WEIGHTINGS
 
         checks = [
             ("n", self.n >= 1, "must be >= 1"),
@@ -127,6 +129,7 @@ class SearchConfig:
             ("lookahead", self.lookahead >= 0, "must be >= 0"),
             ("mcts_value", self.mcts_value in VALUE_SOURCES, f"must be one of {', '.join(VALUE_SOURCES)}"),
             ("rebase_temperature", self.rebase_temperature > 0, "must be > 0"),
+            ("pf_weighting", self.pf_weighting in WEIGHTINGS, f"must be one of {', '.join(WEIGHTINGS)}"),
             ("pf_temperature", self.pf_temperature > 0, "must be > 0"),
             ("entropy_threshold", 0 <= self.entropy_threshold <= 1, "must be in [0, 1]"),
             ("chunk", self.chunk >= 1, "must be >= 1"),

@@ -76,7 +76,7 @@ def particle(problems: list[Problem], policy, scorer, cfg: SearchConfig, *, draf
     particles (duplicates included, as the filter's posterior) are the candidates; cfg.select chooses.
     result.info records, per step, tau_t (tempered: tau0 * a_t; logit: a_t) and ESS_H / N.
     """
-    weighting = weighting or getattr(cfg, "pf_weighting", "logit")
+    weighting = weighting or cfg.pf_weighting
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown particle weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     base = cfg.pf_temperature if weighting == "tempered" else 1.0

@@ -4,7 +4,7 @@ problem and policy, every step scored, quantiles and the median per policy. Writ
 Why: reward-guided speculative decoding keeps a draft step when its score reaches delta; this shows where
 delta can sit and whether the PRM scores the weaker policy's steps lower.
 
-    python bench/prm_step_scores.py --prm runs/bench_rm3/prm --policies runs/bench_search_prm/draft,runs/bench_search_prm/target \\
+    python -m rewardflow.recipes.bench.prm_step_scores --prm runs/bench_rm3/prm --policies runs/bench_search_prm/draft,runs/bench_search_prm/target \\
         --out runs/prm_step_scores.json
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="bench/prm_step_scores.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m rewardflow.recipes.bench.prm_step_scores", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prm", required=True, help="a saved process reward model directory")
     ap.add_argument("--policies", required=True, help="comma-separated policy checkpoints")
     ap.add_argument("--problems", type=int, default=25, help="held-out problems (default 25)")

@@ -1,7 +1,7 @@
 """Sampler throughput: rewardflow's HFPolicy against transformers' `model.generate`, same model and batch,
 measured side by side in one process (alternating, best of R repetitions). Writes JSON.
 
-    python bench/sampler.py --out runs/bench_sampler.json        # or: rewardflow bench sampler
+    python -m rewardflow.recipes.bench.sampler --out runs/bench_sampler.json        # or: rewardflow bench sampler
 
 Three contestants per (batch, greedy|sampled): `ours` (HFPolicy with its own Llama decode step and
 preallocated K/V), `ours_hf_forward` (the same sampler stepping through the transformers forward and its

@@ -1,7 +1,7 @@
 """rewardflow against TRL's GRPOTrainer on the same GRPO work, side by side. Writes DIR/vs_trl.json.
 
-    python bench/trl.py --out runs/bench_trl                 # or: rewardflow bench trl --out runs/bench_trl
-    python bench/trl.py --out runs/bench_trl --sizes 1m --reps 3 --steps 10
+    python -m rewardflow.recipes.bench.vs_trl --out runs/bench_trl                 # or: rewardflow bench trl --out runs/bench_trl
+    python -m rewardflow.recipes.bench.vs_trl --out runs/bench_trl --sizes 1m --reps 3 --steps 10
 
 Same for both: the tiny Llama model (policy/tiny.py) warm-started by a short SFT on worked solutions (built
 once per size and cached in DIR/init_<size>), the task (reasoning-gym chain_sum, 3 one-digit terms), the
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["rewardflow", "trl"] if rep % 2 == 0 else ["trl", "rewardflow"]
             for fw in order:
                 res_path = out / f"run_{size}_{fw}_{rep}.json"
-                cmd = [sys.executable, "-m", __name__, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
+                cmd = [sys.executable, "-m", __spec__.name, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
                        "--prompts", str(B), "--group", str(a.group), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
                        "--threads", str(a.threads), "--seed", str(a.seed)] + (["--profile"] if fw == "rewardflow" and rep == 0 else [])
                 t0 = time.perf_counter()
