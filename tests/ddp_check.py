@@ -64,8 +64,8 @@ def run(micro_batch_size: int = 2, seed: int = 0) -> dict:
     rl = rl_loss_of_rows(policy, batch, old_logp, adv, loss_fn=POLICY_LOSSES["clip"], normalizer=mask.sum().item())
     rl_stats = data_parallel_step(policy.model, opt, None, rl, len(adv), micro_batch_size=micro_batch_size, max_grad_norm=1.0)
     sft_stats = data_parallel_step(policy.model, opt, None, sft_loss_of_rows(policy, batch), len(adv), micro_batch_size=micro_batch_size, max_grad_norm=1.0)
-    return {"sampled": sampled, "rl_loss": rl_stats["loss"], "rl_grad_norm": rl_stats["grad_norm"], "sft_loss": sft_stats["loss"],
-            "sft_grad_norm": sft_stats["grad_norm"], "state": {k: v.detach().clone() for k, v in policy.model.state_dict().items()}}
+    return {"sampled": sampled, "rl_loss": rl_stats["loss"], "rl_grad_norm": rl_stats["train/grad_norm"], "sft_loss": sft_stats["loss"],
+            "sft_grad_norm": sft_stats["train/grad_norm"], "state": {k: v.detach().clone() for k, v in policy.model.state_dict().items()}}
 
 
 # Small enough for a 2-core CI machine: 16 rows (every one trains: KL in the loss), a reference model, 2 optimiser

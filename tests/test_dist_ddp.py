@@ -27,8 +27,8 @@ def test_single_process_step_is_plain_accumulation():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     stats = data_parallel_step(model, opt, None, lambda idx: model(x[idx]).sum() / 2, 3, micro_batch_size=2, max_grad_norm=100.0)
-    assert stats["loss"] == 3.0 and stats["rows"] == 3
-    assert abs(stats["grad_norm"] - 2**0.5) < 1e-7
+    assert stats["loss"] == 3.0 and stats["train/rows"] == 3
+    assert abs(stats["train/grad_norm"] - 2**0.5) < 1e-7
     assert model.weight.tolist() == [[0.5, 1.5]]
     allreduce_gradients(model)  # a no-op without a process group
 
@@ -81,7 +81,7 @@ def test_rl_loop_under_torchrun_equals_one_process(tmp_path: Path):
     assert [r["step"] for r in two["metrics"]] == [1, 2]
     assert (tmp_path / "two" / "checkpoints" / "step_000002" / "trainer_state.pt").exists()
     diffs, weights = loop_differences(one, two)
-    exact = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/tokens", "lr", "train/rows")
+    exact = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/tokens", "train/lr", "train/rows")
     assert all(diffs[k] == 0 for k in exact), {k: diffs[k] for k in exact}
     assert max(diffs.values()) < 1e-6, diffs  # METRIC_ATOL
     assert weights < 2e-5, weights  # WEIGHT_ATOL

@@ -1,5 +1,6 @@
 """OREO offline loop: policy and value train in the right direction on fixed trajectories; the saved value model
 loads back as a Scorer with one score per step."""
+import dataclasses
 import math
 
 import pytest
@@ -51,9 +52,53 @@ def test_oreo_value_fits_the_soft_return(init):
     target would drive it negative)."""
     policy, ref = HFPolicy.from_pretrained(init), HFPolicy.from_pretrained(init)
     trajs = _trajs(policy)
-    oc = load_config(overrides=["offline.epochs=8", "offline.batch_size=4", "offline.lr=0", "offline.value_lr=3e-2"]).offline
+    oc = load_config(overrides=["offline.epochs=8", "offline.batch_size=4", "offline.value_lr=3e-2"]).offline
+    oc = dataclasses.replace(oc, lr=0.0)  # the config refuses lr 0 (it trains nothing); here that is the point
     value, _ = train_oreo(policy, ref, trajs, oc)
     batch = policy.token_batch(policy.encode_prompts(["3 + 4 ="] * 2), [t["token_ids"] for t in trajs[:2]])
     with torch.no_grad():
         v = value.values(batch)  # [2, T]
     assert 0.3 < v[0, 0].item() < 0.75 and v[0, 0].item() == pytest.approx(v[1, 0].item())
+
+
+def test_oreo_kl_term_is_the_exact_kl_over_the_vocabulary(init, tmp_path):
+    """kl_alpha > 0 adds alpha * (mean over trajectories of the token-mean of sum_v pi(v) log(pi(v) / pi_ref(v))),
+    the OREO recipe's regulariser: a sampled k3 estimate on the taken token would give another number."""
+    from rewardflow.algos import kl_estimate
+    from rewardflow.policy.forward import forward
+    from rewardflow.train.offline import oreo_step
+    from rewardflow.train.ppo import Critic
+
+    policy = HFPolicy.from_pretrained(init)
+    ref = HFPolicy.from_pretrained(make_tiny_checkpoint(tmp_path / "ref", TinyModelConfig(hidden_size=32, layers=2, heads=2,
+                                                                                           intermediate_size=64, seed=1)))
+    trajs = _trajs(policy)[:2]
+    value = Critic(policy.model, mode="model")
+    with_kl = load_config(overrides=["offline.kl_alpha=2.0"]).offline
+    without = load_config(overrides=["offline.kl_alpha=0"]).offline
+    p_kl, _, _ = oreo_step(policy, ref, value, trajs, with_kl, normalizer=2)
+    p_0, _, _ = oreo_step(policy, ref, value, trajs, without, normalizer=2)
+    batch = policy.token_batch(policy.encode_prompts([t["prompt"] for t in trajs]), [t["token_ids"] for t in trajs])
+    mask = batch.completion_mask  # [2, T]
+    with torch.no_grad():
+        logits, ref_logits = forward(policy.model, batch, logits=True).logits, forward(ref.model, batch, logits=True).logits
+        logp, ref_logp = logits.log_softmax(-1), ref_logits.log_softmax(-1)  # [2, T, V]
+        kl = (logp.exp() * (logp - ref_logp)).sum(-1) * mask  # [2, T]
+        expected = ((kl.sum(-1) / mask.sum(-1)).sum() / 2).item()  # seq-mean-token-mean over the 2 trajectories
+        k3 = kl_estimate(logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1),
+                         ref_logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1), "k3")
+        k3_mean = (((k3 * mask).sum(-1) / mask.sum(-1)).sum() / 2).item()
+    assert expected > 0 and abs(k3_mean - expected) > 1e-3  # the test tells the two apart
+    assert (p_kl - p_0).item() / 2.0 == pytest.approx(expected, rel=1e-4)
+
+
+def test_oreo_micro_batches_add_up_to_the_whole_batch(init):
+    oc = load_config(overrides=["offline.epochs=2", "offline.batch_size=4", "offline.lr=3e-3", "offline.beta=0.1"]).offline
+    whole, micro = HFPolicy.from_pretrained(init), HFPolicy.from_pretrained(init)
+    ref = HFPolicy.from_pretrained(init)
+    _, a = train_oreo(whole, ref, _trajs(whole), oc, seed=0)
+    _, b = train_oreo(micro, ref, _trajs(micro), oc, seed=0, micro_batch_size=3)
+    assert [h["loss/policy"] for h in b] == pytest.approx([h["loss/policy"] for h in a], abs=1e-5)
+    assert {"train/grad_norm", "value/grad_norm"} <= set(a[0]) and "grad_norm" not in a[0]
+    for p, q in zip(whole.model.parameters(), micro.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)

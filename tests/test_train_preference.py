@@ -59,7 +59,7 @@ def test_every_preference_loss_widens_the_margin(init, loss):
         return (c - r).mean().item()
 
     before = margin()
-    history = train_pairs(policy, ref, PAIRS, pc, micro_batch=2)
+    history = train_pairs(policy, ref, PAIRS, pc, micro_batch_size=2)
     assert len(history) == 4 and all(torch.isfinite(torch.tensor(h["loss/pref"])) for h in history)
     assert margin() > before + 1.0
 

@@ -11,8 +11,9 @@ per step, and DDP's per-backward gradient hooks would deadlock on the uneven cou
 flattened gradients after the micro-batch loop is the same mathematics as DDP with `no_sync()` on all but
 the last micro-batch, and it works for any number of local backward passes (including none).
 
-`data_parallel_step` is that step for one loss function; the RL loop (`train/rl.py:optimise`) takes the same
-step inline, because its algorithms add KL, entropy and value terms per micro-batch.
+`data_parallel_step` is that step for one loss function; the RL loop (`train/rl.py:optimise`) runs its own
+micro-batch loop, because its algorithms add KL, entropy and value terms per micro-batch. Both end in
+`train/optim.py:optimizer_step` with `allreduce=allreduce_gradients`: one optimiser step for every loop.
 
 Losses are normalised by the *global* batch's denominator (tokens, sequences, or the token budget; see
 `train/rl.py:_normalizer`), so the per-rank losses add up to the full-batch loss and the summed gradients
@@ -26,6 +27,8 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+from ..algos import sft_nll_loss
 
 
 def rank_world() -> tuple[int, int]:
@@ -128,8 +131,12 @@ def data_parallel_step(model: torch.nn.Module, opt, sched, loss_of_rows: Callabl
     `loss_of_rows(idx)` returns the loss of the rows `idx` (global indices) already divided by the global
     normaliser, so that summing it over all micro-batches of all ranks gives the full-batch loss. `rows`
     (global indices, default all) lets a caller skip rows, e.g. zero-advantage ones; each rank takes its
-    share of them. Returns {"loss", "grad_norm", "rows"} with the loss summed over ranks.
+    share of them. Returns {"loss", "train/grad_norm", "train/rows"} with the loss summed over ranks; a non-finite
+    loss or gradient norm raises NonFiniteError before the step.
     """
+    # imported here, not at the top: train/rl.py imports this module, and train/__init__ imports train/rl.py
+    from ..train.optim import optimizer_step
+
     rank, world = rank_world()
     rows = torch.arange(n_rows) if rows is None else rows
     mine = rows[shard_rows(len(rows), rank, world)]
@@ -138,15 +145,10 @@ def data_parallel_step(model: torch.nn.Module, opt, sched, loss_of_rows: Callabl
         loss = loss_of_rows(mb)
         loss.backward()
         local_loss += loss.item()
-    allreduce_gradients(model)
     # after the all-reduce every rank holds the same gradients, so clipping and the step agree everywhere
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).item()
-    opt.step()
-    if sched is not None:
-        sched.step()
-    opt.zero_grad(set_to_none=True)
+    grad_norm = optimizer_step(model, opt, sched, max_grad_norm=max_grad_norm, losses={"loss": local_loss}, allreduce=allreduce_gradients)
     device = next(model.parameters()).device.type
-    return {"loss": allreduce_sum(local_loss, "cuda" if device == "cuda" else "cpu"), "grad_norm": grad_norm, "rows": len(mine)}
+    return {"loss": allreduce_sum(local_loss, "cuda" if device == "cuda" else "cpu"), "train/grad_norm": grad_norm, "train/rows": len(mine)}
 
 
 def rl_loss_of_rows(policy, batch, old_logp: torch.Tensor, adv: torch.Tensor, *, loss_fn, normalizer: float, temperature: float = 1.0,
@@ -164,13 +166,13 @@ def rl_loss_of_rows(policy, batch, old_logp: torch.Tensor, adv: torch.Tensor, *,
 
 
 def sft_loss_of_rows(policy, batch) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Negative log-likelihood of completion tokens, divided by the global batch's token count."""
+    """The SFT loss (algos.sft_nll_loss, as train/sft.py) of a subset of rows, divided by the global batch's token count."""
     mask = batch.completion_mask  # [N, T]
     n_tokens = float(mask.sum().item())
 
     def loss_of_rows(idx: torch.Tensor) -> torch.Tensor:
         logp = policy.logprobs(batch.select(idx)).logprobs  # [n, T]
-        return -(logp * mask[idx]).sum() / n_tokens
+        return sft_nll_loss(logp, mask[idx], normalizer=n_tokens)[0]
 
     return loss_of_rows
 

@@ -61,7 +61,8 @@ def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dic
         results = {"mode": "offline" if pairs else "online", "loss": pc.loss, "before": _evaluate(policy, problems, cfg, bar, "eval before")}
         if pairs:
             steps = -(-len(pairs) // pc.batch_size) * pc.epochs
-            history = train_pairs(policy, ref, pairs, pc, seed=cfg.trainer.seed, log=log, progress=bar(f"{pc.loss} on {len(pairs)} pairs", steps))
+            history = train_pairs(policy, ref, pairs, pc, seed=cfg.trainer.seed, log=log, progress=bar(f"{pc.loss} on {len(pairs)} pairs", steps),
+                                  max_grad_norm=cfg.trainer.max_grad_norm, micro_batch_size=cfg.trainer.micro_batch_size)
         else:
             scorer = load_scorer(pc.scorer)
             history = online_iterative_dpo(policy, ref, source, scorer, cfg, log=log, progress=bar(f"online iterative {pc.loss}", pc.iterations))
@@ -92,7 +93,8 @@ def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
         (out / "trajectories.jsonl").write_text("".join(json.dumps({k: v for k, v in t.items() if k != "token_ids"}) + "\n" for t in trajs))
         results["trajectories"] = {"n": len(trajs), "success_rate": sum(t["reward"] for t in trajs) / len(trajs)}
         steps = -(-len(trajs) // oc.batch_size) * oc.epochs
-        value, history = train_oreo(policy, ref, trajs, oc, seed=cfg.trainer.seed, log=log, progress=bar("OREO", steps))
+        value, history = train_oreo(policy, ref, trajs, oc, seed=cfg.trainer.seed, log=log, progress=bar("OREO", steps),
+                                    max_grad_norm=cfg.trainer.max_grad_norm, micro_batch_size=cfg.trainer.micro_batch_size)
         results["history_last"] = history[-1]
         results["after"] = _evaluate(policy, problems, cfg, bar, "eval after")
     scorer.verifier.close()

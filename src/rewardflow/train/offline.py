@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from ..algos import kl_estimate, oreo_policy_loss, oreo_value_loss
+from ..algos import exact_kl, oreo_policy_loss, oreo_value_loss
 from ..data.steps import join_steps, split_steps
 from ..policy.base import SamplingParams
-from ..rewards.base import StepScores
 from ..policy.forward import forward, step_token_ends
+from ..rewards.base import StepScores
+from .optim import make_optimizer, optimizer_step
 from .ppo import Critic
 
 
@@ -36,21 +37,43 @@ def oreo_step(policy, ref_policy, value: Critic, trajs: list[dict], oc, *, norma
     batch = policy.token_batch(policy.encode_prompts([t["prompt"] for t in trajs]), [t["token_ids"] for t in trajs])
     mask = batch.completion_mask  # [n, T]
     reward = torch.tensor([t["reward"] for t in trajs], device=mask.device)  # [n]
+    with_kl = oc.kl_alpha > 0
     with torch.no_grad():
-        ref_logp = ref_policy.logprobs(batch).logprobs  # [n, T]
-    logp = forward(policy.model, batch).logp  # [n, T]
+        if with_kl:  # the exact KL needs the reference's full logits, aligned as the policy's (same forward, temperature 1)
+            ref = forward(ref_policy.model, batch, logits=True)
+            ref_logp, ref_logits = ref.logp, ref.logits  # [n, T], [n, T, V]
+        else:
+            ref_logp, ref_logits = ref_policy.logprobs(batch).logprobs, None  # [n, T]
+    fw = forward(policy.model, batch, logits=with_kl)
+    logp = fw.logp  # [n, T]
     values = value.values(batch)  # [n, T] V(s_t) of the separate value model
     v_loss, v_stats = oreo_value_loss(values, logp, ref_logp, reward, mask, beta=oc.beta, normalizer=normalizer)
-    kl = kl_estimate(logp, ref_logp, "k3") if oc.kl_alpha > 0 else None
+    # OREO's recipe regularises with the exact per-position KL over the vocabulary, not a sampled estimate
+    kl = exact_kl(fw.logits, ref_logits, mask) if with_kl else None  # [n, T]
     p_loss, p_stats = oreo_policy_loss(logp, ref_logp, values, reward, mask, beta=oc.beta, normalizer=normalizer, kl=kl, alpha=oc.kl_alpha)
     return p_loss, v_loss, {**v_stats, **p_stats}
 
 
-def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=None, progress=None, max_grad_norm: float = 1.0,
-               micro_batch: int = 32) -> tuple[Critic, list[dict]]:
-    """offline.epochs passes over the trajectories; returns the trained value model and per-step stats."""
-    from .optim import make_optimizer
+def oreo_backward(policy, ref_policy, value: Critic, batch: list[dict], oc, micro_batch_size: int | None) -> dict:
+    """Accumulate one batch's policy and value gradients over micro-batches of `micro_batch_size` trajectories
+    (default: all at once); both losses are divided by the whole batch's size, so micro-batches add up."""
+    size = micro_batch_size or len(batch)
+    stats = {"loss/policy": 0.0, "loss/value": 0.0}
+    for m in range(0, len(batch), size):
+        part = batch[m : m + size]
+        p_loss, v_loss, st = oreo_step(policy, ref_policy, value, part, oc, normalizer=len(batch))
+        (p_loss + v_loss).backward()  # disjoint parameters: each loss only reaches its own model
+        stats["loss/policy"] += p_loss.item()
+        stats["loss/value"] += v_loss.item()
+        for k, v in st.items():  # micro-batch means, weighted by their share of the batch
+            stats[k] = stats.get(k, 0.0) + v * len(part) / len(batch)
+    return stats
 
+
+def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=None, progress=None, max_grad_norm: float = 1.0,
+               micro_batch_size: int | None = None) -> tuple[Critic, list[dict]]:
+    """offline.epochs passes over the trajectories in shuffled batches of offline.batch_size, each run in
+    micro-batches of `micro_batch_size` (default: the whole batch); returns the trained value model and per-step stats."""
     value = Critic(policy.model, mode="model", lr=oc.value_lr, max_grad_norm=max_grad_norm)
     steps_per_epoch = -(-len(trajs) // oc.batch_size)
     opt, sched = make_optimizer(policy.model, oc.lr, 0.0, 0, steps_per_epoch * oc.epochs)
@@ -61,21 +84,14 @@ def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=
         order = torch.randperm(len(trajs), generator=gen).tolist()
         for s in range(steps_per_epoch):
             batch = [trajs[i] for i in order[s * oc.batch_size : (s + 1) * oc.batch_size]]
-            stats = {"loss/policy": 0.0, "loss/value": 0.0}
-            for m in range(0, len(batch), micro_batch):
-                p_loss, v_loss, st = oreo_step(policy, ref_policy, value, batch[m : m + micro_batch], oc, normalizer=len(batch))
-                (p_loss + v_loss).backward()  # disjoint parameters: each loss only reaches its own model
-                stats["loss/policy"] += p_loss.item()
-                stats["loss/value"] += v_loss.item()
-                stats.update(st)
-            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), max_grad_norm).item()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            stats["value/grad_norm"] = value.step()
+            stats = oreo_backward(policy, ref_policy, value, batch, oc, micro_batch_size)
+            step = len(history) + 1
+            losses = {k: stats[k] for k in ("loss/policy", "loss/value")}
+            stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step, losses=losses)
+            stats["value/grad_norm"] = value.step(step=step)
             history.append(stats)
             if log is not None:
-                log.log(len(history), stats, phase="oreo")
+                log.log(step, stats, phase="oreo")
             if progress is not None:
                 progress(1, loss=stats["loss/policy"])
     policy.model.eval()
@@ -106,7 +122,7 @@ class ValueScorer:
 
         policy = HFPolicy.from_pretrained(path)
         head = torch.nn.Linear(policy.model.config.hidden_size, 1)
-        head.load_state_dict(torch.load(Path(path) / "head.pt"))
+        head.load_state_dict(torch.load(Path(path) / "head.pt", weights_only=True))  # tensors only: a crafted file cannot run code
         return cls(policy, head)
 
     @torch.no_grad()

@@ -1,9 +1,16 @@
-"""Optimizer and learning-rate schedule shared by the SFT and RL loops."""
+"""The optimiser: `make_optimizer` builds AdamW and its schedule, `optimizer_step` takes one step. Every training
+loop (SFT, RL, PPO's critic, preference, OREO, reward models, the data-parallel step) steps through
+`optimizer_step`, so clipping, the finiteness check and the order of operations are the same everywhere."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+
+
+class NonFiniteError(ValueError):
+    """A loss or gradient norm is nan or inf; raised before the optimiser step, so the weights are still finite."""
 
 
 def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, schedule: str = "constant"):
@@ -20,3 +27,37 @@ def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, tot
         return 1.0
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def check_finite(values: dict[str, float], *, step: int | None = None) -> None:
+    """Raise NonFiniteError naming the first value that is nan or inf (a loss term or a gradient norm)."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            what = "gradient norm" if name.endswith("grad_norm") else "loss"
+            where = f"step {step}: " if step is not None else ""
+            raise NonFiniteError(f"{where}{what} is {value} ({name}); no checkpoint written — lower the learning rate "
+                                 "or check the rewards/labels")
+
+
+def optimizer_step(model: torch.nn.Module, opt, sched, *, max_grad_norm: float, step: int | None = None,
+                   losses: dict[str, float] | None = None, allreduce: Callable[[torch.nn.Module], None] | None = None,
+                   name: str = "train/grad_norm") -> float:
+    """One step on the gradients accumulated in `model`: (all-reduce) -> finite? -> clip -> step -> schedule -> zero.
+
+    `losses` are the step's loss terms (python floats) and `name` labels the gradient norm, both only for the
+    error message; `step` numbers it. `allreduce(model)` sums gradients over data-parallel ranks first, so every
+    rank checks, clips and steps on the same full-batch gradient. `sched` may be None (no schedule).
+    Returns the gradient norm before clipping."""
+    if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a positive finite number, got {max_grad_norm}")
+    if allreduce is not None:
+        allreduce(model)
+    check_finite(losses or {}, step=step)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).item()
+    # a nan/inf norm has already written nan into the clipped gradients: stop before they reach the weights
+    check_finite({name: grad_norm}, step=step)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..policy.forward import forward
+from .optim import make_optimizer, optimizer_step
 
 
 class Critic(nn.Module):
@@ -29,7 +30,8 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.to(next(policy_model.parameters()).device)
-        self.opt = torch.optim.AdamW(self.parameters(), lr=lr, betas=(0.9, 0.99))
+        # constant lr; weight decay 0.01 is AdamW's default, which the critic has always trained with
+        self.opt, _ = make_optimizer(self, lr, 0.01, 0, 1)
 
     @property
     def shared(self) -> bool:
@@ -43,11 +45,10 @@ class Critic(nn.Module):
             return self.head(policy_hidden).squeeze(-1)  # [N, T]
         return self.head(forward(self.backbone, batch, hidden=True).hidden).squeeze(-1)  # [N, T]
 
-    def step(self) -> float:
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm).item()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        return norm
+    def step(self, *, step: int | None = None, allreduce=None) -> float:
+        """One optimiser step of the value parameters (no schedule); returns the gradient norm before clipping."""
+        return optimizer_step(self, self.opt, None, max_grad_norm=self.max_grad_norm, step=step, allreduce=allreduce,
+                              name="value/grad_norm")
 
     def state(self) -> dict:
         return {"weights": self.state_dict(), "opt": self.opt.state_dict()}

@@ -15,7 +15,7 @@ from ..data.jsonl import read_rows
 from ..data.problem import DataError
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
-from .optim import make_optimizer
+from .optim import make_optimizer, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,24 @@ def preference_step(policy, ref_policy, pairs: list[Pair], pc, *, normalizer: fl
                                       rejected_len=rejected_len, normalizer=normalizer, **extra)
 
 
+def pairs_backward(policy, ref_policy, batch: list[Pair], pc, micro_batch_size: int | None) -> dict:
+    """Accumulate one batch's preference-loss gradient over micro-batches of `micro_batch_size` pairs (default:
+    all at once); the loss is divided by the whole batch's size, so the micro-batches add up to its mean."""
+    size = micro_batch_size or len(batch)
+    stats: dict = {"loss/pref": 0.0}
+    for m in range(0, len(batch), size):
+        loss, st = preference_step(policy, ref_policy, batch[m : m + size], pc, normalizer=len(batch))
+        loss.backward()
+        stats["loss/pref"] += loss.item()
+        for k, v in st.items():
+            stats[k] = stats.get(k, 0.0) + v * len(batch[m : m + size]) / len(batch)
+    return stats
+
+
 def train_pairs(policy, ref_policy, pairs: list[Pair], pc, *, seed: int = 0, log=None, step0: int = 0, progress=None,
-                max_grad_norm: float = 1.0, micro_batch: int = 16) -> list[dict]:
-    """preference.epochs passes over `pairs` in shuffled batches of preference.batch_size; returns per-step stats."""
+                max_grad_norm: float = 1.0, micro_batch_size: int | None = None) -> list[dict]:
+    """preference.epochs passes over `pairs` in shuffled batches of preference.batch_size, each run forward and
+    backward in micro-batches of `micro_batch_size` pairs (default: the whole batch); returns per-step stats."""
     steps_per_epoch = -(-len(pairs) // pc.batch_size)
     opt, sched = make_optimizer(policy.model, pc.lr, 0.0, 0, steps_per_epoch * pc.epochs)
     gen = torch.Generator().manual_seed(seed)
@@ -83,20 +98,13 @@ def train_pairs(policy, ref_policy, pairs: list[Pair], pc, *, seed: int = 0, log
         order = torch.randperm(len(pairs), generator=gen).tolist()
         for s in range(steps_per_epoch):
             batch = [pairs[i] for i in order[s * pc.batch_size : (s + 1) * pc.batch_size]]
-            stats: dict = {"loss/pref": 0.0}
-            for m in range(0, len(batch), micro_batch):
-                loss, st = preference_step(policy, ref_policy, batch[m : m + micro_batch], pc, normalizer=len(batch))
-                loss.backward()
-                stats["loss/pref"] += loss.item()
-                for k, v in st.items():
-                    stats[k] = stats.get(k, 0.0) + v * len(batch[m : m + micro_batch]) / len(batch)
-            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), max_grad_norm).item()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            stats = pairs_backward(policy, ref_policy, batch, pc, micro_batch_size)
+            step = step0 + len(history) + 1
+            stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step,
+                                                      losses={"loss/pref": stats["loss/pref"]})
             history.append(stats)
             if log is not None:
-                log.log(step0 + len(history), stats, phase="preference")
+                log.log(step, stats, phase="preference")
             if progress is not None:
                 progress(1, loss=stats["loss/pref"])
     policy.model.eval()
@@ -131,7 +139,8 @@ def online_iterative_dpo(policy, ref_policy, source, scorer, cfg, *, log=None, p
         pairs = best_worst_pairs(problems, texts, rewards)
         stats = {"reward/mean": rewards.mean().item(), "pref/pairs": len(pairs), "iteration": it + 1}
         if pairs:
-            steps = train_pairs(policy, ref_policy, pairs, pc, seed=cfg.trainer.seed + it, log=log, step0=step0)
+            steps = train_pairs(policy, ref_policy, pairs, pc, seed=cfg.trainer.seed + it, log=log, step0=step0,
+                                max_grad_norm=cfg.trainer.max_grad_norm, micro_batch_size=cfg.trainer.micro_batch_size)
             step0 += len(steps)
             stats.update({k: sum(s[k] for s in steps) / len(steps) for k in steps[0]})
         if pc.refresh_ref and ref_policy is not None:  # the next iteration's reference is this iteration's policy

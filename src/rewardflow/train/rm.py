@@ -12,6 +12,7 @@ loss and accuracy land in OUT/metrics.jsonl; the model is saved atomically to OU
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
 from ..rewards.implicit import ImplicitPRM
 from ..rewards.models import RewardModel
-from .optim import make_optimizer
+from .optim import check_finite, make_optimizer, optimizer_step
 
 LOSSES = {"orm": ("bce", "bt"), "prm": ("bce",)}
 
@@ -35,6 +36,7 @@ class RMTrainConfig:
     batch_size: int = 16  # solutions (or pairs) per optimizer step
     max_length: int | None = None  # token limit of prompt + solution (default: the backbone's, at most 2048)
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # gradient clipping (the total norm over all parameters)
     max_pairs_per_prompt: int = 8  # Bradley-Terry: cap on correct x wrong pairs drawn from one prompt
     val_frac: float = 0.1  # fraction of prompts held out for the per-epoch validation line
     seed: int = 0
@@ -46,6 +48,8 @@ class RMTrainConfig:
             raise ValueError(f"loss: {self.loss!r} does not train a {self.kind}; valid: {', '.join(LOSSES[self.kind])}")
         if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.val_frac < 1:
             raise ValueError("epochs and batch_size must be >= 1 and val_frac in [0, 1)")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm: {self.max_grad_norm}; must be a positive finite number")
 
 
 def check_rows(rows: list[dict], kind: str, where: str = "rows") -> None:
@@ -144,12 +148,11 @@ def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg:
         for s in range(steps_per_epoch):
             batch = [items[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
             loss, stats = batch_loss(rm, batch, cfg)
-            opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            for k, v in {"loss": loss.item(), **stats}.items():
+            # a nan label (or a diverged step) stops here, before the weights change and long before rm.save
+            grad_norm = optimizer_step(rm, opt, sched, max_grad_norm=cfg.max_grad_norm, step=(epoch - 1) * steps_per_epoch + s + 1,
+                                       losses={"loss/rm": loss.item()})
+            for k, v in {"loss": loss.item(), **stats, "grad_norm": grad_norm}.items():
                 running[k] = running.get(k, 0.0) + v / steps_per_epoch
             if progress:
                 progress(1)
@@ -211,11 +214,16 @@ def train_implicit_prm(model_dir: str | Path, rows: list[dict], out: str | Path,
     check_rows(rows, "orm")  # outcome labels: prompt, steps, correct
     prm = ImplicitPRM.from_pretrained(model_dir, beta=beta, lr=lr, **kw)
     gen = torch.Generator().manual_seed(seed)
+    step = 0
     for _ in range(epochs):
         for idx in torch.randperm(len(rows), generator=gen).split(batch_size):
+            step += 1
             batch = [rows[int(i)] for i in idx]
             stats = prm.update_prompts([r["prompt"] for r in batch], [list(r["steps"]) for r in batch],
                                        [float(r["correct"]) for r in batch])
+            # ImplicitPRM steps itself (rewards/ cannot import train/'s optimizer_step): a nan is caught just after
+            # its step, still before prm.save, so no nan weights are written
+            check_finite({k: v for k, v in stats.items() if k.startswith("loss/") or k.endswith("grad_norm")}, step=step)
             if progress is not None:
                 progress(len(batch), loss=stats["loss/implicit_ce"], acc=stats["prm/accuracy"])
     prm.save(out)
