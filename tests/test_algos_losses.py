@@ -17,16 +17,9 @@ from rewardflow.algos import (
     sft_nll_loss,
 )
 
-ATOL = 1e-6
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+
 LOG = math.log
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
 
 
 def test_aggregate_tokens_modes():
@@ -47,7 +40,7 @@ def test_clipped_policy_loss_values_and_clip_higher():
     adv = t([1, -1, -1])
     loss, stats = clipped_policy_loss(logp, old, adv, mask)
     close(loss, 0.7 / 3)
-    assert stats["clip_frac"] == pytest.approx(2 / 3)
+    assert stats["loss/clip_frac"] == pytest.approx(2 / 3)
     # DAPO clip-higher eps_high .28: token0 -> -1.28, total (-1.28 + .8 + 1.1)/3 = .62/3
     loss, _ = clipped_policy_loss(logp, old, adv, mask, eps_high=0.28)
     close(loss, 0.62 / 3)
@@ -59,7 +52,7 @@ def test_dual_clip_bounds_negative_advantage():
     logp, old, mask, adv = t([LOG(5), 0, LOG(5)]), t([0, 0, 0]), t([1, 1, 1]), t([-1, -1, 1])
     loss, stats = dual_clip_policy_loss(logp, old, adv, mask, dual_clip_c=3.0)
     close(loss, 2.8 / 3)
-    assert stats["dual_clip_frac"] == pytest.approx(1 / 3)
+    assert stats["loss/dual_clip_frac"] == pytest.approx(1 / 3)
     close(clipped_policy_loss(logp, old, adv, mask)[0], 1.6)
     # the capped token has zero gradient
     logp = logp.clone().requires_grad_(True)
@@ -77,7 +70,7 @@ def test_gspo_sequence_ratio_values():
     # paper clip range (3e-4, 4e-4): row0 -> -1.0004 ; row1 clip(.9) = .9997 -> -min(-.9, -.9997) = .9997
     loss, stats = gspo_loss(logp, old, adv, mask)
     close(loss, (-1.0004 + 0.9997) / 2)
-    assert stats["clip_frac"] == pytest.approx(1.0)
+    assert stats["loss/clip_frac"] == pytest.approx(1.0)
     # token-level PPO on the same data differs (token ratios 2 and 1): a normaliser/ratio mix-up shows here
     assert abs(clipped_policy_loss(logp, old, adv, mask, agg="seq-mean-token-mean")[0].item() + 0.15) > 1e-3
 

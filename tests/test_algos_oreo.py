@@ -10,17 +10,10 @@ import torch
 
 from rewardflow.algos import exact_kl, kl_estimate, oreo_policy_loss, oreo_value_loss, step_sums
 
-ATOL = 1e-6
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+
 LOG = math.log
 R1 = -0.5 - 0.1 * LOG(2)  # -.569315
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
 
 
 def example():

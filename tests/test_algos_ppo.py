@@ -1,17 +1,8 @@
 """GAE and the clipped value loss against hand-worked values."""
-import torch
 
 from rewardflow.algos import clipped_value_loss, gae
 
-ATOL = 1e-6
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
 
 
 def test_gae_hand_values_with_padding():

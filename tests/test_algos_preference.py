@@ -4,24 +4,16 @@ pair 1: policy chosen -1, rejected -2; reference -1.5, -1.5   (policy prefers ch
 pair 2: policy chosen -3, rejected -1; reference -2, -2       (policy prefers rejected)
 beta .5 -> implicit rewards: pair 1 chosen .25, rejected -.25 (z = .5); pair 2 chosen -.5, rejected .5 (z = -1)
 """
-import math
 
 import pytest
 import torch
 
 from rewardflow.algos import PREFERENCE_LOSSES, cdpo_loss, dpo_loss, ipo_loss, rpo_loss, simpo_loss
 
-ATOL = 1e-6
+from conftest import close, softplus  # hand-worked checks at ATOL = 1e-6, rtol 0
+
 PC, PR = torch.tensor([-1.0, -3.0], dtype=torch.float64), torch.tensor([-2.0, -1.0], dtype=torch.float64)
 RC, RR = torch.tensor([-1.5, -2.0], dtype=torch.float64), torch.tensor([-1.5, -2.0], dtype=torch.float64)
-
-
-def softplus(x):  # -log sigmoid(-x) = log(1 + e^x)
-    return math.log1p(math.exp(x))
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
 
 
 def test_dpo_values_and_stats():

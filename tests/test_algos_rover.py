@@ -5,16 +5,9 @@ import torch
 
 from rewardflow.algos import rover_loss, rover_next_q_mean, rover_policy, rover_q, uniform_policy_q, vocab_mean_logprob
 
-ATOL = 1e-6
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+
 LOG = math.log
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
 
 
 def test_uniform_policy_q_greedy_is_optimal():

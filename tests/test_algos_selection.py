@@ -20,16 +20,9 @@ from rewardflow.algos import (
     reinforce_rej_loss,
 )
 
-ATOL = 1e-6
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+
 LOG = math.log
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
 
 
 def test_dynamic_sampling_and_refill():

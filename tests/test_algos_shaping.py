@@ -17,15 +17,7 @@ from rewardflow.algos import (
     unlikeliness_reward,
 )
 
-ATOL = 1e-6
-
-
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
+from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
 
 
 def test_overlong_penalty_eq13():

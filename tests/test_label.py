@@ -11,7 +11,6 @@ from rewardflow.rewards.label import (
     FirstWrongSearch, LabelConfig, Solution, er_labels, hard_labels, label_solutions, omega_labels, prefix_text,
     read_labels, soft_labels,
 )
-from rewardflow.verify import Verifier
 
 # ---------------------------------------------------------------- pure label math
 
@@ -93,12 +92,6 @@ def _setup(fail_on_call=None):
             Solution("s2", probs[2], ["a", "b", "c", "d", "Answer: 4"])]
     policy = FakePolicy({p.prompt: p for p in probs}, {"q0": [3, 0], "q1": [1], "q2": [2, 4, 1, 0]}, fail_on_call)
     return policy, sols
-
-
-@pytest.fixture(scope="module")
-def verifier():
-    with Verifier() as v:
-        yield v
 
 
 def _run(tmp_path, verifier, method, chunk=8, **kw):

@@ -5,12 +5,6 @@ import json
 import pytest
 
 from rewardflow.recipes.cli import main
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
 
 
 def _write_rows(path, n=12):
@@ -24,10 +18,10 @@ def _write_rows(path, n=12):
 
 
 @pytest.mark.parametrize("kind", ["prm", "orm", "implicit"])
-def test_rm_train_then_score(tiny, tmp_path, kind):
+def test_rm_train_then_score(tiny_ckpt, tmp_path, kind):
     rows = _write_rows(tmp_path / "labels.jsonl")
     out = tmp_path / kind
-    assert main(["rm", "train", "--kind", kind, "--init", str(tiny), "--labels", str(tmp_path / "labels.jsonl"), "--epochs", "1",
+    assert main(["rm", "train", "--kind", kind, "--init", str(tiny_ckpt), "--labels", str(tmp_path / "labels.jsonl"), "--epochs", "1",
                  "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "scorer.json").read_text())["kind"] == {"implicit": "implicit_prm"}.get(kind, kind)
     assert main(["rm", "score", "--model", str(out), "--input", str(tmp_path / "labels.jsonl"), "--out", str(tmp_path / "s.jsonl"), "--quiet"]) == 0
@@ -41,10 +35,10 @@ def test_rm_train_then_score(tiny, tmp_path, kind):
             assert "step_scores" not in s
 
 
-def test_rm_train_names_the_bad_row(tiny, tmp_path, capsys):
+def test_rm_train_names_the_bad_row(tiny_ckpt, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "p", "steps": ["a"], "labels": [1.0]}) + "\n{not json\n")
-    assert main(["rm", "train", "--kind", "prm", "--init", str(tiny), "--labels", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert main(["rm", "train", "--kind", "prm", "--init", str(tiny_ckpt), "--labels", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "bad.jsonl:2: malformed training row" in capsys.readouterr().err
-    assert main(["rm", "train", "--kind", "prm", "--init", str(tiny), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert main(["rm", "train", "--kind", "prm", "--init", str(tiny_ckpt), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "exactly one of --labels FILE and --prmbench DIR" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing half-written

@@ -8,7 +8,6 @@ import torch
 
 from rewardflow.data import Problem
 from rewardflow.policy.hf import HFPolicy
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards import SCORER_KINDS, StepScores
 from rewardflow.rewards.ensemble import ENSEMBLE_REDUCTIONS, EnsembleScorer
 from rewardflow.rewards.judge import JudgeScorer
@@ -62,19 +61,14 @@ def test_ensemble_errors_name_the_problem():
     assert set(ENSEMBLE_REDUCTIONS) == {"mean", "min", "mean_minus_var", "mean_minus_std"}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("judge"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
 def _log_answer(policy, question, answer):
     """log P(answer | question) of one row on its own (no batching or padding)."""
     batch = policy.token_batch(policy.encode_prompts([question]), policy.completion_ids([answer], add_eos=False))
     return policy.logprobs(batch).logprobs.sum().item()
 
 
-def test_judge_scores_are_probabilities_batched_exactly_and_deterministic(tiny):
-    judge = JudgeScorer(HFPolicy.from_pretrained(tiny))
+def test_judge_scores_are_probabilities_batched_exactly_and_deterministic(tiny_ckpt):
+    judge = JudgeScorer(HFPolicy.from_pretrained(tiny_ckpt))
     scores = judge.score(PROBLEMS, SOLUTIONS)
     assert [len(s.steps) for s in scores] == [3, 2]
     values = [v for s in scores for v in s.steps + [s.outcome]]
@@ -89,10 +83,10 @@ def test_judge_scores_are_probabilities_batched_exactly_and_deterministic(tiny):
 
 
 @pytest.mark.parametrize("answer", ["Yes", "No"])
-def test_judge_fine_tuned_to_an_answer_moves_the_scores_its_way(tiny, answer):
+def test_judge_fine_tuned_to_an_answer_moves_the_scores_its_way(tiny_ckpt, answer):
     """A few SFT steps teaching the judge to answer `answer` to its questions on other problems raise (Yes) or lower
     (No) every score of held-out solutions: a swapped ratio P(No) / (P(Yes) + P(No)) fails both cases."""
-    policy = HFPolicy.from_pretrained(tiny)
+    policy = HFPolicy.from_pretrained(tiny_ckpt)
     judge = JudgeScorer(policy)
     before = judge.score(PROBLEMS, SOLUTIONS)
     train = [Problem(str(i), f"{i} + {i + 1} =", str(2 * i + 1), "chain_sum") for i in range(4)]
@@ -106,13 +100,13 @@ def test_judge_fine_tuned_to_an_answer_moves_the_scores_its_way(tiny, answer):
     assert torch.all(moved > 1.0) if answer == "Yes" else torch.all(moved < -1.0), moved
 
 
-def test_judge_and_ensemble_load_from_directories(tiny, tmp_path):
+def test_judge_and_ensemble_load_from_directories(tiny_ckpt, tmp_path):
     assert {"judge", "ensemble"} <= set(SCORER_KINDS)  # registered, so load_scorer finds them
     # members: one relative to the ensemble's directory (inside it), one absolute
     (tmp_path / "e" / "j").mkdir(parents=True)
-    (tmp_path / "e" / "j" / "scorer.json").write_text(json.dumps({"kind": "judge", "policy": str(tiny)}))
+    (tmp_path / "e" / "j" / "scorer.json").write_text(json.dumps({"kind": "judge", "policy": str(tiny_ckpt)}))
     (tmp_path / "e" / "scorer.json").write_text(json.dumps({"kind": "ensemble", "members": ["j", str(tmp_path / "e" / "j")], "how": "min"}))
     ens = EnsembleScorer.load(tmp_path / "e")
     assert ens.how == "min" and len(ens.scorers) == 2 and all(isinstance(s, JudgeScorer) for s in ens.scorers)
-    direct = JudgeScorer(HFPolicy.from_pretrained(tiny)).score(PROBLEMS[:1], SOLUTIONS[:1])
+    direct = JudgeScorer(HFPolicy.from_pretrained(tiny_ckpt)).score(PROBLEMS[:1], SOLUTIONS[:1])
     assert ens.score(PROBLEMS[:1], SOLUTIONS[:1])[0].steps == pytest.approx(direct[0].steps, abs=1e-6)

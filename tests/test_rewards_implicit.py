@@ -9,6 +9,7 @@ Hand example (beta = .5), two sequences of T = 3 tokens, the second padded after
   logp - ref = [[1, -1, 1], [-2, 0, (-5 masked)]]  ->  q = .5 * that = [[.5, -.5, .5], [-1, 0, 0]]
   r(y) = sum_t q_t = [.5, -1]
 """
+import functools
 import json
 import math
 
@@ -17,24 +18,19 @@ import torch
 
 from rewardflow.algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards, implicit_token_rewards
 from rewardflow.data.problem import Problem
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards import load_scorer
 from rewardflow.rewards.implicit import ImplicitPRM
 from rewardflow.train.rm import train_implicit_prm
 
-ATOL = 1e-9
+import conftest
+from conftest import softplus
+
+ATOL = 1e-9  # exact float64 inputs: tighter than the algos/ tests' 1e-6
+close = functools.partial(conftest.close, atol=ATOL)
 D = torch.float64
 LOGP = torch.tensor([[-1.0, -2.0, -0.5], [-3.0, -1.0, -9.0]], dtype=D)
 REF = torch.tensor([[-2.0, -1.0, -1.5], [-1.0, -1.0, -4.0]], dtype=D)
 MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=D)
-
-
-def close(actual, expected):
-    torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=ATOL, rtol=0)
-
-
-def softplus(x):  # -log sigmoid(-x) = log(1 + e^x)
-    return math.log1p(math.exp(x))
 
 
 def test_token_rewards_by_hand():
@@ -89,18 +85,13 @@ def test_outcome_ce_loss_fails_on_wrong_sign_or_beta():
 # ---------------------------------------------------------------- the Scorer on a tiny model
 
 
-@pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
 PROBLEMS = [Problem(str(i), f"{a} + {b} =", str(a + b), "add") for i, (a, b) in enumerate([(1, 2), (4, 4), (2, 5), (9, 3)])]
 CORRECT = [[f"{p.prompt} {p.answer}", f"Answer: {p.answer}"] for p in PROBLEMS]
 WRONG = [[f"{p.prompt} {int(p.answer) + 3}", f"Answer: {int(p.answer) + 3}"] for p in PROBLEMS]
 
 
-def test_step_boundaries_and_init_rewards_are_zero(init):
-    prm = ImplicitPRM.from_pretrained(init, beta=0.5)
+def test_step_boundaries_and_init_rewards_are_zero(tiny_ckpt):
+    prm = ImplicitPRM.from_pretrained(tiny_ckpt, beta=0.5)
     batch, ends = prm._encode(["q", "q"], [["ab", "c d", "e"], ["x"]])
     # char-level tokenizer: "ab\n" | "c d\n" | "e" + EOS -> ends 3, 7, 9 ; "x" + EOS -> 2
     assert ends.tolist() == [[3, 7, 9], [2, -1, -1]]
@@ -109,8 +100,8 @@ def test_step_boundaries_and_init_rewards_are_zero(init):
     assert all(s.outcome == 0.0 and s.steps == [0.0, 0.0] for s in scores)  # policy == reference: exactly 0
 
 
-def test_updates_separate_correct_from_wrong_and_round_trip(init, tmp_path):
-    prm = ImplicitPRM.from_pretrained(init, beta=0.5, lr=3e-3)
+def test_updates_separate_correct_from_wrong_and_round_trip(tiny_ckpt, tmp_path):
+    prm = ImplicitPRM.from_pretrained(tiny_ckpt, beta=0.5, lr=3e-3)
     sols, labels = CORRECT + WRONG, [1.0] * 4 + [0.0] * 4
     first = prm.update(PROBLEMS * 2, sols, labels)
     assert first["loss/implicit_ce"] == pytest.approx(math.log(2), abs=1e-6)  # r = 0 at init: CE = log 2
@@ -131,11 +122,11 @@ def test_updates_separate_correct_from_wrong_and_round_trip(init, tmp_path):
     assert [(s.steps, s.outcome) for s in again] == [(s.steps, s.outcome) for s in scores]
 
 
-def test_train_implicit_prm_from_label_rows(init, tmp_path):
+def test_train_implicit_prm_from_label_rows(tiny_ckpt, tmp_path):
     rows = [{"prompt": p.prompt, "steps": s, "correct": c, "labels": [0.0, 0.0]}
             for p, s, c in zip(PROBLEMS * 2, CORRECT + WRONG, [True] * 4 + [False] * 4)]
     ticks = []
-    prm = train_implicit_prm(init, rows, tmp_path / "out", beta=0.5, epochs=4, lr=3e-3, batch_size=4,
+    prm = train_implicit_prm(tiny_ckpt, rows, tmp_path / "out", beta=0.5, epochs=4, lr=3e-3, batch_size=4,
                              progress=lambda n, **f: ticks.append(n))
     assert sum(ticks) == 4 * len(rows) and (tmp_path / "out" / "scorer.json").is_file()
     assert not list(tmp_path.glob(".out.tmp*"))  # the temporary directory was renamed into place
@@ -143,14 +134,14 @@ def test_train_implicit_prm_from_label_rows(init, tmp_path):
     assert [s.outcome for s in scores] == [s.outcome for s in prm.score(PROBLEMS * 2, CORRECT + WRONG)]
     assert sum(s.outcome for s in scores[:4]) > sum(s.outcome for s in scores[4:])
     with pytest.raises(ValueError, match="row 1: missing correct"):
-        train_implicit_prm(init, [{"prompt": "p", "steps": ["a"]}], tmp_path / "bad")
+        train_implicit_prm(tiny_ckpt, [{"prompt": "p", "steps": ["a"]}], tmp_path / "bad")
 
 
-def test_state_round_trip_continues_updates_exactly(init):
-    a = ImplicitPRM.from_pretrained(init, beta=0.5, lr=3e-3)
+def test_state_round_trip_continues_updates_exactly(tiny_ckpt):
+    a = ImplicitPRM.from_pretrained(tiny_ckpt, beta=0.5, lr=3e-3)
     probs, sols, labels = PROBLEMS + PROBLEMS, CORRECT + WRONG, [1.0] * 4 + [0.0] * 4
     a.update(probs, sols, labels)
-    b = ImplicitPRM.from_pretrained(init, beta=0.5, lr=3e-3)
+    b = ImplicitPRM.from_pretrained(tiny_ckpt, beta=0.5, lr=3e-3)
     b.load_state(a.state())
     a.update(probs, sols, labels)
     b.update(probs, sols, labels)  # only equal if the optimizer moments came back too

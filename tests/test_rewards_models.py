@@ -8,7 +8,6 @@ import torch
 
 from rewardflow.algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
 from rewardflow.data.problem import Problem
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards import aggregate
 from rewardflow.rewards.models import RewardModel
 from rewardflow.rewards.registry import load_scorer
@@ -58,13 +57,8 @@ def test_step_bce_ignores_padded_steps():
 # ---------------------------------------------------------------- the scorer on a tiny causal LM
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
-def test_step_positions_are_the_last_token_of_each_step(tiny):
-    rm = RewardModel.new(tiny, "prm")
+def test_step_positions_are_the_last_token_of_each_step(tiny_ckpt):
+    rm = RewardModel.new(tiny_ckpt, "prm")
     steps = ["3 + 4 = 7", "7 + 1 = 8", "Answer: 8"]
     enc = rm.encode(["What is 3 + 4 + 1?"], [steps])
     ids = enc.input_ids[0].tolist()
@@ -74,9 +68,11 @@ def test_step_positions_are_the_last_token_of_each_step(tiny):
     assert enc.last[0].item() == enc.step_pos[0, -1].item()
 
 
-def test_prm_step_scores_do_not_see_later_steps(tiny):
-    rm = RewardModel.new(tiny, "prm")
-    torch.nn.init.normal_(rm.head.weight, std=1.0)  # a non-zero head so scores vary
+def test_prm_step_scores_do_not_see_later_steps(tiny_ckpt):
+    rm = RewardModel.new(tiny_ckpt, "prm")
+    # a non-zero head so scores vary, seeded: with some draws the two second-step scores differ by only ~1e-4
+    with torch.no_grad():
+        rm.head.weight.copy_(torch.randn(rm.head.weight.shape, generator=torch.Generator().manual_seed(0)))
     p = Problem(id="a", prompt="What is 3 + 4?", answer="7", task="t", meta={})
     a, b = rm.score([p, p], [["3 + 4 = 7", "Answer: 7"], ["3 + 4 = 7", "Answer: 9"]])
     assert a.steps[0] == pytest.approx(b.steps[0], abs=1e-6)  # same first step, different second: same first score
@@ -129,8 +125,8 @@ def test_an_encoder_that_ignores_is_decoder_is_refused_as_prm(tmp_path):
     assert not RewardModel.new(tmp_path / "d", "orm").causal  # an ORM reads the whole solution: any encoder will do
 
 
-def test_steps_past_max_length_are_marked_and_not_trained_on(tiny):
-    rm = RewardModel.new(tiny, "prm", max_length=40)
+def test_steps_past_max_length_are_marked_and_not_trained_on(tiny_ckpt):
+    rm = RewardModel.new(tiny_ckpt, "prm", max_length=40)
     steps = ["1 + 2 = 3", "3 + 4 = 7", "7 + 5 = 12", "12 + 6 = 18", "Answer: 18"]
     enc = rm.encode(["What is 1 + 2 + 4 + 5 + 6?"], [steps])
     cut = enc.step_cut[0].tolist()
@@ -138,15 +134,15 @@ def test_steps_past_max_length_are_marked_and_not_trained_on(tiny):
     assert cut == sorted(cut)  # once a step is cut, every later one is too
     first_cut = cut.index(True)
     assert all(p == enc.last[0].item() for p in enc.step_pos[0, first_cut:].tolist())  # they read the last kept token
-    whole = RewardModel.new(tiny, "prm").encode(["What is 1 + 2 + 4 + 5 + 6?"], [steps])
+    whole = RewardModel.new(tiny_ckpt, "prm").encode(["What is 1 + 2 + 4 + 5 + 6?"], [steps])
     assert not whole.step_cut.any()
 
 
-def test_a_bf16_checkpoint_loads_in_fp32(tiny, tmp_path):
+def test_a_bf16_checkpoint_loads_in_fp32(tiny_ckpt, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
-    AutoTokenizer.from_pretrained(tiny).save_pretrained(tmp_path / "bf16")
+    AutoModelForCausalLM.from_pretrained(tiny_ckpt, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(tiny_ckpt).save_pretrained(tmp_path / "bf16")
     rm = RewardModel.new(tmp_path / "bf16", "orm")
     p = Problem(id="a", prompt="What is 3 + 4?", answer="7", task="t", meta={})
     assert rm.score([p], [["Answer: 7"]])[0].outcome == pytest.approx(0.5)  # zero head: sigmoid(0), and no dtype clash
@@ -171,10 +167,10 @@ def _toy_rows(n_prompts=24):
     return rows
 
 
-def test_prm_learns_step_labels_and_round_trips(tiny, tmp_path):
+def test_prm_learns_step_labels_and_round_trips(tiny_ckpt, tmp_path):
     rows = _toy_rows()
     cfg = RMTrainConfig(kind="prm", epochs=20, lr=5e-3, batch_size=16, seed=0)
-    rm, history = train_reward_model(tiny, rows, tmp_path / "prm", cfg)
+    rm, history = train_reward_model(tiny_ckpt, rows, tmp_path / "prm", cfg)
     assert history[-1]["val/step_acc"] >= 0.9, history
     assert history[-1]["val/loss"] < history[0]["train/loss"]
     back = load_scorer(str(tmp_path / "prm"))
@@ -187,10 +183,10 @@ def test_prm_learns_step_labels_and_round_trips(tiny, tmp_path):
     assert len((tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()) == 20
 
 
-def test_orm_bradley_terry_ranks_correct_above_wrong(tiny, tmp_path):
+def test_orm_bradley_terry_ranks_correct_above_wrong(tiny_ckpt, tmp_path):
     rows = _toy_rows()
     cfg = RMTrainConfig(kind="orm", loss="bt", epochs=5, lr=3e-3, batch_size=8, seed=0)
-    _, history = train_reward_model(tiny, rows, tmp_path / "orm", cfg)
+    _, history = train_reward_model(tiny_ckpt, rows, tmp_path / "orm", cfg)
     assert history[-1]["val/acc"] >= 0.9, history
 
 

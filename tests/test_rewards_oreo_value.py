@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from rewardflow.data.problem import Problem
-from rewardflow.policy.forward import forward
 from rewardflow.policy.hf import HFPolicy
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.recipes.cli import main
 from rewardflow.rewards import SCORER_KINDS, load_scorer
 from rewardflow.rewards.implicit import ImplicitPRM
@@ -26,15 +24,10 @@ SOLUTIONS = [["3 + 4 = 7", "Answer: 7"], ["1 + 1 = 3", "3 - 1 = 2", "Answer: 2"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
-def _value_model(tiny, path: Path) -> tuple[Critic, Path]:
+def _value_model(tiny_ckpt, path: Path) -> tuple[Critic, Path]:
     """A separate value model as `rewardflow oreo` trains it (train/offline.train_oreo: Critic mode "model"), with a
     random head so that values differ per token and some fall outside [0, 1]."""
-    policy = HFPolicy.from_pretrained(tiny)
+    policy = HFPolicy.from_pretrained(tiny_ckpt)
     value = Critic(policy.model, mode="model")
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -43,8 +36,8 @@ def _value_model(tiny, path: Path) -> tuple[Critic, Path]:
     return value, save_value(value, policy.tokenizer, path, beta=0.1)
 
 
-def test_saved_value_model_scores_each_step_with_v_after_it(tiny, tmp_path):
-    value, path = _value_model(tiny, tmp_path / "value")
+def test_saved_value_model_scores_each_step_with_v_after_it(tiny_ckpt, tmp_path):
+    value, path = _value_model(tiny_ckpt, tmp_path / "value")
     scorer = load_scorer(str(path))
     assert isinstance(scorer, OREOValueScorer) and scorer.beta == 0.1
     scores = scorer.score(PROBLEMS, SOLUTIONS)
@@ -53,7 +46,7 @@ def test_saved_value_model_scores_each_step_with_v_after_it(tiny, tmp_path):
     # by hand for problem 0: the completion is "3 + 4 = 7\nAnswer: 7" + EOS; step 0 ends after the token holding its
     # newline (character 9), the last step at the state before EOS; V(s_t) is the value model's head at the state
     # before token t, clamped to [0, 1]
-    pol = HFPolicy.from_pretrained(tiny)
+    pol = HFPolicy.from_pretrained(tiny_ckpt)
     text = "3 + 4 = 7\nAnswer: 7"
     enc = pol.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"] + [pol.eos_id]
@@ -74,14 +67,14 @@ def test_saved_value_model_scores_each_step_with_v_after_it(tiny, tmp_path):
         assert scores[2].outcome == pytest.approx(value.values(empty)[0, 0].clamp(0, 1).item(), abs=1e-5)
 
 
-def test_oreo_value_refuses_a_directory_without_its_head(tiny, tmp_path):
-    _, path = _value_model(tiny, tmp_path / "value")
+def test_oreo_value_refuses_a_directory_without_its_head(tiny_ckpt, tmp_path):
+    _, path = _value_model(tiny_ckpt, tmp_path / "value")
     (path / "head.pt").unlink()
     with pytest.raises(ValueError, match="head.pt"):
         load_scorer(str(path))
 
 
-def test_every_saved_scorer_kind_loads_back(tiny, tmp_path):
+def test_every_saved_scorer_kind_loads_back(tiny_ckpt, tmp_path):
     """Each kind a command writes (rm train: orm, prm, implicit_prm; oreo: oreo_value) goes through load_scorer and
     scores; and every kind named anywhere in the source has a loader in the one registry."""
     src = Path(__file__).resolve().parents[1] / "src" / "rewardflow"
@@ -92,9 +85,9 @@ def test_every_saved_scorer_kind_loads_back(tiny, tmp_path):
     assert {"orm", "implicit_prm", "oreo_value", "pav", "judge", "ensemble"} <= named
     assert named <= set(SCORER_KINDS), named - set(SCORER_KINDS)
 
-    saved = {"orm": RewardModel.new(tiny, "orm").save(tmp_path / "orm"), "prm": RewardModel.new(tiny, "prm").save(tmp_path / "prm"),
-             "implicit_prm": ImplicitPRM.from_pretrained(tiny).save(tmp_path / "implicit"),
-             "oreo_value": _value_model(tiny, tmp_path / "value")[1]}
+    saved = {"orm": RewardModel.new(tiny_ckpt, "orm").save(tmp_path / "orm"), "prm": RewardModel.new(tiny_ckpt, "prm").save(tmp_path / "prm"),
+             "implicit_prm": ImplicitPRM.from_pretrained(tiny_ckpt).save(tmp_path / "implicit"),
+             "oreo_value": _value_model(tiny_ckpt, tmp_path / "value")[1]}
     for kind, path in saved.items():
         assert json.loads((Path(path) / "scorer.json").read_text())["kind"] == kind
         scores = load_scorer(str(path)).score(PROBLEMS[:2], SOLUTIONS[:2])
@@ -103,10 +96,10 @@ def test_every_saved_scorer_kind_loads_back(tiny, tmp_path):
             assert [len(s.steps) for s in scores] == [2, 3], kind
 
 
-def test_oreo_then_search_with_its_value_model(tiny, tmp_path):
+def test_oreo_then_search_with_its_value_model(tiny_ckpt, tmp_path):
     """`rewardflow oreo` on a tiny policy writes OUT/value; `rewardflow search --scorer OUT/value` uses it."""
     run = tmp_path / "oreo"
-    assert main(["oreo", "--out", str(run), "--quiet", f"model.path={tiny}", "offline.prompts=2", "offline.samples_per_prompt=2",
+    assert main(["oreo", "--out", str(run), "--quiet", f"model.path={tiny_ckpt}", "offline.prompts=2", "offline.samples_per_prompt=2",
                  "offline.batch_size=4", "rollout.max_new_tokens=6", "data.eval_size=2", "eval.n_samples=1", "eval.ks=[1]",
                  "eval.max_new_tokens=6"]) == 0
     assert json.loads((run / "value" / "scorer.json").read_text())["kind"] == "oreo_value"

@@ -1,6 +1,7 @@
 """PAV progress as a Scorer, on a fake prover whose success counts from every prefix are known exactly."""
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -9,7 +10,6 @@ from rewardflow.data import Problem
 from rewardflow.policy.base import Completion
 from rewardflow.rewards import SCORER_KINDS
 from rewardflow.rewards.pav import PAVScorer
-from rewardflow.verify import Verifier
 
 
 class Prover:
@@ -30,12 +30,6 @@ class Prover:
         return out
 
 
-@pytest.fixture(scope="module")
-def verifier():
-    with Verifier() as v:
-        yield v
-
-
 def test_progress_is_the_change_in_prover_success(verifier):
     probs = [Problem("a", "qa", "7", "t"), Problem("b", "qb", "5", "t")]
     # qa: Q0 = 1/4, Q1 = 3/4, Q2 = 0/4; the solution itself is wrong (Q3 = 0)
@@ -53,10 +47,8 @@ def test_progress_is_the_change_in_prover_success(verifier):
     assert prover.seeds[0] != prover.seeds[1]  # a second call estimates with fresh rollouts
 
 
-def test_pav_loads_from_a_scorer_directory(tmp_path):
-    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-
-    make_tiny_checkpoint(tmp_path / "prover", TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
+def test_pav_loads_from_a_scorer_directory(tiny_ckpt, tmp_path):
+    shutil.copytree(tiny_ckpt, tmp_path / "prover")  # its own copy: the scorer names its prover by a relative path
     (tmp_path / "pav").mkdir()
     (tmp_path / "pav" / "scorer.json").write_text(json.dumps({"kind": "pav", "prover": "../prover", "rollouts": 2, "max_new_tokens": 8}))
     pav = SCORER_KINDS["pav"](tmp_path / "pav")

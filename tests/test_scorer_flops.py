@@ -7,7 +7,6 @@ import torch
 from rewardflow.data.problem import Problem
 from rewardflow.policy.base import Completion
 from rewardflow.policy.hf import HFPolicy
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards.base import StepScores
 from rewardflow.rewards.ensemble import EnsembleScorer
 from rewardflow.rewards import load_scorer
@@ -27,13 +26,8 @@ SOLUTIONS = [["1 + 2 = 3", "Answer: 3"], ["4 + 4 = 9", "8 + 1 = 9", "Answer: 9"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
-def test_reward_model_meters_its_real_tokens(tiny):
-    rm = RewardModel.new(tiny, "prm")
+def test_reward_model_meters_its_real_tokens(tiny_ckpt):
+    rm = RewardModel.new(tiny_ckpt, "prm")
     assert rm.flops_spent == 0.0
     rm.score(PROBLEMS, SOLUTIONS)
     tokens = int(rm.encode([p.prompt for p in PROBLEMS], SOLUTIONS).attention_mask.sum())
@@ -41,16 +35,16 @@ def test_reward_model_meters_its_real_tokens(tiny):
     assert rm.num_params == sum(p.numel() for p in rm.backbone.parameters()) + 32 + 1  # backbone + the scalar head
 
 
-def test_implicit_prm_counts_policy_and_reference(tiny):
-    prm = ImplicitPRM.from_pretrained(tiny, beta=0.5)
+def test_implicit_prm_counts_policy_and_reference(tiny_ckpt):
+    prm = ImplicitPRM.from_pretrained(tiny_ckpt, beta=0.5)
     prm.score(PROBLEMS, SOLUTIONS)
     batch, _ = prm._encode([p.prompt for p in PROBLEMS], SOLUTIONS)
     tokens = int(batch.attention_mask.sum())
     assert prm.flops_spent == 2 * (prm.policy.num_params + prm.ref.num_params) * tokens
 
 
-def test_oreo_value_counts_backbone_and_head(tiny, tmp_path):
-    policy = HFPolicy.from_pretrained(tiny)
+def test_oreo_value_counts_backbone_and_head(tiny_ckpt, tmp_path):
+    policy = HFPolicy.from_pretrained(tiny_ckpt)
     scorer = load_scorer(str(save_value(Critic(policy.model, mode="model"), policy.tokenizer, tmp_path / "value", beta=0.1)))
     assert scorer.flops_spent == 0.0
     scorer.score(PROBLEMS, SOLUTIONS)
@@ -59,8 +53,8 @@ def test_oreo_value_counts_backbone_and_head(tiny, tmp_path):
     assert scorer.flops_spent == 2 * scorer.num_params * int(batch.attention_mask.sum())
 
 
-def test_judge_counts_every_question(tiny):
-    judge = JudgeScorer(HFPolicy.from_pretrained(tiny))
+def test_judge_counts_every_question(tiny_ckpt):
+    judge = JudgeScorer(HFPolicy.from_pretrained(tiny_ckpt))
     judge.score(PROBLEMS, SOLUTIONS)
     questions = [q for p, s in zip(PROBLEMS, SOLUTIONS) for q in judge.questions(p, s)]  # 3 + 4 questions
     ids = judge.policy.encode_prompts(questions)
