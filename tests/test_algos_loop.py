@@ -11,7 +11,7 @@ from rewardflow.data import Problem
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from rewardflow.train.optim import make_optimizer
+from rewardflow.optim import make_optimizer
 from rewardflow.train.rl import Rollout, optimise
 
 
@@ -47,6 +47,6 @@ def _check(init, overrides):
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     opt, sched = make_optimizer(policy.model, 1e-2, 0.0, 0, 10)
     stats = optimise(policy, ref, _rollout(policy), cfg, opt, sched)
-    assert math.isfinite(stats["loss/policy"]) and math.isfinite(stats["grad_norm"])
-    assert stats["grad_norm"] > 0
+    assert math.isfinite(stats["loss/policy"]) and math.isfinite(stats["train/grad_norm"])
+    assert stats["train/grad_norm"] > 0
     assert any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())

@@ -143,7 +143,7 @@ def test_two_ray_workers_equal_in_process_rollouts():
 # stale worker policy or a missed gradient all-reduce moves weights by a sizeable fraction of lr.
 METRIC_ATOL = 1e-6
 WEIGHT_ATOL = 2e-5
-EXACT = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/tokens", "rollout/truncated_frac", "lr", "train/rows")
+EXACT = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/tokens", "rollout/truncated_frac", "train/lr", "train/rows")
 
 
 def test_train_rl_with_two_ray_workers_equals_in_process(tmp_path):

@@ -19,7 +19,7 @@ def test_reduced_quickstart_end_to_end(tmp_path):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     rl_steps = [r["step"] for r in rows if r["phase"] == "rl" and "reward/mean" in r]
     assert rl_steps == [1, 2, 3, 4]
-    assert {"reward/mean", "reward/zero_var_frac", "entropy", "clip_frac", "rollout/len", "perf/gen_tok_per_s"} <= set(rows[-1])
+    assert {"reward/mean", "reward/zero_var_frac", "rollout/entropy", "loss/clip_frac", "rollout/len", "perf/gen_tok_per_s"} <= set(rows[-1])
     assert [r["step"] for r in rows if "eval/pass@1" in r] == [0, 2, 4]
     for name in ("rl_curves.png", "pass_at_k.png", "report.html"):
         assert (out / name).stat().st_size > 1000

@@ -12,7 +12,7 @@ from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.recipes.config_loader import load_config
 from rewardflow.train.checkpoint import latest_checkpoint
 from rewardflow.train.metrics import MetricsLog
-from rewardflow.train.optim import NonFiniteError, make_optimizer, optimizer_step
+from rewardflow.optim import NonFiniteError, make_optimizer, optimizer_step
 from rewardflow.train.rl import train_rl
 from rewardflow.train.rm import RMTrainConfig, train_reward_model
 from rewardflow.verify.verifier import VerifyResult

@@ -15,7 +15,7 @@ from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards import NAMED_SCORERS, StepScores
 from rewardflow.rewards.verifier import VerifierScorer
 from rewardflow.train.metrics import MetricsLog
-from rewardflow.train.optim import make_optimizer
+from rewardflow.optim import make_optimizer
 from rewardflow.train.rl import optimise, train_rl
 from rewardflow.train.rollout import collect_batch
 
@@ -106,7 +106,7 @@ def test_fake_prm_and_verifier_give_hand_computed_rewards_and_the_batch_trains(t
         torch.testing.assert_close(got, torch.tensor(want))
     opt, sched = make_optimizer(policy.model, 1e-2, 0.0, 0, 10)
     stats = optimise(policy, None, ro, cfg, opt, sched)
-    assert math.isfinite(stats["loss/policy"]) and stats["grad_norm"] > 0
+    assert math.isfinite(stats["loss/policy"]) and stats["train/grad_norm"] > 0
 
 
 def test_without_a_reward_section_rewards_are_the_verdicts(tiny, verifier):

@@ -40,7 +40,7 @@ def _clip_stats(
         m = mask.bool()
         was_clipped = (ratio * adv != clipped_ratio * adv) & (per_token == -clipped_ratio * adv)  # [N, T]
         return {
-            "clip_frac": was_clipped[m].float().mean().item() if m.any() else 0.0,
+            "loss/clip_frac": was_clipped[m].float().mean().item() if m.any() else 0.0,
             "ratio_mean": ratio.expand_as(mask)[m].mean().item() if m.any() else 1.0,
         }
 
@@ -98,7 +98,7 @@ def dual_clip_policy_loss(
     with torch.no_grad():
         m = mask.bool()
         dual = ((adv < 0) & (ppo > -dual_clip_c * adv)).expand_as(mask)  # [N, T]
-        stats["dual_clip_frac"] = dual[m].float().mean().item() if m.any() else 0.0
+        stats["loss/dual_clip_frac"] = dual[m].float().mean().item() if m.any() else 0.0
     return loss, stats
 
 
@@ -130,7 +130,7 @@ def gspo_loss(
     per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)  # [N, T]
     loss = aggregate_tokens(per_token, mask, agg, normalizer)
     stats = _clip_stats(ratio, clipped_ratio, adv, per_token, mask)
-    stats["seq_ratio_mean"] = torch.exp(log_seq_ratio).mean().item()
+    stats["loss/seq_ratio_mean"] = torch.exp(log_seq_ratio).mean().item()
     return loss, stats
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..algos import sft_nll_loss
+from ..optim import optimizer_step
 
 
 def rank_world() -> tuple[int, int]:
@@ -134,9 +135,6 @@ def data_parallel_step(model: torch.nn.Module, opt, sched, loss_of_rows: Callabl
     share of them. Returns {"loss", "train/grad_norm", "train/rows"} with the loss summed over ranks; a non-finite
     loss or gradient norm raises NonFiniteError before the step.
     """
-    # imported here, not at the top: train/rl.py imports this module, and train/__init__ imports train/rl.py
-    from ..train.optim import optimizer_step
-
     rank, world = rank_world()
     rows = torch.arange(n_rows) if rows is None else rows
     mine = rows[shard_rows(len(rows), rank, world)]

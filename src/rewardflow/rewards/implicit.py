@@ -21,6 +21,7 @@ from ..algos.implicit_prm import implicit_outcome_ce_loss, implicit_step_rewards
 from ..atomic import atomic_path
 from ..data.problem import Problem
 from ..data.steps import join_steps
+from ..optim import optimizer_step
 from ..policy.forward import pad_ends
 from ..policy.hf import HFPolicy
 from .base import StepScores, forward_flops
@@ -122,8 +123,7 @@ class ImplicitPRM:
             raise ValueError(f"update: {len(prompts)} prompts, {len(solutions)} solutions, {len(correct)} labels")
         model = self.policy.model
         if self._opt is None:
-            # constant lr, no weight decay, the betas of train.optim (not imported: rewards/ must not pull in train/);
-            # load_state builds the same optimizer
+            # constant lr, no weight decay, make_optimizer's betas; load_state builds the same optimizer
             self._opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0, betas=(0.9, 0.99))
         model.train()
         self._opt.zero_grad(set_to_none=True)
@@ -137,10 +137,11 @@ class ImplicitPRM:
             loss.backward()
             for k, v in stats.items():  # loss already carries 1/N; the means are re-weighted by rows
                 sums[k] = sums.get(k, 0.0) + (v if k.startswith("loss/") else v * (hi - lo) / N)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-        self._opt.step()
+        # the one optimiser step: a non-finite loss or gradient stops here, before the PRM's weights change
+        grad_norm = optimizer_step(model, self._opt, None, max_grad_norm=self.max_grad_norm,
+                                   losses={k: v for k, v in sums.items() if k.startswith("loss/")}, name="prm/grad_norm")
         model.eval()
-        return {**sums, "prm/grad_norm": float(grad_norm)}
+        return {**sums, "prm/grad_norm": grad_norm}
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -81,11 +81,11 @@ ADVANTAGE_INPUTS = {
 # KL folded into the reward: estimators with their own token-level form; the rest add the KL penalty's
 # return-to-go, -beta * sum_{i >= t} KL_i, to their sequence advantage.
 KL_REWARD_ADVANTAGES = {
-    "reinforce_pp": lambda adv, ro, kl, mask, a: reinforce_pp_token_advantages(ro.rewards.reshape(-1), kl, mask, beta=a.kl_coef),
+    "reinforce_pp": lambda ro, kl, mask, a: reinforce_pp_token_advantages(ro.rewards.reshape(-1), kl, mask, beta=a.kl_coef),
 }
 
 
-def _kl_return(adv, ro, kl, mask, a):
+def _kl_return(adv, kl, mask, a):
     """algo.kl_placement=after (the default): the KL penalty's return-to-go is added to the normalised advantage."""
     return (adv[:, None] if adv.dim() == 1 else adv) - returns_to_go(a.kl_coef * kl, mask)  # [N, T]
 
@@ -102,15 +102,18 @@ def _pg_prepare(estimator: str):
     def prepare(p, ro, cfg, ctx):
         a = cfg.algo
         kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator) if a.kl_mode == "reward" and p.ref_logp is not None else None  # [N, T]
+        own_kl = kl is not None and estimator in KL_REWARD_ADVANTAGES  # REINFORCE++: the KL is part of its token reward
         rewards = ro.rewards
-        if kl is not None and a.kl_placement == "before" and estimator not in KL_REWARD_ADVANTAGES:  # verl: r - beta * sum_t KL_t enters the estimator
+        if kl is not None and a.kl_placement == "before" and not own_kl:  # verl: r - beta * sum_t KL_t enters the estimator
             rewards = rewards - a.kl_coef * (kl * p.mask).sum(1).view_as(rewards)  # [B, G]
-        if estimator in TOKEN_ADVANTAGES and kl is None:  # whitened over valid tokens (OpenRLHF)
+        if own_kl:
+            adv = KL_REWARD_ADVANTAGES[estimator](ro, kl, p.mask, a)  # [N, T]
+        elif estimator in TOKEN_ADVANTAGES:  # whitened over valid tokens (OpenRLHF)
             adv = TOKEN_ADVANTAGES[estimator](rewards, p.mask)  # [N, T]
         else:
             adv = ADVANTAGES[estimator](rewards, **ADVANTAGE_INPUTS.get(estimator, lambda ro, cfg: {})(ro, cfg)).reshape(-1)  # [N]
-            if kl is not None and (a.kl_placement == "after" or estimator in KL_REWARD_ADVANTAGES):
-                adv = KL_REWARD_ADVANTAGES.get(estimator, _kl_return)(adv, ro, kl, p.mask, a)  # [N, T]
+        if kl is not None and a.kl_placement == "after" and not own_kl:
+            adv = _kl_return(adv, kl, p.mask, a)  # [N, T]
         if a.dense_coef > 0 and ro.step_rewards is not None:
             adv = _with_dense(adv, ro, p, ctx, a)
         p.adv = adv

@@ -15,7 +15,7 @@ from ..data.steps import join_steps, split_steps
 from ..policy.base import SamplingParams
 from ..policy.forward import forward, step_token_ends
 from ..rewards.base import StepScores
-from .optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, optimizer_step
 from .ppo import Critic
 
 

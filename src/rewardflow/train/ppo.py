@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..policy.forward import forward
-from .optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, optimizer_step
 
 
 class Critic(nn.Module):

@@ -15,7 +15,7 @@ from ..data.jsonl import read_rows
 from ..data.problem import DataError
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
-from .optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, optimizer_step
 
 
 @dataclass(frozen=True)

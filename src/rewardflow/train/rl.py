@@ -23,7 +23,7 @@ from ..distributed.ddp import ShardedGeneration, allreduce_gradients, allreduce_
 from ..policy.forward import Forward, forward
 from .algorithms import ALGORITHMS, prepare
 from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from .optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, optimizer_step
 from .ppo import make_critic
 from .reward import load_reward_scorers, update_scorers
 from .rollout import Rollout, collect_batch, collect_rollout, step_seed
@@ -66,7 +66,7 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
     clipping (distributed/ddp.py explains why not DistributedDataParallel), so every rank takes the one-process step.
     A non-finite loss or gradient norm raises NonFiniteError before the weights change."""
     a = cfg.algo
-    stats = {"loss/policy": 0.0, "kl/ref": 0.0, "clip_frac": 0.0, "train/grad_norm": 0.0, "train/tokens": 0}
+    stats = {"loss/policy": 0.0, "kl/ref": 0.0, "loss/clip_frac": 0.0, "train/grad_norm": 0.0, "train/tokens": 0}
     if len(rollout.completions) == 0:  # dynamic sampling found no informative group within its cap
         return stats
     p, algo = prepare(policy, ref_policy, rollout, cfg, step=step, critic=critic)

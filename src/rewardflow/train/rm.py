@@ -22,7 +22,7 @@ import torch
 from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
 from ..rewards.implicit import ImplicitPRM
 from ..rewards.models import RewardModel
-from .optim import check_finite, make_optimizer, optimizer_step
+from ..optim import check_finite, make_optimizer, optimizer_step
 
 LOSSES = {"orm": ("bce", "bt"), "prm": ("bce",)}
 

@@ -10,6 +10,7 @@ import torch
 from ..algos import overlong_penalty, refill_batch
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
+from .algorithms import ALGORITHMS
 from .reward import score_samples
 
 EXTRA_OFFSET = 2_000_000  # dynamic sampling's extra prompts come from here on, so they never repeat the main stream
@@ -75,19 +76,27 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int, reward_scorers: li
     verdicts = scorer.score_texts(flat, [c.text for c in completions])
     correct = torch.tensor([float(v.correct) for v in verdicts]).view(len(problems), r.group_size)  # [B, G]
     rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense_coef > 0)
-    if a.overlong_cache > 0:  # DAPO eq. 13: soft punishment of completions close to the length budget
-        lengths = torch.tensor([len(c.token_ids) for c in completions])
-        rewards = rewards + overlong_penalty(lengths, max_len=r.max_new_tokens, cache_len=a.overlong_cache).view_as(rewards)
+    rewards = _length_shaped(rewards, completions, cfg)
     answers = [[v.pred for v in verdicts[i * r.group_size : (i + 1) * r.group_size]] for i in range(len(problems))]
     prompt_ids = [ids for ids in policy.encode_prompts([p.prompt for p in problems]) for _ in range(r.group_size)]
     baseline = None
-    if a.name == "remax":  # ReMax (Li et al. 2024, Alg. 1): the greedy rollout's reward is the baseline
-        greedy = policy.generate([p.prompt for p in problems], SamplingParams(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens))
-        baseline = cfg.reward.verifier_weight * torch.tensor([float(v.correct) for v in scorer.score_texts(problems, [g[0].text for g in greedy])])  # [B]
+    if ALGORITHMS[a.name].greedy_baseline:  # ReMax (Li et al. 2024, Alg. 1): the greedy rollout's reward is the baseline
+        greedy = [g[0] for g in policy.generate([p.prompt for p in problems], SamplingParams(n=1, temperature=0.0, max_new_tokens=r.max_new_tokens))]
+        verdict = torch.tensor([[float(v.correct)] for v in scorer.score_texts(problems, [g.text for g in greedy])])  # [B, 1]
+        # the same reward function as the samples' (config validation keeps learned scorers out of ReMax)
+        baseline = _length_shaped(cfg.reward.verifier_weight * verdict, greedy, cfg).view(-1)  # [B]
     if a.dense_coef > 0 and not reward_scorers and hasattr(scorer, "score"):  # no learned scorers: the verifier's (empty) step scores
         scores = scorer.score(flat, [split_steps(c.text) for c in completions])
         step_rewards = [torch.tensor(s.steps, dtype=torch.float) for s in scores]
     return Rollout(flat, prompt_ids, completions, rewards, answers, baseline, correct, step_rewards), gen_seconds
+
+
+def _length_shaped(rewards: torch.Tensor, completions: list, cfg) -> torch.Tensor:
+    """rewards [B, G] plus DAPO's soft overlong punishment (eq. 13) when algo.overlong_cache > 0."""
+    if cfg.algo.overlong_cache <= 0:
+        return rewards
+    lengths = torch.tensor([len(c.token_ids) for c in completions])
+    return rewards + overlong_penalty(lengths, max_len=cfg.rollout.max_new_tokens, cache_len=cfg.algo.overlong_cache).view_as(rewards)
 
 
 def collect_batch(policy, scorer, source, cfg, step: int, reward_scorers: list = ()) -> tuple[Rollout, Rollout, float, dict]:

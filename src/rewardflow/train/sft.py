@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from ..algos import sft_nll_loss
-from .optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, optimizer_step
 
 
 def sft_loss(policy, prompt_ids: list[list[int]], completion_ids: list[list[int]], *,

@@ -67,7 +67,7 @@ def run_rewardflow(a) -> dict:
     from ...config import Config
     from ...policy.hf import HFPolicy
     from ...rewards.verifier import VerifierScorer
-    from ...train.optim import make_optimizer
+    from ...optim import make_optimizer
     from ...train.rl import collect_rollout, optimise, step_seed
 
     policy = HFPolicy.from_pretrained(a.model)
@@ -87,7 +87,7 @@ def run_rewardflow(a) -> dict:
         stats = optimise(policy, None, rollout, cfg, opt, sched)
         t2 = time.perf_counter()
         return {"step": step, "seconds": t2 - t0, "gen_seconds": gen_s, "train_seconds": t2 - t1,
-                "gen_tokens": sum(len(c.token_ids) for c in rollout.completions), "train_tokens": stats["trained_tokens"],
+                "gen_tokens": sum(len(c.token_ids) for c in rollout.completions), "train_tokens": stats["train/tokens"],
                 "reward": rollout.rewards.mean().item()}
 
     for step in range(1, a.steps + 1):
