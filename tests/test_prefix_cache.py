@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from rewardflow.policy.base import SamplingParams
-from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.prefix_cache import PrefixCache
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 
 PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
 
@@ -15,18 +13,9 @@ PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 @pytest.fixture(scope="module", params=[True, False], ids=["fast-decode", "hf-forward"])
-def pair(request, tmp_path_factory):
+def pair(request, noisy_policy):
     """(uncached, cached) policies with the same random weights (large, so the text varies and ends at different steps)."""
-    path = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-    plain, cached = (HFPolicy.from_pretrained(path, fast_decode=request.param) for _ in range(2))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p, q in zip(plain.model.parameters(), cached.model.parameters()):
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-                q.copy_(p)
-    plain.model.eval()
-    cached.model.eval()
+    plain, cached = (noisy_policy(fast_decode=request.param) for _ in range(2))
     cached.enable_prefix_cache()
     return plain, cached
 

@@ -10,34 +10,16 @@ import torch
 
 from rewardflow.data.problem import Problem
 from rewardflow.policy.base import SamplingParams
-from rewardflow.policy.hf import HFPolicy
-from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.rewards.base import StepScores
-from rewardflow.search import STRATEGIES, SearchConfig, self_certainty_from_logprobs, token_distributions
+from rewardflow.search import NEEDS_DRAFT, STRATEGIES, SearchConfig, self_certainty_from_logprobs, token_distributions
 from rewardflow.recipes.search_cli import register, register_bench
 
 PROBLEMS = [Problem("p0", "What is 2 + 3?", "5", "t"), Problem("p1", "Compute 4 - 1", "3", "t")]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64))
-
-
-@pytest.fixture(scope="module")
-def policy(ckpt):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pol = HFPolicy.from_pretrained(ckpt)
-    # larger random weights than the init: varied text with newlines and <eos> (see tests/test_sampler.py)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pol.model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    pol.model.eval()
-    yield pol
-    torch.set_num_threads(before)
+def policy(one_thread, noisy_policy):
+    return noisy_policy()  # conftest.py: varied text with newlines and <eos>
 
 
 class LengthScorer:
@@ -81,6 +63,18 @@ def test_majority_and_beam_on_hf_policy(policy):
         assert r.compute["policy"].tokens_prefill < u.compute["policy"].tokens_prefill
 
 
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_runs_on_the_tiny_policy(policy, name):
+    """Each registered strategy (one added later included) runs once on a real HFPolicy: a result per problem, in
+    order, with the policy's compute booked. (tests/test_search.py checks the choices on a scripted fake.)"""
+    cfg = SearchConfig(n=2, beam_width=2, max_steps=2, max_step_tokens=4, max_new_tokens=8, seed=0)
+    draft = policy if name in NEEDS_DRAFT else None  # the policy drafting for itself: the plumbing is the same
+    results = STRATEGIES[name](PROBLEMS, policy, LengthScorer(), cfg, draft=draft)
+    assert [r.problem_id for r in results] == [p.id for p in PROBLEMS]
+    for r in results:
+        assert r.candidates and r.total().tokens_generated > 0 and r.total().flops > 0 and r.total().seconds >= 0
+
+
 def test_token_distributions_match_an_unpadded_forward(policy):
     groups = policy.generate([p.prompt for p in PROBLEMS], SamplingParams(n=1, max_new_tokens=6, seed=1))
     comps = [g[0] for g in groups]
@@ -116,11 +110,11 @@ def test_help_pages_render():
     assert "--max-n" in bench._subparsers._group_actions[0].choices["search"].format_help()
 
 
-def test_search_cli_writes_results(ckpt, tmp_path):
+def test_search_cli_writes_results(tiny_ckpt, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(json.dumps({"question": p.prompt, "answer": p.answer}) for p in PROBLEMS) + "\n")
     out = tmp_path / "out"
-    args = _parser().parse_args(["search", "--strategy", "best_of_n", "--policy", str(ckpt), "--scorer", "verifier", "--n", "2",
+    args = _parser().parse_args(["search", "--strategy", "best_of_n", "--policy", str(tiny_ckpt), "--scorer", "verifier", "--n", "2",
                                  "--max-new-tokens", "6", "--data", str(data), "--out", str(out), "--quiet", "--set", "puct_c=2"])
     assert args.func(args) == 0
     res = json.loads((out / "results.json").read_text())
@@ -131,18 +125,18 @@ def test_search_cli_writes_results(ckpt, tmp_path):
     assert (out / "compute.png").stat().st_size > 0
 
 
-def test_search_cli_errors(ckpt, tmp_path):
+def test_search_cli_errors(tiny_ckpt, tmp_path):
     p = _parser()
-    args = p.parse_args(["search", "--strategy", "speculative", "--policy", str(ckpt), "--out", str(tmp_path)])
+    args = p.parse_args(["search", "--strategy", "speculative", "--policy", str(tiny_ckpt), "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--draft"):
         args.func(args)
-    args = p.parse_args(["search", "--strategy", "nope", "--policy", str(ckpt), "--out", str(tmp_path)])
+    args = p.parse_args(["search", "--strategy", "nope", "--policy", str(tiny_ckpt), "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="unknown search strategy"):
         args.func(args)
-    args = p.parse_args(["search", "--strategy", "beam", "--policy", str(ckpt), "--out", str(tmp_path), "--set", "bogus=1"])
+    args = p.parse_args(["search", "--strategy", "beam", "--policy", str(tiny_ckpt), "--out", str(tmp_path), "--set", "bogus=1"])
     with pytest.raises(ValueError, match="bogus"):
         args.func(args)
-    args = p.parse_args(["search", "--strategy", "beam", "--policy", str(ckpt), "--out", str(tmp_path), "--set", "prefix_cache=maybe"])
+    args = p.parse_args(["search", "--strategy", "beam", "--policy", str(tiny_ckpt), "--out", str(tmp_path), "--set", "prefix_cache=maybe"])
     with pytest.raises(ValueError, match="true or false"):
         args.func(args)
 
