@@ -60,6 +60,18 @@ def close(actual, expected, atol=ATOL):
     torch.testing.assert_close(actual, torch.as_tensor(expected, dtype=actual.dtype), atol=atol, rtol=0)
 
 
+def toy_logits(seed: int = 0):
+    """(logits, logp_of) for checking an update's direction: leaf float64 logits [N=2, T=3, V=4] that require grad,
+    and logp_of(z) -> [N, T] logprobs under z of the fixed actions [[0, 1, 2], [3, 2, 1]]."""
+    logits = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64, requires_grad=True)
+    actions = torch.tensor([[0, 1, 2], [3, 2, 1]])
+
+    def logp_of(z):
+        return torch.log_softmax(z, -1).gather(-1, actions[..., None]).squeeze(-1)  # [N, T]
+
+    return logits, logp_of
+
+
 def softplus(x):  # -log sigmoid(-x) = log(1 + e^x)
     return math.log1p(math.exp(x))
 

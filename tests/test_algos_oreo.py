@@ -10,7 +10,7 @@ import torch
 
 from rewardflow.algos import exact_kl, kl_estimate, oreo_policy_loss, oreo_value_loss, step_sums
 
-from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+from conftest import close, t, toy_logits  # hand-worked checks at ATOL = 1e-6, rtol 0
 
 LOG = math.log
 R1 = -0.5 - 0.1 * LOG(2)  # -.569315
@@ -73,12 +73,7 @@ def test_exact_kl_over_the_vocabulary():
 
 
 def test_policy_update_direction_success_and_failure():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    actions = torch.tensor([[0, 1, 2], [3, 2, 1]])
-
-    def logp_of(z):
-        return torch.log_softmax(z, -1).gather(-1, actions[..., None]).squeeze(-1)  # [N, T]
+    logits, logp_of = toy_logits()  # conftest.py
 
     before = logp_of(logits).detach()
     values = torch.full((2, 3), 0.5, dtype=torch.float64)

@@ -5,7 +5,7 @@ import torch
 
 from rewardflow.algos import rover_loss, rover_next_q_mean, rover_policy, rover_q, uniform_policy_q, vocab_mean_logprob
 
-from conftest import close, t  # hand-worked checks at ATOL = 1e-6, rtol 0
+from conftest import close, t, toy_logits  # hand-worked checks at ATOL = 1e-6, rtol 0
 
 LOG = math.log
 
@@ -52,12 +52,7 @@ def test_rover_loss_values_and_stop_gradient():
 
 
 def test_rover_centred_reward_sign_and_split():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    actions = torch.tensor([[0, 1, 2], [3, 2, 1]])
-
-    def logp_of(z):
-        return torch.log_softmax(z, -1).gather(-1, actions[..., None]).squeeze(-1)  # [N, T]
+    logits, logp_of = toy_logits()  # conftest.py
 
     before, mask = logp_of(logits).detach(), torch.ones(2, 3, dtype=torch.float64)
     reward = torch.tensor([0.5, -0.5], dtype=torch.float64)  # centred: above and below the group mean

@@ -18,6 +18,8 @@ def _parser():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
+    """Not conftest's tiny_ckpt: this tokenizer is trained on a chain_sum-like corpus, so the 12 tokens each sample
+    gets are whole words and newlines rather than 12 characters, and the samples have steps to label."""
     from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 
     corpus = ["What is 1 + 2 + 3?", "1 + 2 = 3\n3 + 3 = 6\nAnswer: 6"]
