@@ -142,21 +142,21 @@ def test_reward_section_defaults_and_overrides():
     rw = load_config(overrides=PRM + ["reward.aggregation=outcome", "reward.transform=logsigmoid", "reward.transform_quantile=0.85",
                                       "reward.verifier_weight=0", "reward.online_update=true"]).reward
     assert (rw.scorers, rw.weights, rw.aggregation, rw.transform_quantile, rw.verifier_weight) == (["runs/prm"], [0.5], "outcome", 0.85, 0.0)
-    rw = load_config(overrides=PRM + ["algo.dense_coef=0.5", "reward.shaping=clip", "reward.clip_eta=0.3"]).reward
+    rw = load_config(overrides=PRM + ["algo.dense.coef=0.5", "reward.shaping=clip", "reward.clip_eta=0.3"]).reward
     assert (rw.shaping, rw.clip_eta) == ("clip", 0.3)
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["reward.aggregation=max"], r"reward.aggregation='max' is not valid; choose one of: geo_mean, last, mean, min, outcome, prod"),
-    (PRM + ["algo.dense_coef=0.5", "reward.shaping=clipdelta"], r"reward.shaping='clipdelta' is not valid; choose one of: clip, delta, none"),
+    (PRM + ["algo.dense.coef=0.5", "reward.shaping=clipdelta"], r"reward.shaping='clipdelta' is not valid; choose one of: clip, delta, none"),
     (["reward.transform=exp"], r"reward.transform='exp' is not valid; choose one of: logsigmoid, none"),
     (["reward.scorers=[a,b]", "reward.weights=[1.0]"], r"reward.weights=\[1.0\] needs one weight per entry of reward.scorers=\['a', 'b'\]"),
     (["reward.weights=[1.0]"], r"reward.weights=\[1.0\] needs one weight per entry of reward.scorers=\[\]"),
     (PRM + ["reward.transform_quantile=1.5"], r"reward.transform_quantile=1.5 must be in \[0, 1\]"),
     (["reward.transform=logsigmoid"], r"reward.transform='logsigmoid' acts on learned scorers, but reward.scorers is empty"),
     (["reward.online_update=true"], r"reward.online_update=True acts on learned scorers, but reward.scorers is empty"),
-    (["algo.dense_coef=0.5", "reward.shaping=delta"], r"reward.shaping='delta' acts on learned scorers, but reward.scorers is empty"),
-    (PRM + ["reward.shaping=delta"], r"reward.shaping='delta' shapes the dense per-step rewards, which need algo.dense_coef > 0"),
+    (["algo.dense.coef=0.5", "reward.shaping=delta"], r"reward.shaping='delta' acts on learned scorers, but reward.scorers is empty"),
+    (PRM + ["reward.shaping=delta"], r"reward.shaping='delta' shapes the dense per-step rewards, which need algo.dense.coef > 0"),
     (PRM + ["algo.name=remax"], r"algo.name='remax' scores its greedy baseline with the verifier alone"),
     (["reward.weights=[x]"], r"field: reward.weights"),
     (["reward.scorer=[a]"], r"field: reward.scorer\)"),
@@ -225,7 +225,7 @@ def test_shipped_recipes_load():
     grpo = load_config(CONFIGS / "grpo_chain_sum.yaml")
     assert (grpo.algo.kl_coef, grpo.algo.eps_high, grpo.algo.epochs, grpo.trainer.lr_schedule) == (0.02, 0.28, 2, "cosine")
     prm = load_config(CONFIGS / "grpo_prm_delta.yaml", ["reward.scorers=[/ckpt/my prm]"])  # the PRM directory from the command line
-    assert (prm.reward.scorers, prm.reward.weights, prm.reward.shaping, prm.algo.dense_coef) == (["/ckpt/my prm"], [0.0], "delta", 0.5)
+    assert (prm.reward.scorers, prm.reward.weights, prm.reward.shaping, prm.algo.dense.coef) == (["/ckpt/my prm"], [0.0], "delta", 0.5)
 
 
 def test_to_dict_round_trips_through_yaml(tmp_path):
@@ -264,7 +264,7 @@ def test_a_name_implies_its_papers_settings_and_overrides_still_win():
     from rewardflow.train.algorithms import PRESETS
 
     dapo = load_config(overrides=["algo.name=dapo"]).algo
-    assert (dapo.dynamic_sampling, dapo.eps_high, dapo.overlong_cache, dapo.agg) == (True, 0.28, 16, "token-mean")
+    assert (dapo.dapo.dynamic_sampling, dapo.eps_high, dapo.dapo.overlong_cache, dapo.agg) == (True, 0.28, 16, "token-mean")
     assert load_config(overrides=["algo.name=dr_grpo"]).algo.agg == "seq-mean-token-sum"
     gspo = load_config(overrides=["algo.name=gspo"]).algo
     assert (gspo.loss, gspo.agg, gspo.eps_low, gspo.eps_high) == ("gspo", "seq-mean-token-mean", 3e-4, 4e-4)

@@ -88,7 +88,7 @@ def test_remax_baseline_is_the_same_reward_function_on_the_greedy_answer():
     # DAPO soft overlong punishment (eq. 13) with L_max = 16, L_cache = 8: a length in (8, 16] gets
     # (8 - L) / 8. Samples of 10 tokens: 1 - 2/8 = 0.75. The greedy answer (15 tokens): 1 - 7/8 = 0.125, and that,
     # not the bare verdict 1.0, is ReMax's baseline (Li et al. 2024 Alg. 1: the greedy response's reward).
-    cfg = load_config(overrides=["algo.name=remax", "algo.overlong_cache=8", "rollout.max_new_tokens=16", "rollout.group_size=2"])
+    cfg = load_config(overrides=["algo.name=remax", "algo.dapo.overlong_cache=8", "rollout.max_new_tokens=16", "rollout.group_size=2"])
     problems = [SimpleNamespace(prompt="1 + 2 =")]
     ro, _ = collect_rollout(_Policy(), _Verifier(), problems, cfg, seed=0)
     assert ro.rewards.tolist() == [[0.75, 0.75]]

@@ -99,7 +99,7 @@ def test_every_saved_scorer_kind_loads_back(tiny_ckpt, tmp_path):
 def test_oreo_then_search_with_its_value_model(tiny_ckpt, tmp_path):
     """`rewardflow oreo` on a tiny policy writes OUT/value; `rewardflow search --scorer OUT/value` uses it."""
     run = tmp_path / "oreo"
-    assert main(["oreo", "--out", str(run), "--quiet", f"model.path={tiny_ckpt}", "offline.prompts=2", "offline.samples_per_prompt=2",
+    assert main(["oreo", "--out", str(run), "--quiet", f"model.path={tiny_ckpt}", "offline.prompts=2", "offline.group_size=2",
                  "offline.batch_size=4", "rollout.max_new_tokens=6", "data.eval_size=2", "eval.n_samples=1", "eval.ks=[1]",
                  "eval.max_new_tokens=6"]) == 0
     assert json.loads((run / "value" / "scorer.json").read_text())["kind"] == "oreo_value"

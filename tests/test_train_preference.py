@@ -71,7 +71,7 @@ class _DigitScorer:
 
 @pytest.mark.parametrize("refresh", [True, False])
 def test_online_iterative_dpo(init, refresh):
-    cfg = load_config(overrides=["preference.iterations=2", "preference.prompts_per_iter=6", "preference.samples_per_prompt=4",
+    cfg = load_config(overrides=["preference.iterations=2", "preference.prompts_per_iter=6", "preference.group_size=4",
                                  "preference.batch_size=8", "rollout.max_new_tokens=6", f"preference.refresh_ref={refresh}"])
     policy, ref = HFPolicy.from_pretrained(init), HFPolicy.from_pretrained(init)
     source = GymSource("chain_sum", seed=0, eval_size=4, min_terms=2, max_terms=2, min_digits=1, max_digits=1)

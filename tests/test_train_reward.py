@@ -77,7 +77,7 @@ def verifier():
 
 
 BASE = ["rollout.prompts_per_step=2", "rollout.group_size=2", "reward.scorers=[fake]", "reward.weights=[0.5]", "reward.verifier_weight=2",
-        "algo.dense_coef=0.5"]
+        "algo.dense.coef=0.5"]
 LS = lambda x: -math.log1p(math.exp(-x))  # log sigmoid(x)
 CASES = {
     # r = 2 * verdict + 0.5 * min(steps): 2 + 0.5*min(0.9, 0.8), 0.5*min(0.2, 0.6), 2 + 0.5*min(0.7, 0.5, 0.9), 0.5*0.1.
@@ -114,14 +114,14 @@ def test_without_a_reward_section_rewards_are_the_verdicts(tiny, verifier):
     ro, _, _, _ = collect_batch(Scripted(policy), verifier, Source(), load_config(overrides=BASE[:2]), step=1)
     assert torch.equal(ro.rewards, ro.correct) and ro.step_rewards is None
     # dense credit without learned scorers keeps the verifier's (empty) step scores, as before the reward section
-    ro, _, _, _ = collect_batch(Scripted(policy), verifier, Source(), load_config(overrides=BASE[:2] + ["algo.dense_coef=0.5"]), step=1)
+    ro, _, _, _ = collect_batch(Scripted(policy), verifier, Source(), load_config(overrides=BASE[:2] + ["algo.dense.coef=0.5"]), step=1)
     assert torch.equal(ro.rewards, ro.correct) and [len(s) for s in ro.step_rewards] == [0, 0, 0, 0]
 
 
 def test_dense_credit_needs_a_process_scorer(tiny, verifier):
     outcome_only = type("ORM", (), {"score": lambda self, p, s: [StepScores(steps=[], outcome=0.7) for _ in s]})()
     cfg = load_config(overrides=BASE)
-    with pytest.raises(ValueError, match=r"algo.dense_coef > 0 needs per-step scores, but none of reward.scorers=\['fake'\]"):
+    with pytest.raises(ValueError, match=r"algo.dense.coef > 0 needs per-step scores, but none of reward.scorers=\['fake'\]"):
         collect_batch(Scripted(HFPolicy.from_pretrained(tiny)), verifier, Source(), cfg, step=1, reward_scorers=[outcome_only])
 
 

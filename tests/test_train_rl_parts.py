@@ -41,7 +41,7 @@ REWARDS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # [B, G]
 @pytest.mark.parametrize("overrides", [
     ["algo.agg=token-mean"], ["algo.agg=seq-mean-token-mean"], ["algo.name=dr_grpo", "algo.agg=seq-mean-token-sum"],
     ["algo.name=ppo"], ["algo.name=rover"], ["algo.name=raft"], ["algo.name=reinforce_rej", "algo.agg=seq-mean-token-mean"],
-    ["algo.loss=gspo", "algo.agg=seq-mean-token-mean"], ["algo.d3s=both", "algo.d3s_start=0.5"],
+    ["algo.loss=gspo", "algo.agg=seq-mean-token-mean"], ["algo.d3s.mode=both", "algo.d3s.start=0.5"],
 ])
 def test_two_ranks_add_up_to_the_whole_batch(policies, overrides):
     """Each half computed with the whole batch's normaliser (as 2 data-parallel ranks would) sums to the loss of the
@@ -71,7 +71,7 @@ def test_ppo_returns_are_gae_of_the_outcome(policies):
     """Fresh critic (V = 0 everywhere), gamma = 1, lambda = 0.9: delta_t = r_t, so A_t = sum_k 0.9^k r_{t+k} = 0.9^(last-t) R
     and R_t = A_t + V_t = 0.9^(last-t) R: a row with outcome 1 and 3 tokens gets returns [0.81, 0.9, 1]."""
     policy, _ = policies
-    cfg = load_config(overrides=["algo.name=ppo", "algo.lam=0.9", "rollout.group_size=4"])
+    cfg = load_config(overrides=["algo.name=ppo", "algo.ppo.lam=0.9", "rollout.group_size=4"])
     p, _ = prepare(policy, None, _rollout(policy, REWARDS), cfg, critic=make_critic(policy, cfg))
     R = REWARDS.reshape(-1)
     for n in range(len(R)):
@@ -111,7 +111,7 @@ def test_step_boundaries_and_the_dense_hook(policies):
     G = 2
     ro = Rollout([Problem("0", "1 + 2 + 4 =", "7", "t")] * G, policy.encode_prompts(["1 + 2 + 4 ="]) * G, [comp] * G,
                  torch.ones(1, G), [["7"] * G], correct=torch.ones(1, G), step_rewards=[torch.tensor([0.2, -1.0, 0.6])] * G)
-    cfg = load_config(overrides=["algo.name=dr_grpo", "algo.dense_coef=0.5", "algo.dense_mode=step", f"rollout.group_size={G}"])
+    cfg = load_config(overrides=["algo.name=dr_grpo", "algo.dense.coef=0.5", "algo.dense.mode=step", f"rollout.group_size={G}"])
     p, _ = prepare(policy, None, ro, cfg)
     starts = [0] + ends[:-1]
     for s, (a, b) in enumerate(zip(starts, ends)):
@@ -144,8 +144,8 @@ def test_dynamic_sampling_refills_up_to_the_cap(policies, max_rounds, kept, draw
     mod 3 are 2, 0, 1, 2: one more. Round 2 (EXTRA_OFFSET + 4..7: 0, 1, 2, 0) has 2 but room for 1."""
     policy, _ = policies
     assert EXTRA_OFFSET % 3 == 2
-    cfg = load_config(overrides=["algo.dynamic_sampling=true", f"algo.dynamic_sampling_max_rounds={max_rounds}", "rollout.prompts_per_step=4",
-                                 "rollout.group_size=4", "rollout.max_new_tokens=6", "algo.overlong_cache=2"])
+    cfg = load_config(overrides=["algo.dapo.dynamic_sampling=true", f"algo.dapo.max_rounds={max_rounds}", "rollout.prompts_per_step=4",
+                                 "rollout.group_size=4", "rollout.max_new_tokens=6", "algo.dapo.overlong_cache=2"])
     ro, sampled, _, info = collect_batch(policy, _Alternating(), _Source(), cfg, step=1)
     assert info["rollout/kept_groups"] == kept and info["rollout/prompts_drawn"] == drawn
     assert ro.rewards.shape == (kept, 4) and len(ro.completions) == kept * 4 and len(sampled.completions) == drawn * 4
@@ -161,5 +161,5 @@ def test_unknown_algorithm_lists_the_valid_ones():
         load_config(overrides=["algo.name=nope"])
     with pytest.raises(ConfigError, match="preference.loss='xpo'.*cdpo.*dpo.*ipo.*rpo.*simpo"):
         load_config(overrides=["preference.loss=xpo"])
-    with pytest.raises(ConfigError, match="algo.critic"):
-        load_config(overrides=["algo.name=ppo", "algo.critic=tree"])
+    with pytest.raises(ConfigError, match="algo.ppo.critic"):
+        load_config(overrides=["algo.name=ppo", "algo.ppo.critic=tree"])

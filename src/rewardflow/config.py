@@ -49,6 +49,49 @@ class RolloutConfig:
 
 
 @dataclass
+class DAPOConfig:
+    dynamic_sampling: bool = False  # DAPO: drop groups whose samples are all right or all wrong, refill with new prompts
+    max_rounds: int = 3  # DAPO: at most this many extra sampling rounds per step to refill the batch
+    overlong_cache: int = 0  # DAPO soft overlong punishment: L_cache tokens before rollout.max_new_tokens (0: off)
+    overlong_filter: bool = False  # DAPO overlong filtering: truncated samples get no loss
+
+
+@dataclass
+class D3SConfig:
+    mode: str = "none"  # D3S down-sampling (Wang et al. 2025): none | sample | token | both
+    start: float = 0.25  # keep ratio at step 0 (aggressive early)
+    end: float = 1.0  # keep ratio at the last step (relaxed)
+    schedule: str = "linear"  # schedule of the keep ratio: linear | cosine
+    scope: str = "batch"  # sample-level subsets: batch (across groups, the paper's main method) | group (within each group, D3S-I)
+
+
+@dataclass
+class PPOConfig:
+    critic: str = "head"  # value head on the policy backbone (head) or a separate value model (model)
+    critic_lr: float = 1e-3  # learning rate of the value head / value model
+    vf_coef: float = 0.5  # weight of the clipped value loss
+    value_clip: float = 0.2  # clip range of the value loss
+    gamma: float = 1.0  # GAE discount
+    lam: float = 0.95  # GAE lambda
+
+
+@dataclass
+class RAFTConfig:
+    keep: str = "correct"  # raft / raft_pp: keep every correct sample (correct) or each prompt's best (best)
+
+
+@dataclass
+class ROVERConfig:
+    rho: float = 1.0  # temperature rho of Q = rho * log(pi / pi_old)
+
+
+@dataclass
+class DenseConfig:
+    coef: float = 0.0  # weight of dense per-step advantages (Rollout.step_rewards, e.g. PRM steps); 0: off
+    mode: str = "return"  # how step rewards become token advantages (algos.DENSE_MODES): return | step | process (DeepSeekMath: normalised over the group)
+
+
+@dataclass
 class AlgoConfig:
     name: str = "grpo"  # the method (train/algorithms.ALGORITHMS): an estimator of algos.ADVANTAGES, a named method of PRESETS (its paper's settings), ppo, raft, ...
     scale: str = "group"  # GRPO std scaling: group | batch | none
@@ -62,25 +105,12 @@ class AlgoConfig:
     kl_mode: str = "loss"  # loss: kl_coef * KL added to the loss | reward: -kl_coef * KL_t folded into token rewards (REINFORCE++)
     kl_placement: str = "after"  # kl_mode=reward, outcome estimators: after (-beta * KL return-to-go added to the advantage) | before (verl: r - beta * sum_t KL_t enters the estimator)
     entropy_coef: float = 0.0  # entropy bonus weight (PPO eq. 9); > 0 needs full logits in the forward pass
-    dynamic_sampling: bool = False  # DAPO: drop groups whose samples are all right or all wrong, refill with new prompts
-    dynamic_sampling_max_rounds: int = 3  # DAPO: at most this many extra sampling rounds per step to refill the batch
-    overlong_cache: int = 0  # DAPO soft overlong punishment: L_cache tokens before rollout.max_new_tokens (0: off)
-    overlong_filter: bool = False  # DAPO overlong filtering: truncated samples get no loss
-    d3s: str = "none"  # D3S down-sampling: none | sample | token | both
-    d3s_start: float = 0.25  # D3S keep ratio at step 0 (aggressive early)
-    d3s_end: float = 1.0  # D3S keep ratio at the last step (relaxed)
-    d3s_schedule: str = "linear"  # D3S schedule of the keep ratio: linear | cosine
-    d3s_scope: str = "batch"  # D3S sample-level subsets: batch (across groups, the paper's main method) | group (within each group, D3S-I)
-    dense_coef: float = 0.0  # weight of dense per-step advantages (Rollout.step_rewards, e.g. PRM steps); 0: off
-    dense_mode: str = "return"  # how step rewards become token advantages (algos.DENSE_MODES): return | step | process (DeepSeekMath: normalised over the group)
-    critic: str = "head"  # ppo: value head on the policy backbone (head) or a separate value model (model)
-    critic_lr: float = 1e-3  # ppo: learning rate of the value head / value model
-    vf_coef: float = 0.5  # ppo: weight of the clipped value loss
-    value_clip: float = 0.2  # ppo: clip range of the value loss
-    gamma: float = 1.0  # ppo: GAE discount
-    lam: float = 0.95  # ppo: GAE lambda
-    raft_keep: str = "correct"  # raft / raft_pp: keep every correct sample (correct) or each prompt's best (best)
-    rover_rho: float = 1.0  # rover: temperature rho of Q = rho * log(pi / pi_old)
+    dapo: DAPOConfig = field(default_factory=DAPOConfig)  # DAPO's dynamic sampling and overlong shaping
+    d3s: D3SConfig = field(default_factory=D3SConfig)  # D3S down-sampling of samples and tokens
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # PPO's critic and GAE
+    raft: RAFTConfig = field(default_factory=RAFTConfig)  # RAFT / RAFT++ selection
+    rover: ROVERConfig = field(default_factory=ROVERConfig)  # ROVER's Q temperature
+    dense: DenseConfig = field(default_factory=DenseConfig)  # dense per-step credit
 
 
 @dataclass
@@ -120,17 +150,17 @@ class PreferenceConfig:
     lr: float = 1e-4  # learning rate
     iterations: int = 3  # online: sample -> score -> pair -> DPO rounds
     prompts_per_iter: int = 64  # online: prompts sampled per iteration
-    samples_per_prompt: int = 8  # online: K completions per prompt, best vs worst is the pair
+    group_size: int = 8  # online: G completions per prompt, best vs worst is the pair
     refresh_ref: bool = True  # online: the reference becomes the current policy after each iteration
     scorer: str = "verifier"  # online: rewards.load_scorer spec (verifier or a saved reward-model directory)
 
 
 @dataclass
 class OfflineConfig:
-    samples_per_prompt: int = 8  # OREO: trajectories sampled from the SFT policy per prompt
+    group_size: int = 8  # OREO: G trajectories sampled from the SFT policy per prompt
     prompts: int = 128  # OREO: prompts to sample trajectories for
     beta: float = 0.03  # OREO: KL-regularisation strength in the soft Bellman equation
-    kl_alpha: float = 0.0  # OREO: weight of the extra KL regulariser in the policy loss
+    kl_alpha: float = 0.01  # OREO: weight of the exact per-position KL(pi || pi_ref) in the policy loss (the official recipe's 0.01)
     epochs: int = 1  # passes over the trajectories
     batch_size: int = 16  # trajectories per optimiser step
     lr: float = 1e-5  # policy learning rate
@@ -150,7 +180,7 @@ class RewardConfig:
     weights: list[float] = field(default_factory=list)  # one per scorer: reward = verifier_weight * verdict + sum_i weights[i] * r_i
     verifier_weight: float = 1.0  # weight of the verifier's 0/1 verdict in the sample reward
     aggregation: str = "min"  # r_i from scorer i's step scores: min | prod | last | mean | geo_mean, or outcome (its outcome score)
-    shaping: str = "none"  # dense per-step rewards (algo.dense_coef > 0) from the first process scorer: none | clip | delta (Gao et al. 2024)
+    shaping: str = "none"  # dense per-step rewards (algo.dense.coef > 0) from the first process scorer: none | clip | delta (Gao et al. 2024)
     clip_eta: float = 0.5  # clip shaping: step reward r_k -> min(r_k - clip_eta, 0)
     transform: str = "none"  # r_i before weighting: none | logsigmoid (Wang et al. 2024: log sigmoid(r_i - r_ref))
     transform_quantile: float = 0.5  # logsigmoid: r_ref = this quantile of r_i over the prompt's group of samples

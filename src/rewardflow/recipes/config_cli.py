@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 
 CONFIG_HELP = """Show the settings. Every run takes a YAML recipe (--config, see configs/) and dotted overrides
 (section.field=value) on top of the defaults; a named method (algo.name=dapo, gspo, dr_grpo, ...) brings its
@@ -25,18 +25,27 @@ def field_docs(cls) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in map(_FIELD.match, inspect.getsource(cls).splitlines()) if m}
 
 
+def _lines(obj, prefix: str) -> list[str]:
+    """Every field of a config group with its default and documentation, nested groups after their parent's fields."""
+    docs, out, groups = field_docs(type(obj)), [], []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            groups.append((f.name, value))
+        else:
+            out.append(f"  {prefix}{f.name} = {value!r}\n      {docs.get(f.name, '')}")
+    for name, value in groups:
+        out += [f"{prefix}{name}:  ({docs.get(name, '')})"] + _lines(value, f"{prefix}{name}.")
+    return out
+
+
 def describe(section: str | None = None) -> str:
     from ..config import Config
 
-    lines = []
+    cfg, lines = Config(), []
     for sec in fields(Config):
-        if section not in (None, sec.name):
-            continue
-        cls = sec.default_factory().__class__
-        docs, default = field_docs(cls), sec.default_factory()
-        lines.append(f"{sec.name}:")
-        for f in fields(cls):
-            lines.append(f"  {sec.name}.{f.name} = {getattr(default, f.name)!r}\n      {docs.get(f.name, '')}")
+        if section in (None, sec.name):
+            lines += [f"{sec.name}:"] + _lines(getattr(cfg, sec.name), f"{sec.name}.")
     if not lines:
         raise ValueError(f"no config section {section!r}; sections: {', '.join(s.name for s in fields(Config))}")
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,11 +32,11 @@ def _choice_table() -> dict[str, object]:
     from ..train.algorithms import ALGORITHMS, RAFT_KEEP
 
     return {
-        "algo.name": ALGORITHMS, "algo.loss": POLICY_LOSSES, "preference.loss": PREFERENCE_LOSSES, "algo.raft_keep": RAFT_KEEP,
-        "algo.dense_mode": set(DENSE_MODES) - {"last"},  # "last" places rewards for GAE; it is not an advantage
+        "algo.name": ALGORITHMS, "algo.loss": POLICY_LOSSES, "preference.loss": PREFERENCE_LOSSES, "algo.raft.keep": RAFT_KEEP,
+        "algo.dense.mode": set(DENSE_MODES) - {"last"},  # "last" places rewards for GAE; it is not an advantage
         "algo.kl_mode": {"loss", "reward"}, "algo.kl_placement": {"after", "before"}, "algo.kl_estimator": {"k1", "k2", "k3"},
-        "algo.d3s": {"none", "sample", "token", "both"}, "algo.d3s_schedule": {"linear", "cosine"}, "algo.d3s_scope": {"batch", "group"},
-        "algo.critic": {"head", "model"}, "algo.scale": {"group", "batch", "none"},
+        "algo.d3s.mode": {"none", "sample", "token", "both"}, "algo.d3s.schedule": {"linear", "cosine"}, "algo.d3s.scope": {"batch", "group"},
+        "algo.ppo.critic": {"head", "model"}, "algo.scale": {"group", "batch", "none"},
         "algo.agg": {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"},
         "trainer.lr_schedule": {"constant", "linear", "cosine"}, "model.dtype": {"float32", "bfloat16", "float16"},
     }
@@ -48,21 +48,21 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
         "model.hidden_size", "model.layers", "model.heads", "model.intermediate_size", "model.max_positions", "data.eval_size",
         "sft.batch_size", "rollout.prompts_per_step", "rollout.group_size", "rollout.max_new_tokens", "algo.epochs", "trainer.steps",
         "trainer.micro_batch_size", "trainer.eval_problems", "eval.n_samples", "eval.max_new_tokens", "preference.epochs",
-        "preference.batch_size", "preference.iterations", "preference.prompts_per_iter", "offline.samples_per_prompt",
+        "preference.batch_size", "preference.iterations", "preference.prompts_per_iter", "offline.group_size",
         "offline.prompts", "offline.epochs", "offline.batch_size")],
     *[(f, lambda v: v >= 0, ">= 0") for f in (
-        "sft.steps", "sft.warmup_steps", "sft.weight_decay", "rollout.top_k", "algo.kl_coef", "algo.entropy_coef", "algo.dense_coef",
-        "algo.dynamic_sampling_max_rounds", "algo.vf_coef", "algo.value_clip", "trainer.warmup_steps", "trainer.weight_decay",
+        "sft.steps", "sft.warmup_steps", "sft.weight_decay", "rollout.top_k", "algo.kl_coef", "algo.entropy_coef", "algo.dense.coef",
+        "algo.dapo.max_rounds", "algo.ppo.vf_coef", "algo.ppo.value_clip", "trainer.warmup_steps", "trainer.weight_decay",
         "trainer.save_every", "trainer.eval_every", "offline.kl_alpha", "dist.rollout_workers", "dist.worker_gpus", "reward.verifier_weight")],
     *[(f, lambda v: v > 0, "> 0") for f in (
-        "sft.lr", "rollout.temperature", "eval.temperature", "trainer.lr", "trainer.max_grad_norm", "algo.critic_lr", "algo.rover_rho",
+        "sft.lr", "rollout.temperature", "eval.temperature", "trainer.lr", "trainer.max_grad_norm", "algo.ppo.critic_lr", "algo.rover.rho",
         "preference.beta", "preference.lr", "offline.beta", "offline.lr", "offline.value_lr", "dist.worker_cpus")],
     *[(f, lambda v: 0 <= v <= 1, "in [0, 1]") for f in (
-        "sft.direct_frac", "algo.gamma", "algo.lam", "reward.transform_quantile", "preference.label_smoothing")],
-    *[(f, lambda v: 0 < v <= 1, "in (0, 1]") for f in ("rollout.top_p", "algo.d3s_start", "algo.d3s_end")],
+        "sft.direct_frac", "algo.ppo.gamma", "algo.ppo.lam", "reward.transform_quantile", "preference.label_smoothing")],
+    *[(f, lambda v: 0 < v <= 1, "in (0, 1]") for f in ("rollout.top_p", "algo.d3s.start", "algo.d3s.end")],
     ("algo.eps_low", lambda v: 0 <= v < 1, "in [0, 1): the ratio's lower clip 1 - eps_low must stay positive"),
     ("algo.eps_high", lambda v: v >= 0, ">= 0"),
-    ("preference.samples_per_prompt", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
+    ("preference.group_size", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
 ]
 
 
@@ -73,12 +73,20 @@ def _get(cfg: Config, dotted: str):
     return obj
 
 
+def _leaves(obj, prefix: str = ""):
+    """(dotted name, value) of every field, nested groups (algo.dapo.*) included."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
 def _check_values(cfg: Config) -> None:
-    for section in fields(cfg):  # every float finite: a NaN learning rate or coefficient trains nothing, silently
-        for f in fields(getattr(cfg, section.name)):
-            value = getattr(getattr(cfg, section.name), f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{section.name}.{f.name}={value} must be a finite number")
+    for name, value in _leaves(cfg):  # every float finite: a NaN learning rate or coefficient trains nothing, silently
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} must be a finite number")
     for name, valid in _choice_table().items():
         _choices(name, _get(cfg, name), valid)
     for name, ok, what in RANGES:
@@ -97,10 +105,10 @@ def validate(cfg: Config) -> Config:
     a, r = cfg.algo, cfg.rollout
     if cfg.model.hidden_size % cfg.model.heads:
         raise ConfigError(f"model.hidden_size={cfg.model.hidden_size} must be a multiple of model.heads={cfg.model.heads}")
-    if not a.overlong_cache < r.max_new_tokens:
-        raise ConfigError(f"algo.overlong_cache={a.overlong_cache} must lie in [0, rollout.max_new_tokens={r.max_new_tokens})")
-    if a.overlong_cache < 0:
-        raise ConfigError(f"algo.overlong_cache={a.overlong_cache} must be >= 0")
+    if not a.dapo.overlong_cache < r.max_new_tokens:
+        raise ConfigError(f"algo.dapo.overlong_cache={a.dapo.overlong_cache} must lie in [0, rollout.max_new_tokens={r.max_new_tokens})")
+    if a.dapo.overlong_cache < 0:
+        raise ConfigError(f"algo.dapo.overlong_cache={a.dapo.overlong_cache} must be >= 0")
     if r.group_size < 2 and ALGORITHMS[a.name].needs_group:
         raise ConfigError(f"rollout.group_size={r.group_size}: {a.name} compares each sample with its group and needs >= 2 samples per prompt")
     if not cfg.eval.ks or min(cfg.eval.ks) < 1:
@@ -133,8 +141,8 @@ def _validate_reward(cfg: Config) -> None:
     for name, on in unused:
         if on and not rw.scorers:
             raise ConfigError(f"{name} acts on learned scorers, but reward.scorers is empty")
-    if rw.shaping != "none" and cfg.algo.dense_coef <= 0:
-        raise ConfigError(f"reward.shaping={rw.shaping!r} shapes the dense per-step rewards, which need algo.dense_coef > 0 (got {cfg.algo.dense_coef})")
+    if rw.shaping != "none" and cfg.algo.dense.coef <= 0:
+        raise ConfigError(f"reward.shaping={rw.shaping!r} shapes the dense per-step rewards, which need algo.dense.coef > 0 (got {cfg.algo.dense.coef})")
     from ..train.algorithms import ALGORITHMS
 
     if rw.scorers and ALGORITHMS[cfg.algo.name].greedy_baseline:

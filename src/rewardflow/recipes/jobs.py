@@ -74,7 +74,7 @@ def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dic
 
 
 def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
-    """Sample offline.samples_per_prompt trajectories for offline.prompts training prompts from the start policy,
+    """Sample offline.group_size trajectories for offline.prompts training prompts from the start policy,
     verify them, train OREO, save the policy (out/policy) and the value model (out/value)."""
     from ..progress import progress_bars
     from ..rewards.verifier import VerifierScorer
@@ -88,7 +88,7 @@ def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
     with progress_bars(show_progress) as bar:
         results = {"before": _evaluate(policy, problems, cfg, bar, "eval before")}
         train = source.train_problems(range(oc.prompts))
-        trajs = sample_trajectories(policy, scorer, train, k=oc.samples_per_prompt, max_new_tokens=cfg.rollout.max_new_tokens,
+        trajs = sample_trajectories(policy, scorer, train, k=oc.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
                                     temperature=cfg.rollout.temperature, seed=cfg.trainer.seed)
         (out / "trajectories.jsonl").write_text("".join(json.dumps({k: v for k, v in t.items() if k != "token_ids"}) + "\n" for t in trajs))
         results["trajectories"] = {"n": len(trajs), "success_rate": sum(t["reward"] for t in trajs) / len(trajs)}

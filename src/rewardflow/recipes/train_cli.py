@@ -12,7 +12,7 @@ PREFERENCE_HELP = """Preference optimisation from a policy checkpoint (model.pat
 
 Offline: set preference.pairs to a JSONL of {"prompt", "chosen", "rejected"} rows and preference.loss to one of
 dpo | ipo | cdpo | simpo | rpo (default dpo, beta 0.1). Online (preference.pairs unset): the iterative DPO of
-"RLHF Workflow" (Dong et al. 2024): preference.iterations (3) rounds of sampling preference.samples_per_prompt (8)
+"RLHF Workflow" (Dong et al. 2024): preference.iterations (3) rounds of sampling preference.group_size (8)
 completions for preference.prompts_per_iter (64) training prompts, scoring them with preference.scorer
 ('verifier' or a saved reward-model directory), pairing best against worst (ties skipped), training, and
 (preference.refresh_ref, default true) making the policy the next reference. Evaluates before and after on
@@ -25,7 +25,7 @@ examples:
 
 OREO_HELP = """OREO (Wang, Hao et al. 2024): offline RL by soft Bellman consistency.
 
-Samples offline.samples_per_prompt (8) trajectories for offline.prompts (128) training prompts from the starting
+Samples offline.group_size (8) trajectories for offline.prompts (128) training prompts from the starting
 policy (model.path, e.g. the SFT checkpoint), verifies them, then trains the policy and a separate value model
 jointly (beta = offline.beta, 0.03). Writes results.json (eval before/after), trajectories.jsonl, the policy
 (--out/policy) and the value model (--out/value, with scorer.json kind "oreo_value", for search).

@@ -65,7 +65,8 @@ def build_tiny(cfg: Config, source, path: Path) -> Path:
 def stamp(cfg: Config) -> str:
     """What a warm-started checkpoint depends on: a cached one is reused only under the same settings."""
     d = to_dict(cfg)
-    return json.dumps({"model": d["model"], "sft": d["sft"], "data": d["data"], "seed": cfg.trainer.seed}, sort_keys=True)
+    step = {"max_grad_norm": cfg.trainer.max_grad_norm, "micro_batch_size": cfg.trainer.micro_batch_size}
+    return json.dumps({"model": d["model"], "sft": d["sft"], "data": d["data"], "seed": cfg.trainer.seed, "step": step}, sort_keys=True)
 
 
 def check_worked_solutions(source, cfg: Config) -> None:
@@ -103,7 +104,8 @@ def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, devic
     policy = HFPolicy.from_pretrained(init, device=device, dtype=getattr(torch, cfg.model.dtype))
     s = cfg.sft
     run_sft(policy, sft_examples(source, cfg), steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
-            log=log, progress=bar("SFT warm-start", s.steps) if bar else None)
+            max_grad_norm=cfg.trainer.max_grad_norm, micro_batch_size=cfg.trainer.micro_batch_size, log=log,
+            progress=bar("SFT warm-start", s.steps) if bar else None)
     policy.model.save_pretrained(sft_dir)
     policy.tokenizer.save_pretrained(sft_dir)
     write_text(sft_dir / "DONE", want)

@@ -5,7 +5,7 @@ Verifiers for LLM Reasoning"): the step score is the *progress* a step makes und
 
 with Q a Monte-Carlo estimate of the prover's success rate when it continues from the prefix (K rollouts, each
 verified against the gold answer; the whole solution's own verdict stands for Q(prefix_S)). Progress feeds the
-RL loop's dense hook with `algo.dense_mode=step` (each token of step k gets A_k, added to the outcome
+RL loop's dense hook with `algo.dense.mode=step` (each token of step k gets A_k, added to the outcome
 advantage), as the paper adds PAV progress to the outcome reward. The outcome score is the solution's verdict.
 
 The estimates are computed here, not learned: K rollouts per step per sample make it exact but costly, which

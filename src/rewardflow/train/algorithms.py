@@ -114,7 +114,7 @@ def _pg_prepare(estimator: str):
             adv = ADVANTAGES[estimator](rewards, **ADVANTAGE_INPUTS.get(estimator, lambda ro, cfg: {})(ro, cfg)).reshape(-1)  # [N]
         if kl is not None and a.kl_placement == "after" and not own_kl:
             adv = _kl_return(adv, kl, p.mask, a)  # [N, T]
-        if a.dense_coef > 0 and ro.step_rewards is not None:
+        if a.dense.coef > 0 and ro.step_rewards is not None:
             adv = _with_dense(adv, ro, p, ctx, a)
         p.adv = adv
     return prepare
@@ -124,8 +124,8 @@ def _with_dense(adv, ro, p, ctx, a):
     """The dense hook: per-step rewards of each sample (Rollout.step_rewards) placed on its steps' tokens."""
     T = p.mask.shape[1]
     ends = pad_ends([step_token_ends(ctx["tokenizer"], c.token_ids, c.text) for c in ro.completions])  # [N, S]
-    dense = dense_advantages(ro.step_rewards, ends, T, mode=a.dense_mode, group_size=ro.rewards.shape[1])  # [N, T]
-    return (adv[:, None] if adv.dim() == 1 else adv) + a.dense_coef * dense * p.mask
+    dense = dense_advantages(ro.step_rewards, ends, T, mode=a.dense.mode, group_size=ro.rewards.shape[1])  # [N, T]
+    return (adv[:, None] if adv.dim() == 1 else adv) + a.dense.coef * dense * p.mask
 
 
 def _pg_loss(fw, p, mb, cfg, ctx):
@@ -145,7 +145,7 @@ def _ppo_prepare(p, ro, cfg, ctx):
     if a.kl_mode == "reward" and p.ref_logp is not None:
         kl = kl_estimate(p.old_logp, p.ref_logp, a.kl_estimator)  # [N, T]
     token_rewards = kl_shaped_rewards(ro.rewards.reshape(-1), kl, p.mask, beta=a.kl_coef)  # [N, T]
-    adv, returns = gae(token_rewards, old_values, p.mask, gamma=a.gamma, lam=a.lam)  # [N, T]
+    adv, returns = gae(token_rewards, old_values, p.mask, gamma=a.ppo.gamma, lam=a.ppo.lam)  # [N, T]
     p.adv = masked_whiten(adv, p.mask)
     p.extra.update(old_values=old_values, returns=returns)
 
@@ -160,9 +160,9 @@ def _ppo_loss(fw, p, mb, cfg, ctx):
     loss, stats = _policy_loss(fw, p, mb, cfg)
     values = ctx["critic"].values(p.batch.select(mb), fw.hidden)  # [n, T]
     v_loss, v_stats = clipped_value_loss(values, p.extra["old_values"][mb], p.extra["returns"][mb], p.mask[mb],
-                                         clip_eps=a.value_clip, agg=a.agg, normalizer=p.norm)
+                                         clip_eps=a.ppo.value_clip, agg=a.agg, normalizer=p.norm)
     stats.update(v_stats, **{"loss/value": v_loss.item()})
-    return loss + a.vf_coef * v_loss, stats
+    return loss + a.ppo.vf_coef * v_loss, stats
 
 
 # ---------------------------------------------------------------- RAFT, RAFT++, Reinforce-Rej
@@ -209,8 +209,8 @@ def _rover_prepare(p, ro, cfg, ctx):
 
 def _rover_loss(fw, p, mb, cfg, ctx):
     a = cfg.algo
-    next_q = rover_next_q_mean(vocab_mean_logprob(fw.logits), p.extra["old_mean_logp"][mb], p.mask[mb], rho=a.rover_rho)  # [n, T]
-    return rover_loss(fw.logp, p.old_logp[mb], next_q, p.adv[mb], p.mask[mb], rho=a.rover_rho, agg=a.agg, normalizer=p.norm)
+    next_q = rover_next_q_mean(vocab_mean_logprob(fw.logits), p.extra["old_mean_logp"][mb], p.mask[mb], rho=a.rover.rho)  # [n, T]
+    return rover_loss(fw.logp, p.old_logp[mb], next_q, p.adv[mb], p.mask[mb], rho=a.rover.rho, agg=a.agg, normalizer=p.norm)
 
 
 def _policy_gradient(estimator: str) -> OnlineAlgorithm:
@@ -223,8 +223,8 @@ PRESETS: dict[str, dict[str, object]] = {
     "dr_grpo": {"algo.agg": "seq-mean-token-sum"},  # Liu et al. 2025 eq. 3: token sum over a constant N * L_max
     "gspo": {"algo.loss": "gspo", "algo.eps_low": 3e-4, "algo.eps_high": 4e-4, "algo.agg": "seq-mean-token-mean"},  # Zheng et al. 2025 sec. 4
     "dual_clip": {"algo.loss": "dual_clip"},  # Ye et al. 2020: a lower bound c = 3 on negative-advantage ratios
-    "dapo": {"algo.dynamic_sampling": True, "algo.eps_high": 0.28, "algo.overlong_cache": 16, "algo.agg": "token-mean"},  # Yu et al. 2025
-    "d3s": {"algo.d3s": "both"},  # Wang et al. 2025: sample- and token-level down-sampling
+    "dapo": {"algo.dapo.dynamic_sampling": True, "algo.eps_high": 0.28, "algo.dapo.overlong_cache": 16, "algo.agg": "token-mean"},  # Yu et al. 2025
+    "d3s": {"algo.d3s.mode": "both"},  # Wang et al. 2025: sample- and token-level down-sampling
     "reinforce_pp": {"algo.kl_coef": 0.01, "algo.kl_mode": "reward", "algo.kl_estimator": "k1"},  # Hu 2025: k1 KL in the token reward
 }
 
@@ -233,8 +233,8 @@ ALGORITHMS: dict[str, OnlineAlgorithm] = {
     **{name: _policy_gradient("grpo") for name in ("gspo", "dual_clip", "dapo", "d3s")},
     "ppo": OnlineAlgorithm(_ppo_prepare, _ppo_loss, hidden=True, critic=True, all_rows=True),
     # RAFT's loss ignores p.adv: every kept row trains (the mask already holds only kept rows)
-    "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_loss, all_rows=True),
-    "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft_keep](r)), _raft_pp_loss, all_rows=True),
+    "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_loss, all_rows=True),
+    "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_pp_loss, all_rows=True),
     "reinforce_rej": OnlineAlgorithm(_keep_prepare(lambda r, cfg: reinforce_rej_keep(r)), _reinforce_rej_loss),
     "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True, needs_group=True),
 }
@@ -255,7 +255,7 @@ def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> 
     batch = policy.token_batch(rollout.prompt_ids, [c.token_ids for c in rollout.completions])
     mask = batch.completion_mask.clone()  # [N, T]
     T = mask.shape[1]
-    if a.overlong_filter:  # DAPO sec. 3.4: truncated samples carry no loss
+    if a.dapo.overlong_filter:  # DAPO sec. 3.4: truncated samples carry no loss
         truncated = torch.tensor([c.finish_reason == "length" for c in rollout.completions])
         mask = mask * overlong_filter_mask(truncated)[:, None].to(mask.dtype)
     old_logp = pad_sequence([c.logprobs for c in rollout.completions], batch_first=True)[:, :T]  # [N, T] from sampling
@@ -265,7 +265,7 @@ def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> 
             ref_logp = ref_policy.logprobs(batch, temperature=cfg.rollout.temperature).logprobs  # [N, T]
     p = Prepared(batch, mask, old_logp, ref_logp)
     algo.prepare(p, rollout, cfg, {"policy": policy, "critic": critic, "tokenizer": getattr(policy, "tokenizer", None)})
-    if a.d3s != "none":
+    if a.d3s.mode != "none":
         p.mask = p.mask * d3s_mask(policy, p, rollout.rewards.shape, cfg, step).to(p.mask.dtype)
     p.norm = _normalizer(a.agg, p.mask, cfg.rollout.max_new_tokens)
     has_tokens = p.mask.sum(1) > 0  # [N]
@@ -280,12 +280,12 @@ def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> 
 def d3s_mask(policy, p: Prepared, shape, cfg, step: int) -> torch.Tensor:
     """D3S (Wang et al. 2025): sample-level max-variance subsets and/or top |A|*H tokens, at the scheduled ratio."""
     a = cfg.algo
-    ratio = d3s_keep_ratio(step, cfg.trainer.steps, start=a.d3s_start, end=a.d3s_end, schedule=a.d3s_schedule)
+    ratio = d3s_keep_ratio(step, cfg.trainer.steps, start=a.d3s.start, end=a.d3s.end, schedule=a.d3s.schedule)
     seq_adv = p.adv if p.adv.dim() == 1 else (p.adv * p.mask).sum(1) / p.mask.sum(1).clamp(min=1)  # [N]
     keep = torch.ones_like(p.mask, dtype=torch.bool)  # [N, T]
-    if a.d3s in ("sample", "both"):
-        keep &= d3s_sample_mask(seq_adv.reshape(shape), ratio, scope=a.d3s_scope).reshape(-1, 1)
-    if a.d3s in ("token", "both"):
+    if a.d3s.mode in ("sample", "both"):
+        keep &= d3s_sample_mask(seq_adv.reshape(shape), ratio, scope=a.d3s.scope).reshape(-1, 1)
+    if a.d3s.mode in ("token", "both"):
         with torch.no_grad():
             entropy = policy.logprobs(p.batch, temperature=cfg.rollout.temperature, with_entropy=True).entropy  # [N, T]
         keep &= d3s_token_mask(p.adv, entropy, p.mask * keep, ratio)

@@ -1,6 +1,6 @@
 """PPO's learned critic (Schulman et al. 2017; Ouyang et al. 2022 for LMs): V(s_t) for every completion token.
 
-Two layouts, chosen by `algo.critic`:
+Two layouts, chosen by `algo.ppo.critic`:
   head  : a linear value head on the policy's own last hidden state. The value loss flows into the shared
           backbone (stepped by the policy optimiser); this optimiser only steps the head.
   model : a separate value model, a copy of the starting policy with its own head and optimiser, so value
@@ -60,4 +60,4 @@ class Critic(nn.Module):
 
 def make_critic(policy, cfg) -> Critic:
     a = cfg.algo
-    return Critic(policy.model, mode=a.critic, lr=a.critic_lr, max_grad_norm=cfg.trainer.max_grad_norm)
+    return Critic(policy.model, mode=a.ppo.critic, lr=a.ppo.critic_lr, max_grad_norm=cfg.trainer.max_grad_norm)

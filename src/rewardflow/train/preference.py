@@ -128,12 +128,12 @@ def online_iterative_dpo(policy, ref_policy, source, scorer, cfg, *, log=None, p
     history, step0 = [], 0
     for it in range(pc.iterations):
         problems = source.train_problems(range(it * pc.prompts_per_iter, (it + 1) * pc.prompts_per_iter))
-        params = SamplingParams(n=pc.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+        params = SamplingParams(n=pc.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                 max_new_tokens=r.max_new_tokens, seed=cfg.trainer.seed * 7919 + it)
         policy.model.eval()
         groups = policy.generate([p.prompt for p in problems], params)
         texts = [[c.text for c in g] for g in groups]
-        flat = [p for p in problems for _ in range(pc.samples_per_prompt)]
+        flat = [p for p in problems for _ in range(pc.group_size)]
         scores = scorer.score(flat, [split_steps(t) for g in texts for t in g])
         rewards = torch.tensor([s.outcome for s in scores], dtype=torch.float).view(len(problems), -1)  # [B, K]
         pairs = best_worst_pairs(problems, texts, rewards)

@@ -2,7 +2,7 @@
 for dense credit from the first process scorer (shaped), and the online update of scorers that learn (PRIME).
 
     reward(sample) = verifier_weight * verdict + sum_i weights[i] * transform(aggregate(scorer_i(sample)))
-    step_rewards(sample) = shaping(step scores of the first scorer that returns any)   (when algo.dense_coef > 0)
+    step_rewards(sample) = shaping(step scores of the first scorer that returns any)   (when algo.dense.coef > 0)
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def dense_step_rewards(scores: list[list[StepScores]], rw: RewardConfig) -> list
     for member in scores:
         if any(s.steps for s in member):
             return SHAPINGS[rw.shaping]([torch.tensor(s.steps, dtype=torch.float) for s in member], rw)
-    raise ValueError(f"algo.dense_coef > 0 needs per-step scores, but none of reward.scorers={list(rw.scorers)} returned any")
+    raise ValueError(f"algo.dense.coef > 0 needs per-step scores, but none of reward.scorers={list(rw.scorers)} returned any")
 
 
 def score_samples(scorers: list, problems: list, texts: list[str], correct: torch.Tensor, rw: RewardConfig, *, dense: bool):

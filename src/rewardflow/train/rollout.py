@@ -75,7 +75,7 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int, reward_scorers: li
     flat = [p for p in problems for _ in range(r.group_size)]
     verdicts = scorer.score_texts(flat, [c.text for c in completions])
     correct = torch.tensor([float(v.correct) for v in verdicts]).view(len(problems), r.group_size)  # [B, G]
-    rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense_coef > 0)
+    rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense.coef > 0)
     rewards = _length_shaped(rewards, completions, cfg)
     answers = [[v.pred for v in verdicts[i * r.group_size : (i + 1) * r.group_size]] for i in range(len(problems))]
     prompt_ids = [ids for ids in policy.encode_prompts([p.prompt for p in problems]) for _ in range(r.group_size)]
@@ -85,30 +85,30 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int, reward_scorers: li
         verdict = torch.tensor([[float(v.correct)] for v in scorer.score_texts(problems, [g.text for g in greedy])])  # [B, 1]
         # the same reward function as the samples' (config validation keeps learned scorers out of ReMax)
         baseline = _length_shaped(cfg.reward.verifier_weight * verdict, greedy, cfg).view(-1)  # [B]
-    if a.dense_coef > 0 and not reward_scorers and hasattr(scorer, "score"):  # no learned scorers: the verifier's (empty) step scores
+    if a.dense.coef > 0 and not reward_scorers and hasattr(scorer, "score"):  # no learned scorers: the verifier's (empty) step scores
         scores = scorer.score(flat, [split_steps(c.text) for c in completions])
         step_rewards = [torch.tensor(s.steps, dtype=torch.float) for s in scores]
     return Rollout(flat, prompt_ids, completions, rewards, answers, baseline, correct, step_rewards), gen_seconds
 
 
 def _length_shaped(rewards: torch.Tensor, completions: list, cfg) -> torch.Tensor:
-    """rewards [B, G] plus DAPO's soft overlong punishment (eq. 13) when algo.overlong_cache > 0."""
-    if cfg.algo.overlong_cache <= 0:
+    """rewards [B, G] plus DAPO's soft overlong punishment (eq. 13) when algo.dapo.overlong_cache > 0."""
+    if cfg.algo.dapo.overlong_cache <= 0:
         return rewards
     lengths = torch.tensor([len(c.token_ids) for c in completions])
-    return rewards + overlong_penalty(lengths, max_len=cfg.rollout.max_new_tokens, cache_len=cfg.algo.overlong_cache).view_as(rewards)
+    return rewards + overlong_penalty(lengths, max_len=cfg.rollout.max_new_tokens, cache_len=cfg.algo.dapo.overlong_cache).view_as(rewards)
 
 
 def collect_batch(policy, scorer, source, cfg, step: int, reward_scorers: list = ()) -> tuple[Rollout, Rollout, float, dict]:
-    """The step's prompts, and with algo.dynamic_sampling DAPO's refill (Yu et al. 2025, Algorithm 1): keep groups
+    """The step's prompts, and with algo.dapo.dynamic_sampling DAPO's refill (Yu et al. 2025, Algorithm 1): keep groups
     whose verdicts differ, sample further prompts (at most dynamic_sampling_max_rounds rounds) until B remain.
     Every round is seeded from (seed, step, round), so a resumed run draws the same prompts.
     Returns (the batch to train on, everything sampled (for reward metrics), generation seconds, metrics)."""
     B, seed = cfg.rollout.prompts_per_step, cfg.trainer.seed
     rollout, seconds = collect_rollout(policy, scorer, source.train_problems(range((step - 1) * B, step * B)), cfg, step_seed(seed, step), reward_scorers)
-    if not cfg.algo.dynamic_sampling:
+    if not cfg.algo.dapo.dynamic_sampling:
         return rollout, rollout, seconds, {}
-    max_rounds = cfg.algo.dynamic_sampling_max_rounds
+    max_rounds = cfg.algo.dapo.max_rounds
     kept_idx, _ = refill_batch(list(range(B)), rollout.outcome, B)
     parts, sampled, n_kept, drawn, rounds = [rollout.groups(kept_idx)], [rollout], len(kept_idx), B, 0
     while n_kept < B and rounds < max_rounds:
