@@ -10,7 +10,8 @@ from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import Problem
 from rewardflow.policy.hf import HFPolicy
 from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
-from rewardflow.train.offline import ValueScorer, save_value, train_oreo
+from rewardflow.rewards import load_scorer
+from rewardflow.train.offline import save_value, train_oreo
 from rewardflow.train.preference import sequence_logps
 
 
@@ -42,7 +43,7 @@ def test_oreo_policy_moves_towards_success_and_value_loads_as_a_scorer(init, tmp
     assert len(history) == 8 and all(math.isfinite(h["loss/policy"]) and math.isfinite(h["loss/value"]) for h in history)
     assert margin() > before + 1.0
     scorer_dir = save_value(value, policy.tokenizer, tmp_path / "value", beta=oc.beta)
-    scores = ValueScorer.load(scorer_dir).score([Problem("0", "3 + 4 =", "7", "t")], [["3 + 4 = 7", "Answer: 7"]])
+    scores = load_scorer(str(scorer_dir)).score([Problem("0", "3 + 4 =", "7", "t")], [["3 + 4 = 7", "Answer: 7"]])
     assert len(scores[0].steps) == 2 and scores[0].outcome == scores[0].steps[-1] and all(math.isfinite(s) for s in scores[0].steps)
 
 

@@ -168,15 +168,14 @@ class HFPolicy:
             )
         return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
-    def _sample(self, rows: list[list[int]], row_keys: list[int], params: SamplingParams):
+    def _prefill_inputs(self, rows: list[list[int]], max_new: int):
+        """The first forward's inputs: (cache, P prompt columns, input_ids [N, W], attention buffer [N, P + max_new],
+        positions [N, W], tokens computed per row). With the prefix cache, keys/values of all but each row's last
+        token come from it (read now where missing), left-padded to C columns, and only the last token is fed."""
         from transformers import DynamicCache
 
-        n_rows, max_new, dev = len(rows), params.max_new_tokens, self.device
-        store = self.prefix_cache
-        if store is not None:
-            store.check_weights(self.model)
-            # keys/values of all but each row's last token come from the cache (read now where missing), left-padded
-            # to C columns; the last token is fed below and its logits start the sample
+        if self.prefix_cache is not None:
+            self.prefix_cache.check_weights(self.model)
             cache, C, computed = read_prefixes(self, rows)
             P, fed, first = C + 1, [r[-1:] for r in rows], [C - (len(r) - 1) for r in rows]
         else:
@@ -184,14 +183,30 @@ class HFPolicy:
             P = max(len(r) for r in rows)
             fed, first = rows, [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
         W = max(len(f) for f in fed)
-        input_ids = torch.full((n_rows, W), self.pad_id, dtype=torch.long)
+        input_ids = torch.full((len(rows), W), self.pad_id, dtype=torch.long)
         # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
-        attn_buf = torch.zeros((n_rows, P + max_new), dtype=torch.long)
+        attn_buf = torch.zeros((len(rows), P + max_new), dtype=torch.long)
         for i, f in enumerate(fed):
             input_ids[i, W - len(f) :] = torch.tensor(f)
             attn_buf[i, first[i] :] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
-        input_ids, attn_buf = input_ids.to(dev), attn_buf.to(dev)
+        input_ids, attn_buf = input_ids.to(self.device), attn_buf.to(self.device)
         pos = (attn_buf[:, :P].cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]  # [N, fed columns]
+        return cache, P, input_ids, attn_buf, pos, computed
+
+    def _hit_stop(self, tails: list[str], live_rows: list[int], active, tok, stop: list[str], max_stop: int) -> list[int]:
+        """Batch rows whose text now ends with a stop string (per-row Python, only when the caller gave stops)."""
+        hits = []
+        for b in live_rows:
+            r = int(active[b])
+            tails[r] = (tails[r] + self._pieces[int(tok[b])])[-(max_stop + 8) :]
+            if any(tails[r].endswith(s) for s in stop):
+                hits.append(b)
+        return hits
+
+    def _sample(self, rows: list[list[int]], row_keys: list[int], params: SamplingParams):
+        n_rows, max_new, dev = len(rows), params.max_new_tokens, self.device
+        store = self.prefix_cache
+        cache, P, input_ids, attn_buf, pos, computed = self._prefill_inputs(rows, max_new)
         keys = torch.tensor(row_keys, dtype=torch.long, device=dev)  # [N] per-row random stream
 
         out_ids = torch.full((n_rows, max_new), self.pad_id, dtype=torch.long, device=dev)
@@ -213,13 +228,10 @@ class HFPolicy:
             out_ids[rows_live, t] = tok[live]
             out_lp[rows_live, t] = lp[live]
             now_done = live & (tok == self.eos_id)
-            if max_stop:  # stop strings need the text: per-row Python only when the caller asked for them
-                for b in torch.nonzero(live & ~now_done).flatten().tolist():
-                    r = int(active[b])
-                    tails[r] = (tails[r] + self._pieces[int(tok[b])])[-(max_stop + 8) :]
-                    if any(tails[r].endswith(s) for s in params.stop):
-                        reason_code[r] = 2
-                        now_done[b] = True
+            if max_stop:  # stop strings need the text
+                for b in self._hit_stop(tails, torch.nonzero(live & ~now_done).flatten().tolist(), active, tok, params.stop, max_stop):
+                    reason_code[int(active[b])] = 2
+                    now_done[b] = True
             reason_code[active[now_done & (tok == self.eos_id)]] = 1
             end_step[active[now_done]] = t + 1
             finished |= now_done

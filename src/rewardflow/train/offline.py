@@ -2,7 +2,7 @@
 as an offline loop: trajectories sampled once from the SFT policy and verified, then joint training of the
 policy and a separate value model by soft Bellman consistency (algos.oreo_value_loss / oreo_policy_loss).
 The value model is saved next to the policy (with scorer.json, kind "oreo_value") so search can use it
-later: ValueScorer scores each step by V(state after the step)."""
+later: `rewards.load_scorer(dir)` gives rewards.oreo_value.OREOValueScorer, V(state after each step)."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,10 @@ from pathlib import Path
 import torch
 
 from ..algos import exact_kl, oreo_policy_loss, oreo_value_loss
-from ..data.steps import join_steps, split_steps
-from ..policy.base import SamplingParams
-from ..policy.forward import forward, step_token_ends
-from ..rewards.base import StepScores
 from ..optim import make_optimizer, optimizer_step
+from ..policy.base import SamplingParams
+from ..policy.forward import forward
+from .batches import shuffled_batches
 from .ppo import Critic
 
 
@@ -77,23 +76,19 @@ def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=
     value = Critic(policy.model, mode="model", lr=oc.value_lr, max_grad_norm=max_grad_norm)
     steps_per_epoch = -(-len(trajs) // oc.batch_size)
     opt, sched = make_optimizer(policy.model, oc.lr, 0.0, 0, steps_per_epoch * oc.epochs)
-    gen = torch.Generator().manual_seed(seed)
     policy.model.train()
     history = []
-    for _ in range(oc.epochs):
-        order = torch.randperm(len(trajs), generator=gen).tolist()
-        for s in range(steps_per_epoch):
-            batch = [trajs[i] for i in order[s * oc.batch_size : (s + 1) * oc.batch_size]]
-            stats = oreo_backward(policy, ref_policy, value, batch, oc, micro_batch_size)
-            step = len(history) + 1
-            losses = {k: stats[k] for k in ("loss/policy", "loss/value")}
-            stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step, losses=losses)
-            stats["value/grad_norm"] = value.step(step=step)
-            history.append(stats)
-            if log is not None:
-                log.log(step, stats, phase="oreo")
-            if progress is not None:
-                progress(1, loss=stats["loss/policy"])
+    for batch in shuffled_batches(trajs, oc.batch_size, oc.epochs, seed):
+        stats = oreo_backward(policy, ref_policy, value, batch, oc, micro_batch_size)
+        step = len(history) + 1
+        losses = {k: stats[k] for k in ("loss/policy", "loss/value")}
+        stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step, losses=losses)
+        stats["value/grad_norm"] = value.step(step=step)
+        history.append(stats)
+        if log is not None:
+            log.log(step, stats, phase="oreo")
+        if progress is not None:
+            progress(1, loss=stats["loss/policy"])
     policy.model.eval()
     return value, history
 
@@ -107,33 +102,3 @@ def save_value(value: Critic, tokenizer, path: str | Path, *, beta: float) -> Pa
     torch.save(value.head.state_dict(), path / "head.pt")
     (path / "scorer.json").write_text(json.dumps({"kind": "oreo_value", "beta": beta}))
     return path
-
-
-class ValueScorer:
-    """OREO's value function as a Scorer: each step's score is V(state after the step), the outcome the last one.
-    Load with `ValueScorer.load(dir)`; the lead registers it as rewards.SCORER_KINDS["oreo_value"]."""
-
-    def __init__(self, policy, head: torch.nn.Linear):
-        self.policy, self.head = policy, head
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ValueScorer":
-        from ..policy.hf import HFPolicy
-
-        policy = HFPolicy.from_pretrained(path)
-        head = torch.nn.Linear(policy.model.config.hidden_size, 1)
-        head.load_state_dict(torch.load(Path(path) / "head.pt", weights_only=True))  # tensors only: a crafted file cannot run code
-        return cls(policy, head)
-
-    @torch.no_grad()
-    def score(self, problems, solutions: list[list[str]]) -> list[StepScores]:
-        texts = [join_steps(s) for s in solutions]
-        ids = self.policy.completion_ids(texts)  # text tokens + eos: the state after the last step exists
-        batch = self.policy.token_batch(self.policy.encode_prompts([p.prompt for p in problems]), ids)
-        values = self.head(forward(self.policy.model, batch, hidden=True).hidden).squeeze(-1)  # [N, T]
-        out = []
-        for n, (text, tok) in enumerate(zip(texts, ids)):
-            ends = step_token_ends(self.policy.tokenizer, tok[:-1], text) if split_steps(text) else []
-            steps = [values[n, e].item() for e in ends]  # V(s_e): the state just after step s
-            out.append(StepScores(steps=steps, outcome=steps[-1] if steps else values[n, 0].item()))
-        return out

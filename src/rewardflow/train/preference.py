@@ -14,8 +14,9 @@ from ..algos import PREFERENCE_LOSSES
 from ..data.jsonl import read_rows
 from ..data.problem import DataError
 from ..data.steps import split_steps
-from ..policy.base import SamplingParams
 from ..optim import make_optimizer, optimizer_step
+from ..policy.base import SamplingParams
+from .batches import shuffled_batches
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,18 @@ def train_pairs(policy, ref_policy, pairs: list[Pair], pc, *, seed: int = 0, log
     backward in micro-batches of `micro_batch_size` pairs (default: the whole batch); returns per-step stats."""
     steps_per_epoch = -(-len(pairs) // pc.batch_size)
     opt, sched = make_optimizer(policy.model, pc.lr, 0.0, 0, steps_per_epoch * pc.epochs)
-    gen = torch.Generator().manual_seed(seed)
     policy.model.train()
     history = []
-    for epoch in range(pc.epochs):
-        order = torch.randperm(len(pairs), generator=gen).tolist()
-        for s in range(steps_per_epoch):
-            batch = [pairs[i] for i in order[s * pc.batch_size : (s + 1) * pc.batch_size]]
-            stats = pairs_backward(policy, ref_policy, batch, pc, micro_batch_size)
-            step = step0 + len(history) + 1
-            stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step,
-                                                      losses={"loss/pref": stats["loss/pref"]})
-            history.append(stats)
-            if log is not None:
-                log.log(step, stats, phase="preference")
-            if progress is not None:
-                progress(1, loss=stats["loss/pref"])
+    for batch in shuffled_batches(pairs, pc.batch_size, pc.epochs, seed):
+        stats = pairs_backward(policy, ref_policy, batch, pc, micro_batch_size)
+        step = step0 + len(history) + 1
+        stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step,
+                                                  losses={"loss/pref": stats["loss/pref"]})
+        history.append(stats)
+        if log is not None:
+            log.log(step, stats, phase="preference")
+        if progress is not None:
+            progress(1, loss=stats["loss/pref"])
     policy.model.eval()
     return history
 

@@ -107,16 +107,13 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     torch threads between them: the tiny model's small matrices leave threads idle, so on 2 cores two 1-thread
     runs finish more work per minute than one 2-thread run (measured: README). Results do not depend on it:
     every run is seeded from its own seed alone."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     from ...atomic import write_json
-    from ..config_loader import load_config
     from ...eval.runner import evaluate_policy
-    from ..warmstart import make_source, warm_start
     from ...policy.hf import HFPolicy
     from ...progress import progress_bars
     from ...verify import Verifier
+    from ..config_loader import load_config
+    from ..warmstart import make_source, warm_start
 
     unknown = [a for a in algos if a not in BENCH_ALGOS]
     if unknown:
@@ -140,40 +137,16 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     runs: dict = {}
 
     def finish(name: str) -> None:  # an algorithm's row as soon as all its seeds are in; algos.json after each
-        if name in result["algos"] or any((name, s) not in runs for s in seeds):
-            return
-        rs = [runs[name, s] for s in seeds]
-        wrong = [s for s, r in zip(seeds, rs) if r.get("eval_set") != result["eval"]["set"]]
-        if wrong:  # a comparison with the SFT start is only meaningful on the same problems
-            raise RuntimeError(f"{name} seeds {wrong} were evaluated on other problems than the SFT start")
-        row = {m: _spread([r["eval"][m] for r in rs]) for m in [f"pass@{k}" for k in ks] + [f"maj@{n_eval}", "distinct_answers"]}
-        row["pass@1_ci"] = [r["eval"]["pass@1_ci"] for r in rs]
-        row["delta_pass@1"] = paired_delta([r["eval"] for r in rs], result["sft"])
-        row["final_reward"] = _spread([sum(r["reward_curve"][-5:]) / len(r["reward_curve"][-5:]) for r in rs])
-        row.update({k: _spread([r[k] for r in rs]) for k in ("tokens_generated", "train_seconds", "seconds_per_step")})
-        row["reward_curves"] = [r["reward_curve"] for r in rs]
-        row["overrides"] = BENCH_ALGOS[name]
-        result["algos"][name] = row
-        write_json(out / "algos.json", result)
+        if name not in result["algos"] and all((name, s) in runs for s in seeds):
+            result["algos"][name] = _row(name, [runs[name, s] for s in seeds], seeds, result, ks)
+            write_json(out / "algos.json", result)
 
     with progress_bars(show_progress) as bar:
         sft_dir = warm_start(base, out, bar=bar)
         with Verifier() as verifier:
             result["sft"] = evaluate_policy(HFPolicy.from_pretrained(sft_dir), verifier, eval_problems, n_samples=n_eval, ks=ks,
                                             temperature=base.eval.temperature, max_new_tokens=base.eval.max_new_tokens, greedy=False, seed=0)
-        if workers == 1:
-            for (name, seed), (ov, run_dir) in jobs.items():
-                runs[name, seed] = _job(ov, base.trainer.seed, str(sft_dir), run_dir, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
-                finish(name)
-        else:
-            tick = bar(f"{len(jobs)} runs, {workers} at a time", len(jobs))
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
-                futures = {pool.submit(_job, ov, base.trainer.seed, str(sft_dir), run_dir, n_eval): key for key, (ov, run_dir) in jobs.items()}
-                for fut in as_completed(futures):
-                    name, seed = futures[fut]
-                    runs[name, seed] = fut.result()
-                    tick(1, last=f"{name} s{seed} pass@1 {runs[name, seed]['eval']['pass@1']:.3f}")
-                    finish(name)
+        _run_jobs(jobs, base.trainer.seed, str(sft_dir), n_eval, workers, threads, bar, runs, finish)
     # rows in the order asked for, whatever order the workers finished in
     result["algos"] = {name: result["algos"][name] for name in algos}
     # a restarted bench measures only what it ran itself: runs_reused says how many runs it took from disk
@@ -182,6 +155,43 @@ def run_bench(out: Path, *, algos: list[str], seeds: list[int], overrides: list[
     plot_curves(result, out / "algos.png")
     write_json(out / "algos.json", result)
     return result
+
+
+def _row(name: str, rs: list[dict], seeds: list[int], result: dict, ks: list[int]) -> dict:
+    """One algorithm's table row from its seeds' runs: mean and spread of every metric, the paired change from
+    the SFT start, reward curves."""
+    n_eval = result["eval"]["samples"]
+    wrong = [s for s, r in zip(seeds, rs) if r.get("eval_set") != result["eval"]["set"]]
+    if wrong:  # a comparison with the SFT start is only meaningful on the same problems
+        raise RuntimeError(f"{name} seeds {wrong} were evaluated on other problems than the SFT start")
+    row = {m: _spread([r["eval"][m] for r in rs]) for m in [f"pass@{k}" for k in ks] + [f"maj@{n_eval}", "distinct_answers"]}
+    row["pass@1_ci"] = [r["eval"]["pass@1_ci"] for r in rs]
+    row["delta_pass@1"] = paired_delta([r["eval"] for r in rs], result["sft"])
+    row["final_reward"] = _spread([sum(r["reward_curve"][-5:]) / len(r["reward_curve"][-5:]) for r in rs])
+    row.update({k: _spread([r[k] for r in rs]) for k in ("tokens_generated", "train_seconds", "seconds_per_step")})
+    row["reward_curves"] = [r["reward_curve"] for r in rs]
+    row["overrides"] = BENCH_ALGOS[name]
+    return row
+
+
+def _run_jobs(jobs: dict, data_seed: int, sft_dir: str, n_eval: int, workers: int, threads: int, bar, runs: dict, finish) -> None:
+    """Every (algorithm, seed) job, in this process or `workers` spawned ones; `finish(name)` after each."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    if workers == 1:
+        for (name, seed), (ov, run_dir) in jobs.items():
+            runs[name, seed] = _job(ov, data_seed, sft_dir, run_dir, n_eval, progress=lambda n, d=f"{name} seed {seed}": bar(d, n))
+            finish(name)
+        return
+    tick = bar(f"{len(jobs)} runs, {workers} at a time", len(jobs))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_job, ov, data_seed, sft_dir, run_dir, n_eval): key for key, (ov, run_dir) in jobs.items()}
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            runs[name, seed] = fut.result()
+            tick(1, last=f"{name} s{seed} pass@1 {runs[name, seed]['eval']['pass@1']:.3f}")
+            finish(name)
 
 
 def plot_curves(result: dict, path: Path, window: int = 10) -> Path:

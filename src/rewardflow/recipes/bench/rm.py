@@ -102,7 +102,6 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
               rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
     from ..config_loader import load_config
     from ...progress import progress_bars
-    from ...rewards import AGGREGATIONS, aggregate
     from ...rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
     from ...verify import Verifier
 
@@ -136,19 +135,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         t0 = time.perf_counter()
         eval_set = source.eval_problems[:eval_problems]
         cands = eval_candidates(policy, verifier, eval_set, n, max_new_tokens=max_new, seed=seed, out=out, bar=bar)
-        by_id = {p.id: p for p in eval_set}
-        flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
-        flat_s = [s for c in cands for s in c["steps"]]
-        orm_scores = orm.score(flat_p, flat_s)
-        prm_scores = prm.score(flat_p, flat_s)
-        scores = {"orm": _regroup([aggregate(s, "outcome") for s in orm_scores], n)}
-        for how in AGGREGATIONS:
-            scores[f"prm_{how}"] = _regroup([aggregate(s, how) for s in prm_scores], n)
-        # sigma(r): the implicit PRM's own probability of a correct answer (its CE objective), so that weighted
-        # voting adds positive weights; monotone, so best-of-n is unchanged
-        implicit_scores = implicit.score(flat_p, flat_s)
-        for name, how in (("implicit", "outcome"), ("implicit_min", "min")):
-            scores[name] = _regroup([torch.sigmoid(torch.tensor(aggregate(s, how))).item() for s in implicit_scores], n)
+        scores = score_candidates(cands, eval_set, orm, prm, implicit, n)
         cost["eval_seconds"] = time.perf_counter() - t0
 
     labels_summary = _label_summary(rows)
@@ -160,6 +147,26 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
               "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
     write_json(out / "rm.json", result)
     return result
+
+
+def score_candidates(cands: list[dict], eval_set, orm, prm, implicit, n: int) -> dict[str, list[list[float]]]:
+    """Every selector's score of every candidate, grouped per problem: the ORM's outcome, the PRM under each step
+    aggregation, and the implicit PRM as sigma(r)."""
+    from ...rewards import AGGREGATIONS, aggregate
+
+    by_id = {p.id: p for p in eval_set}
+    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
+    flat_s = [s for c in cands for s in c["steps"]]
+    prm_scores = prm.score(flat_p, flat_s)
+    scores = {"orm": _regroup([aggregate(s, "outcome") for s in orm.score(flat_p, flat_s)], n)}
+    for how in AGGREGATIONS:
+        scores[f"prm_{how}"] = _regroup([aggregate(s, how) for s in prm_scores], n)
+    # sigma(r): the implicit PRM's own probability of a correct answer (its CE objective), so that weighted
+    # voting adds positive weights; monotone, so best-of-n is unchanged
+    implicit_scores = implicit.score(flat_p, flat_s)
+    for name, how in (("implicit", "outcome"), ("implicit_min", "min")):
+        scores[name] = _regroup([torch.sigmoid(torch.tensor(aggregate(s, how))).item() for s in implicit_scores], n)
+    return scores
 
 
 def _regroup(flat: list[float], n: int) -> list[list[float]]:

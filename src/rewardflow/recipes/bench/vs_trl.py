@@ -104,10 +104,38 @@ def run_rewardflow(a) -> dict:
     return {"steps": steps, "params": policy.num_params, "profile": profile}
 
 
+def _timed_generate(generate, eos_id: int, log: dict):
+    """TRL calls the (unwrapped, same) model's generate once per generation batch: time it, count its tokens."""
+    def timed(*args, **kw):
+        t0 = time.perf_counter()
+        out = generate(*args, **kw)
+        log["gen_seconds"].append(time.perf_counter() - t0)
+        gen = out[:, kw["input_ids"].shape[1]:]  # [N, T]
+        is_eos = gen == eos_id
+        lengths = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(gen[:, 0], gen.shape[1]))
+        log["gen_tokens"].append(int(lengths.sum()))
+        return out
+    return timed
+
+
+def _grpo_config(a, output_dir: str):
+    """TRL's GRPOTrainer settings for the same work rewardflow does (token-mean clipped loss, no KL, constant lr)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=output_dir, per_device_train_batch_size=a.prompts * a.group, gradient_accumulation_steps=1, num_generations=a.group,
+        max_completion_length=a.max_new_tokens, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
+        adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0, beta=0.0, epsilon=0.2, loss_type="dapo",
+        scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, max_steps=a.steps, logging_steps=1,
+        report_to="none", save_strategy="no", use_cpu=True, shuffle_dataset=False, seed=a.seed, disable_dropout=True,
+        dataloader_num_workers=0, bf16=False, disable_tqdm=True,
+    )
+
+
 def run_trl(a) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from ...policy.hf import HFPolicy
     from ...rewards.verifier import VerifierScorer
@@ -124,19 +152,7 @@ def run_trl(a) -> dict:
         verdicts = scorer.score_texts([problems[i] for i in pidx], completions)
         return [float(v.correct) for v in verdicts]
 
-    generate = model.generate
-
-    def timed_generate(*args, **kw):  # TRL calls the (unwrapped, same) model's generate once per generation batch
-        t0 = time.perf_counter()
-        out = generate(*args, **kw)
-        log["gen_seconds"].append(time.perf_counter() - t0)
-        gen = out[:, kw["input_ids"].shape[1]:]  # [N, T]
-        is_eos = gen == tokenizer.eos_token_id
-        lengths = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(gen[:, 0], gen.shape[1]))
-        log["gen_tokens"].append(int(lengths.sum()))
-        return out
-
-    model.generate = timed_generate
+    model.generate = _timed_generate(model.generate, tokenizer.eos_token_id, log)
     times = []
 
     class StepTimer(TrainerCallback):
@@ -152,15 +168,7 @@ def run_trl(a) -> dict:
                 log["train_tokens"].append(logs.get("completions/mean_length", 0.0) * a.prompts * a.group)
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = GRPOConfig(
-            output_dir=tmp, per_device_train_batch_size=a.prompts * a.group, gradient_accumulation_steps=1, num_generations=a.group,
-            max_completion_length=a.max_new_tokens, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
-            adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0, beta=0.0, epsilon=0.2, loss_type="dapo",
-            scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, max_steps=a.steps, logging_steps=1,
-            report_to="none", save_strategy="no", use_cpu=True, shuffle_dataset=False, seed=a.seed, disable_dropout=True,
-            dataloader_num_workers=0, bf16=False, disable_tqdm=True,
-        )
-        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tokenizer,
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=_grpo_config(a, tmp), train_dataset=dataset, processing_class=tokenizer,
                               callbacks=[StepTimer()])
         trainer.train()
     scorer.verifier.close()
@@ -193,6 +201,26 @@ def summarise(runs: list[dict], samples_per_step: int, params: int, peak: float)
     }
     out.update(throughput_mfu(params, peak, gen_tok_per_s=gen_tok_s, train_tok_per_s=train_tok_s))
     return out
+
+
+def _alternating_runs(a, out: Path, size: str, model: Path, B: int, steps: int) -> dict[str, list[dict]]:
+    """a.reps runs per framework, alternating which goes first, each in its own process (python -m this module)."""
+    runs = {"rewardflow": [], "trl": []}
+    for rep in range(a.reps):
+        for fw in (["rewardflow", "trl"] if rep % 2 == 0 else ["trl", "rewardflow"]):
+            res_path = out / f"run_{size}_{fw}_{rep}.json"
+            cmd = [sys.executable, "-m", __spec__.name, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
+                   "--prompts", str(B), "--group", str(a.group), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
+                   "--threads", str(a.threads), "--seed", str(a.seed)] + (["--profile"] if fw == "rewardflow" and rep == 0 else [])
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{fw} run failed:\n{proc.stderr[-4000:]}")
+            runs[fw].append(json.loads(res_path.read_text()))
+            r = runs[fw][-1]
+            print(f"[{size} rep {rep}] {fw}: {len(r['steps'])} steps, median {statistics.median(s['seconds'] for s in r['steps'][1:]):.2f} s/step, "
+                  f"reward {statistics.mean(s['reward'] for s in r['steps']):.3f}, wall {time.perf_counter() - t0:.0f}s", flush=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,22 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         model = prepare_model(out, size, a.seed)
         B = a.prompts or SIZES[size][4]
         steps = a.steps or (8 if size == "1m" else 4)
-        runs = {"rewardflow": [], "trl": []}
-        for rep in range(a.reps):
-            order = ["rewardflow", "trl"] if rep % 2 == 0 else ["trl", "rewardflow"]
-            for fw in order:
-                res_path = out / f"run_{size}_{fw}_{rep}.json"
-                cmd = [sys.executable, "-m", __spec__.name, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
-                       "--prompts", str(B), "--group", str(a.group), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
-                       "--threads", str(a.threads), "--seed", str(a.seed)] + (["--profile"] if fw == "rewardflow" and rep == 0 else [])
-                t0 = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{fw} run failed:\n{proc.stderr[-4000:]}")
-                runs[fw].append(json.loads(res_path.read_text()))
-                r = runs[fw][-1]
-                print(f"[{size} rep {rep}] {fw}: {len(r['steps'])} steps, median {statistics.median(s['seconds'] for s in r['steps'][1:]):.2f} s/step, "
-                      f"reward {statistics.mean(s['reward'] for s in r['steps']):.3f}, wall {time.perf_counter() - t0:.0f}s", flush=True)
+        runs = _alternating_runs(a, out, size, model, B, steps)
         params = runs["rewardflow"][0]["params"]
         entry = {"params": params, "prompts_per_step": B, "group_size": a.group, "samples_per_step": B * a.group, "steps": steps,
                  "reps": a.reps, "max_new_tokens": a.max_new_tokens, "lr": a.lr,
