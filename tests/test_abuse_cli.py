@@ -83,3 +83,41 @@ def test_counts_must_be_positive(capsys, verb):
     with pytest.raises(SystemExit) as e:
         main(verb)
     assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_a_dead_ray_worker_is_one_line_with_the_resume_hint(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import rewardflow.recipes.pipeline as pipeline
+    from rewardflow.distributed.ray_rollout import RayRollouts, WorkerLost
+
+    class RayError(Exception):
+        pass
+
+    def dead(futures):
+        raise RayError("The actor died unexpectedly before finishing this task.\n(50 more lines)")
+
+    fleet = RayRollouts.__new__(RayRollouts)  # no cluster: only the error path of ray.get
+    fleet.ray = SimpleNamespace(get=dead, exceptions=SimpleNamespace(RayError=RayError))
+    with pytest.raises(WorkerLost, match="--resume"):
+        fleet._get([])
+
+    def run_pipeline(*a, **kw):
+        fleet._get([])
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_pipeline)
+    rc, err = _run(capsys, ["quickstart", "--quiet", "--out", str(tmp_path / "run"), *FAST])
+    assert rc == 2 and "rerun the same command with --resume" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("row, message", [
+    ('{"prompt": "1 + 1 =", "steps": "2", "labels": [1]}', "'steps' must be a list"),
+    ('{"prompt": 7, "steps": ["2"], "labels": [1]}', "'prompt' must be a string"),
+    ('{"prompt": "1 + 1 =", "steps": ["2"], "labels": [NaN]}', "labels must be finite numbers"),
+])
+def test_bad_label_rows_are_refused_before_training(tmp_path, capsys, row, message):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(row + "\n")
+    rc, err = _run(capsys, ["rm", "train", "--kind", "prm", "--init", str(tmp_path / "none"), "--labels", str(rows), "--out", str(tmp_path / "rm")])
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "rm").exists()

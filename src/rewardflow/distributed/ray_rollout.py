@@ -63,6 +63,10 @@ def split_evenly(n: int, k: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+class WorkerLost(RuntimeError):
+    """A rollout worker died (killed, out of memory, its node gone): the run stops, its checkpoints stay intact."""
+
+
 class RayRollouts:
     """Fan generation and scoring out to `num_workers` Ray actors holding replicas of `policy`."""
 
@@ -90,7 +94,7 @@ class RayRollouts:
         seeds = prompt_seeds if prompt_seeds is not None else derive_prompt_seeds(params.seed, len(prompts))
         parts = split_evenly(len(prompts), len(self.workers))
         futures = [w.generate.remote(prompts[s], params, prefixes[s] if prefixes else None, seeds[s]) for w, s in zip(self.workers, parts)]
-        return [group for part in self.ray.get(futures) for group in part]
+        return [group for part in self._get(futures) for group in part]
 
     def encode_prompts(self, prompts: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
         return self.policy.encode_prompts(prompts, prefixes)
@@ -102,13 +106,13 @@ class RayRollouts:
     def score_texts(self, problems: list, texts: list[str]):
         parts = split_evenly(len(texts), len(self.workers))
         futures = [w.score_texts.remote(problems[s], texts[s]) for w, s in zip(self.workers, parts)]
-        return [v for part in self.ray.get(futures) for v in part]
+        return [v for part in self._get(futures) for v in part]
 
     def score(self, problems: list, solutions: list[list[str]]):
         """The Scorer contract (step scores), sharded over workers."""
         parts = split_evenly(len(solutions), len(self.workers))
         futures = [w.score.remote(problems[s], solutions[s]) for w, s in zip(self.workers, parts)]
-        return [v for part in self.ray.get(futures) for v in part]
+        return [v for part in self._get(futures) for v in part]
 
     # -- weights ------------------------------------------------------------------------------------
     def push_weights(self, model: torch.nn.Module | None = None) -> int:
@@ -116,8 +120,17 @@ class RayRollouts:
         model = model if model is not None else self.policy.model
         state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
         ref = self.ray.put(state)
-        versions = self.ray.get([w.set_weights.remote(ref) for w in self.workers])
+        versions = self._get([w.set_weights.remote(ref) for w in self.workers])
         return versions[0]
+
+    def _get(self, futures):
+        """ray.get, with a dead worker reported in one line that says how to continue (not Ray's long traceback)."""
+        try:
+            return self.ray.get(futures)
+        except self.ray.exceptions.RayError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerLost(f"a Ray rollout worker died ({type(e).__name__}: {first[:200]}); the last checkpoint is intact: "
+                             "rerun the same command with --resume to continue from it") from e
 
     def shutdown(self) -> None:
         """Stop the workers, and the local Ray cluster when this fleet started it (one it joined keeps running)."""

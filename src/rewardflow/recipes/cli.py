@@ -165,13 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config_loader import ConfigError
     from ..data import DataError
+    from ..distributed.ray_rollout import WorkerLost
+    from .config_loader import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, FileNotFoundError, ValueError, WorkerLost) as e:
         print(f"rewardflow: error: {e}", file=sys.stderr)
         return 2
 

@@ -90,10 +90,6 @@ def load_problems(data: str, task_kwargs: str | None, limit: int | None, seed: i
     return GymSource(data, seed=seed, eval_size=limit or 200, **kwargs).eval_problems
 
 
-def scorer_label(spec: str) -> str:
-    return "verifier (ORACLE: knows the gold answer)" if spec == "verifier" else spec
-
-
 
 
 def _search(args) -> int:
@@ -102,7 +98,7 @@ def _search(args) -> int:
     from ..rewards import load_scorer
     from ..verify import Verifier
     from ..search.registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
-    from ..search.summary import plot_compute, summarize
+    from ..search.summary import plot_compute, scorer_label, summarize
 
     get_strategy(args.strategy)  # an unknown name (or a used --out) fails before any model loads
     refuse_used(Path(args.out), resume=False, overwrite=args.overwrite)

@@ -82,9 +82,12 @@ def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, devic
 
     Cached: out/sft/DONE holds the settings' stamp; the same settings return it at once, other settings are an
     error (delete the directory or use another). With sft.steps=0 the starting checkpoint itself is returned."""
+    from transformers.utils import logging as hf_logging
+
     from ..policy.hf import HFPolicy
     from ..train.sft import run_sft
 
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
     out = Path(out)
     source = source if source is not None else make_source(cfg)
     sft_dir, want = out / "sft", stamp(cfg)
@@ -98,9 +101,6 @@ def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, devic
     if cfg.sft.steps <= 0:
         return init
     check_worked_solutions(source, cfg)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would interleave with ours
     policy = HFPolicy.from_pretrained(init, device=device, dtype=getattr(torch, cfg.model.dtype))
     s = cfg.sft
     run_sft(policy, sft_examples(source, cfg), steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,

@@ -76,6 +76,8 @@ class SearchResult:
 
 SELECTIONS = ("best", "weighted", "majority")
 VALUE_SOURCES = ("prm", "rollout")
+# particle filtering's resampling weights: softmax(logit r) (the reference) or softmax(r / tau)
+WEIGHTINGS = ("logit", "tempered")
 
 
 @dataclass
@@ -113,7 +115,6 @@ class SearchConfig:
 
     def validate(self) -> None:
         from ..rewards.base import AGGREGATIONS
-        from .particle import WEIGHTINGS
 
         checks = [
             ("n", self.n >= 1, "must be >= 1"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data.problem import Problem
-from .base import SearchConfig, SearchResult, choose_final, make_result
+from .base import WEIGHTINGS, SearchConfig, SearchResult, choose_final, make_result
 from .engine import Run, step_value
 from .tree import Path, expand_and_score, path_candidate
 
@@ -30,7 +30,6 @@ def entropic_temperature(values: torch.Tensor, t: int, horizon: int, tau0: float
     return tau0 * max(1.0, (1.0 / ess_frac) * (1.0 - t / horizon)), ess_frac
 
 
-WEIGHTINGS = ("logit", "tempered")
 
 
 def particle_log_weights(rewards: torch.Tensor, weighting: str = "logit", *, temperature: float = 1.0,

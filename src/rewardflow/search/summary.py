@@ -95,3 +95,8 @@ def plot_compute(res: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def scorer_label(spec: str) -> str:
+    """How a result names its scorer: the verifier is marked as an oracle (it knows the gold answer)."""
+    return "verifier (ORACLE: knows the gold answer)" if spec == "verifier" else spec

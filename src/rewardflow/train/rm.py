@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
+from ..data.jsonl import step_list, text_field
+from ..optim import check_finite, make_optimizer, optimizer_step
 from ..rewards.implicit import ImplicitPRM
 from ..rewards.models import RewardModel
-from ..optim import check_finite, make_optimizer, optimizer_step
 
 LOSSES = {"orm": ("bce", "bt"), "prm": ("bce",)}
 
@@ -60,10 +61,17 @@ def check_rows(rows: list[dict], kind: str, where: str = "rows") -> None:
         name = f"{where} row {i + 1}" + (f" (id {r['id']})" if "id" in r else "")
         if missing:
             raise ValueError(f"{name}: missing {', '.join(missing)} (a {kind} trains on {', '.join(need)})")
+        try:  # a string where the step list belongs would be split into characters; numbers are taken as text
+            r["prompt"], r["steps"] = text_field(r, "prompt"), step_list(r)
+        except TypeError as e:
+            raise ValueError(f"{name}: {e}") from None
         if not r["steps"]:
             raise ValueError(f"{name}: no steps")
         if kind == "prm" and len(r["labels"]) != len(r["steps"]):
             raise ValueError(f"{name}: {len(r['labels'])} labels for {len(r['steps'])} steps")
+        targets = r["labels"] if kind == "prm" else [r["correct"]]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in targets):
+            raise ValueError(f"{name}: labels must be finite numbers, got {targets}")
 
 
 def split_by_prompt(rows: list[dict], val_frac: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -13,14 +13,12 @@ Every stage is cached in OUT (policy, labels.jsonl, orm/, prm/, implicit/, candi
 cached stage made with other settings is an error (use a new OUT), never silently reused. labels.jsonl may grow:
 more --train-problems label only the new solutions.
 
-    rewardflow bench rm --out runs/bench_rm            # or: python -m rewardflow.recipes.bench.rm --out runs/bench_rm
+    rewardflow bench rm --out runs/bench_rm
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -249,16 +247,3 @@ def run_from_args(args) -> int:
     console.print(f"wrote {Path(args.out) / 'rm.json'}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    from ..label_cli import register_bench
-
-    p = argparse.ArgumentParser(prog="python -m rewardflow.recipes.bench.rm")
-    sub = p.add_subparsers(dest="bench", required=True)
-    register_bench(sub)
-    args = p.parse_args(["rm", *(sys.argv[1:] if argv is None else argv)])
-    return run_from_args(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

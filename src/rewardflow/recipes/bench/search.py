@@ -9,15 +9,13 @@ problems, accuracy against FLOPs, with two tiny SFT-warm-started policies: a sma
 
 The verifier is the default scorer: an ORACLE (it knows the gold answer), labelled so in the JSON and the plot.
 
-    rewardflow bench search --out runs/bench_search           # or: python -m rewardflow.recipes.bench.search --out runs/bench_search
+    rewardflow bench search --out runs/bench_search
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -72,7 +70,7 @@ def load_bench_scorer(spec: str):
 
 
 def bench_scorer_label(spec: str) -> str:
-    from ..search_cli import scorer_label
+    from ...search.summary import scorer_label
 
     return "step-oracle (ORACLE PRM: each step checked against the worked solution)" if spec == "step-oracle" else scorer_label(spec)
 
@@ -218,15 +216,3 @@ def run_from_args(args) -> int:
     console.print(f"wrote {res['files']}")
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    from ..search_cli import register_bench
-
-    parser = argparse.ArgumentParser(prog="python -m rewardflow.recipes.bench.search")
-    register_bench(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)])
-    return run_from_args(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
