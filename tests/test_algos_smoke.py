@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from rewardflow.algos import POLICY_LOSSES
-from rewardflow.recipes.config_loader import load_config
 from rewardflow.data import GymSource, Problem
+from rewardflow.optim import make_optimizer
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import HFPolicy
+from rewardflow.recipes.config_loader import load_config
+from rewardflow.rewards.implicit import ImplicitPRM
 from rewardflow.train.algorithms import ALGORITHMS
 from rewardflow.train.metrics import MetricsLog
-from rewardflow.optim import make_optimizer
 from rewardflow.train.ppo import make_critic
 from rewardflow.train.rl import Rollout, optimise, train_rl
 
@@ -53,6 +54,8 @@ CASES = {
     "overlong-filter": ["algo.dapo.overlong_filter=true"],
     "dense": ["algo.dense.coef=1.0"],
 }
+# PRIME's config names its implicit PRM among the reward scorers (the test hands optimise() the scorer itself)
+CASES["prime"] = CASES["prime"] + ["reward.scorers=[implicit_prm]", "reward.weights=[0.0]"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -63,7 +66,9 @@ def test_each_algorithm_trains(tiny_ckpt, case):
     critic = make_critic(policy, cfg) if ALGORITHMS[cfg.algo.name].critic else None
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     opt, sched = make_optimizer(policy.model, 1e-2, 0.0, 0, 10)
-    stats = optimise(policy, ref, _rollout(policy, step_rewards=case == "dense"), cfg, opt, sched, critic=critic)
+    # PRIME reads token rewards from an implicit PRM among the reward scorers (here: from the same checkpoint)
+    scorers = [ImplicitPRM(HFPolicy.from_pretrained(tiny_ckpt), HFPolicy.from_pretrained(tiny_ckpt))] if cfg.algo.name == "prime" else ()
+    stats = optimise(policy, ref, _rollout(policy, step_rewards=case == "dense"), cfg, opt, sched, critic=critic, scorers=scorers)
     assert math.isfinite(stats["loss/policy"]) and math.isfinite(stats["train/grad_norm"])
     assert stats["train/grad_norm"] > 0 and stats["train/tokens"] > 0
     assert any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())

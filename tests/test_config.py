@@ -254,6 +254,7 @@ def test_to_dict_round_trips_through_yaml(tmp_path):
     ("sft.batch_size=0", "sft.batch_size=0 must be >= 1"),
     ("data.task=train.jsonl", "set data.eval_path"),
     ("rollout.group_size=1", "needs >= 2 samples per prompt"),
+    ("algo.name=prime", "reads an implicit PRM from reward.scorers"),
 ])
 def test_every_range_is_checked(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -94,3 +94,20 @@ def test_remax_baseline_is_the_same_reward_function_on_the_greedy_answer():
     assert ro.rewards.tolist() == [[0.75, 0.75]]
     assert ro.baseline.tolist() == [0.125]
     assert isinstance(ro, Rollout)
+
+
+def test_prime_takes_rloo_on_the_implicit_prms_token_rewards_plus_the_outcome():
+    # PRIME (Cui et al. 2025 sec. 3.3), G = 2, two tokens each. Token rewards q: sample 0 (0.2, 0.4), sample 1 (0, 0);
+    # response means 0.3 and 0. Leave-one-out baselines: 0 for sample 0, 0.3 for sample 1. Returns-to-go of q - baseline:
+    # sample 0 (0.2 + 0.4, 0.4) = (0.6, 0.4); sample 1 (-0.3 - 0.3, -0.3) = (-0.6, -0.3). Outcome RLOO with rewards
+    # (1, 0): +1 and -1 on every token. Total: (1.6, 1.4) and (-1.6, -1.3).
+    cfg = load_config(overrides=["algo.name=prime", "rollout.group_size=2", "reward.scorers=[prm]", "reward.weights=[0.0]"])
+    embeddings = lambda: SimpleNamespace(num_embeddings=10)
+    model = SimpleNamespace(get_input_embeddings=embeddings)
+    prm = SimpleNamespace(policy=SimpleNamespace(model=model), token_rewards=lambda batch, mask: torch.tensor([[0.2, 0.4], [0.0, 0.0]]))
+    ro = SimpleNamespace(rewards=torch.tensor([[1.0, 0.0]]), step_rewards=None)
+    p = _prepared(torch.ones(2, 2))
+    ALGORITHMS["prime"].prepare(p, ro, cfg, {"scorers": [prm], "policy": SimpleNamespace(model=model)})
+    assert p.adv.flatten().tolist() == pytest.approx([1.6, 1.4, -1.6, -1.3], abs=1e-6)
+    with pytest.raises(ValueError, match="needs an implicit PRM"):
+        ALGORITHMS["prime"].prepare(_prepared(torch.ones(2, 2)), ro, cfg, {"scorers": [], "policy": None})

@@ -145,6 +145,9 @@ def _validate_reward(cfg: Config) -> None:
         raise ConfigError(f"reward.shaping={rw.shaping!r} shapes the dense per-step rewards, which need algo.dense.coef > 0 (got {cfg.algo.dense.coef})")
     from ..train.algorithms import ALGORITHMS
 
+    if not rw.scorers and ALGORITHMS[cfg.algo.name].needs_scorer:
+        raise ConfigError(f"algo.name={cfg.algo.name!r} reads an implicit PRM from reward.scorers, which is empty "
+                          "(rewardflow rm train --kind implicit --out DIR, then 'reward.scorers=[DIR]' 'reward.weights=[0]')")
     if rw.scorers and ALGORITHMS[cfg.algo.name].greedy_baseline:
         raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
 

@@ -81,6 +81,13 @@ class ImplicitPRM:
             ref_logp = self.ref.logprobs(batch).logprobs  # [N, T]
         return logp, ref_logp
 
+    @torch.no_grad()
+    def token_rewards(self, batch, mask: torch.Tensor) -> torch.Tensor:
+        """q_t = beta log pi_phi/pi_ref on the tokens of `batch` (a TokenBatch of a policy with this PRM's tokenizer):
+        PRIME's dense reward for the RL loop. [N, T]"""
+        logp, ref_logp = self._logps(batch, grad=False)
+        return implicit_token_rewards(logp, ref_logp, mask, beta=self.beta)
+
     # -- Scorer ----------------------------------------------------------------------------------
     @torch.no_grad()
     def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:

@@ -32,6 +32,7 @@ from ..algos import (
     kl_shaped_rewards,
     masked_whiten,
     overlong_filter_mask,
+    prime_rloo_advantages,
     raft_keep_best,
     raft_loss,
     raft_pp_loss,
@@ -68,6 +69,7 @@ class OnlineAlgorithm:
     all_rows: bool = False  # zero-advantage sequences still carry loss (value / Q regression)
     needs_group: bool = False  # compares a sample with its group: rollout.group_size >= 2
     greedy_baseline: bool = False  # the rollout also decodes each prompt greedily and scores it (ReMax's baseline)
+    needs_scorer: bool = False  # reads a learned scorer of reward.scorers (PRIME's implicit PRM)
 
 
 # Inputs each advantage estimator takes besides the rewards (one table, looked up once per step).
@@ -195,6 +197,24 @@ def _reinforce_rej_loss(fw, p, mb, cfg, ctx):
     return reinforce_rej_loss(fw.logp, p.old_logp[mb], p.adv[mb], p.mask[mb], p.extra["keep"][mb], eps_low=a.eps_low, eps_high=a.eps_high, agg=a.agg, normalizer=p.norm)
 
 
+# ---------------------------------------------------------------- PRIME
+
+
+def _prime_prepare(p, ro, cfg, ctx):
+    """PRIME (Cui et al. 2025, sec. 3.3): RLOO on the implicit PRM's token rewards q_t = beta log pi_phi/pi_ref
+    (returns-to-go of each token's reward minus the group's other responses' mean) plus RLOO on the outcome.
+    The implicit PRM is the first of reward.scorers that gives token rewards; it reads the policy's own tokens,
+    so it must share the policy's tokenizer (PRIME starts both from the SFT model)."""
+    prms = [s for s in ctx["scorers"] if hasattr(s, "token_rewards")]
+    if not prms:
+        raise ValueError("algo.name=prime needs an implicit PRM in reward.scorers (rewardflow rm train --kind implicit)")
+    vocab = lambda m: m.get_input_embeddings().num_embeddings
+    if vocab(prms[0].policy.model) != vocab(ctx["policy"].model):
+        raise ValueError("algo.name=prime: the implicit PRM's vocabulary differs from the policy's; start both from one checkpoint")
+    q = prms[0].token_rewards(p.batch, p.mask)  # [N, T]
+    p.adv = prime_rloo_advantages(q, p.mask, ro.rewards.shape[1], outcome=ro.rewards)  # [N, T]
+
+
 # ---------------------------------------------------------------- ROVER
 
 
@@ -237,6 +257,7 @@ ALGORITHMS: dict[str, OnlineAlgorithm] = {
     "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_pp_loss, all_rows=True),
     "reinforce_rej": OnlineAlgorithm(_keep_prepare(lambda r, cfg: reinforce_rej_keep(r)), _reinforce_rej_loss),
     "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True, needs_group=True),
+    "prime": OnlineAlgorithm(_prime_prepare, _pg_loss, needs_group=True, needs_scorer=True),
 }
 
 
@@ -250,7 +271,7 @@ def _normalizer(agg: str, mask: torch.Tensor, max_new_tokens: int) -> float:
     return {"token-mean": mask.sum().item(), "seq-mean-token-mean": seqs, "seq-mean-token-sum": mask.shape[0] * max_new_tokens}[agg]
 
 
-def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> tuple[Prepared, OnlineAlgorithm]:
+def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None, scorers=()) -> tuple[Prepared, OnlineAlgorithm]:
     a, algo = cfg.algo, ALGORITHMS[cfg.algo.name]
     batch = policy.token_batch(rollout.prompt_ids, [c.token_ids for c in rollout.completions])
     mask = batch.completion_mask.clone()  # [N, T]
@@ -264,7 +285,7 @@ def prepare(policy, ref_policy, rollout, cfg, *, step: int = 0, critic=None) -> 
         with torch.no_grad():
             ref_logp = ref_policy.logprobs(batch, temperature=cfg.rollout.temperature).logprobs  # [N, T]
     p = Prepared(batch, mask, old_logp, ref_logp)
-    algo.prepare(p, rollout, cfg, {"policy": policy, "critic": critic, "tokenizer": getattr(policy, "tokenizer", None)})
+    algo.prepare(p, rollout, cfg, {"policy": policy, "critic": critic, "tokenizer": getattr(policy, "tokenizer", None), "scorers": scorers})
     if a.d3s.mode != "none":
         p.mask = p.mask * d3s_mask(policy, p, rollout.rewards.shape, cfg, step).to(p.mask.dtype)
     p.norm = _normalizer(a.agg, p.mask, cfg.rollout.max_new_tokens)

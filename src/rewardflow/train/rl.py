@@ -58,7 +58,7 @@ def microbatch_loss(policy, p, algo, mb: torch.Tensor, cfg: Config, ctx: dict) -
     return loss, terms, st
 
 
-def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, step: int = 0, critic=None) -> dict:
+def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, step: int = 0, critic=None, scorers=()) -> dict:
     """algo.epochs optimiser steps on one rollout batch, accumulating gradients over micro-batches.
 
     Under torchrun every rank holds the whole batch (advantages and the loss normaliser are the global batch's)
@@ -69,7 +69,7 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
     stats = {"loss/policy": 0.0, "kl/ref": 0.0, "loss/clip_frac": 0.0, "train/grad_norm": 0.0, "train/tokens": 0}
     if len(rollout.completions) == 0:  # dynamic sampling found no informative group within its cap
         return stats
-    p, algo = prepare(policy, ref_policy, rollout, cfg, step=step, critic=critic)
+    p, algo = prepare(policy, ref_policy, rollout, cfg, step=step, critic=critic, scorers=scorers)
     ctx = {"policy": policy, "critic": critic}
     rows = p.rows[shard_rows(len(p.rows), *rank_world())]  # this rank's rows; all of them in one process
     for _ in range(a.epochs):
@@ -206,7 +206,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
             if cfg.reward.online_update:  # PRIME: the scorers learn from this step's verdicts after scoring its samples
                 info = {**info, **update_scorers(reward_scorers, rollout)}
             t1 = time.perf_counter()
-            stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic)
+            stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic, scorers=reward_scorers)
             train_seconds = time.perf_counter() - t1
             if fleet is not None:
                 fleet.push_weights(policy.model)  # the next step's rollouts sample the updated policy
