@@ -121,3 +121,11 @@ def test_bad_label_rows_are_refused_before_training(tmp_path, capsys, row, messa
     rc, err = _run(capsys, ["rm", "train", "--kind", "prm", "--init", str(tmp_path / "none"), "--labels", str(rows), "--out", str(tmp_path / "rm")])
     assert rc == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "rm").exists()
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    # the override after --out reaches the config (its error proves it was read), and an unknown option still fails
+    rc, err = _run(capsys, ["train", "--config", "configs/quickstart.yaml", "--out", str(tmp_path / "x"), "rollout.top_p=2"])
+    assert rc == 2 and "rollout.top_p=2.0 must be in" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "configs/quickstart.yaml", "--out", str(tmp_path / "x"), "--bogus"])

@@ -164,12 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Dotted overrides may stand anywhere, also after an option (`train --config C --out D algo.name=rloo`):
+    argparse alone takes positionals only in one run."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..data import DataError
     from ..distributed.ray_rollout import WorkerLost
     from .config_loader import ConfigError
 
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     try:
         return args.func(args)
     except (ConfigError, DataError, FileNotFoundError, ValueError, WorkerLost) as e:
