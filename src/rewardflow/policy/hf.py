@@ -106,10 +106,14 @@ class HFPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None, **kw) -> "HFPolicy":
+        """`path`: a transformers directory, a .gguf file or a known model name (policy/resolve.py)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from .resolve import resolve_model
+
         hf_logging.disable_progress_bar()
+        path = resolve_model(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
         return cls(model, tokenizer, device=device, **kw)

@@ -67,7 +67,11 @@ class ImplicitPRM:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, *, beta: float = 0.05, lr: float = 1e-6, **kw) -> "ImplicitPRM":
         """Policy and reference both start from `model_dir` (at init every reward is exactly 0).
-        `kw` (device, dtype) go to HFPolicy.from_pretrained."""
+        `kw` (device, dtype) go to HFPolicy.from_pretrained. `model_dir` may also be a .gguf file or a known
+        model name (policy/resolve.py), resolved once here for both copies."""
+        from ..policy.resolve import resolve_model
+
+        model_dir = resolve_model(model_dir)
         return cls(HFPolicy.from_pretrained(model_dir, **kw), HFPolicy.from_pretrained(model_dir, **kw), beta=beta, lr=lr)
 
     # -- tokenization ----------------------------------------------------------------------------

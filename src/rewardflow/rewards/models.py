@@ -35,12 +35,15 @@ def minilm_path() -> Path:
 
 
 def resolve_init(init: str | Path) -> Path:
-    """`minilm` or a local transformers checkpoint directory."""
-    if str(init) == "minilm":
+    """`minilm`, or anything policy.resolve.resolve_model accepts: a local transformers checkpoint directory,
+    a .gguf file (converted once to a cached directory) or a known model name (smollm2-135m-instruct)."""
+    from ..policy.resolve import resolve_model
+
+    if str(init) == "minilm" and not Path(init).is_dir():
         return minilm_path()
-    path = Path(init)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a transformers checkpoint directory (no config.json); give a directory or 'minilm'")
+    path = resolve_model(init)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a transformers checkpoint directory (no config.json); give a directory, a .gguf file, 'minilm' or a known model name")
     return path
 
 
