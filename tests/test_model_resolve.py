@@ -212,3 +212,11 @@ def test_smollm2_converts_and_answers(cache):
     assert 130e6 < policy.num_params < 140e6 and policy.use_chat_template
     [[c]] = policy.generate(["What is 2 + 3? Answer with a number."], SamplingParams(n=1, max_new_tokens=16, temperature=0.0))
     assert "5" in c.text
+
+
+def test_a_mistyped_local_path_is_our_error_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a directory, .gguf file or known model name"):
+        resolve_model("runs/typo")
+    assert resolve_model("org/name") == Path("org/name")  # a hub id still passes through

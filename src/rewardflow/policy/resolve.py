@@ -72,8 +72,11 @@ def resolve_model(spec: str | Path) -> Path:
         return gguf_to_transformers(path)
     if path.exists():
         raise ValueError(f"{spec}: a file, but not a .gguf file; give a transformers directory, a .gguf file or a known model name ({', '.join(KNOWN_MODELS)})")
-    if "/" in str(spec) and not str(spec).startswith(("/", ".", "~")):
-        return Path(spec)  # org/name: transformers loads it (hub cache or download) or says why not
+    parts = str(spec).split("/")
+    # org/name: transformers loads it (hub cache or download) or says why not; runs/typo, whose first part is a
+    # local directory, is a mistyped path and gets our error
+    if len(parts) == 2 and all(parts) and not str(spec).startswith((".", "~")) and not Path(parts[0]).is_dir():
+        return Path(spec)
     raise FileNotFoundError(f"{spec}: not a directory, .gguf file or known model name ({', '.join(KNOWN_MODELS)})")
 
 
