@@ -129,3 +129,10 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert rc == 2 and "rollout.top_p=2.0 must be in" in err
     with pytest.raises(SystemExit):
         main(["train", "--config", "configs/quickstart.yaml", "--out", str(tmp_path / "x"), "--bogus"])
+
+
+def test_out_pointing_at_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "results.txt"
+    f.write_text("keep me")
+    rc, err = _run(capsys, ["quickstart", "--quiet", "--out", str(f), *FAST])
+    assert rc == 2 and "Traceback" not in err and f.read_text() == "keep me"

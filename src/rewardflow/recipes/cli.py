@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(build_parser(), argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError, WorkerLost) as e:
+    except (ConfigError, DataError, OSError, ValueError, WorkerLost) as e:  # OSError: a path that is a file, unwritable, ...
         print(f"rewardflow: error: {e}", file=sys.stderr)
         return 2
 
