@@ -151,11 +151,20 @@ def test_rl_loop_logs_the_verifiers_counts_of_each_step(tmp_path):
     assert all(math.isfinite(r["train/grad_norm"]) for r in rows)
 
 
-def test_reward_model_training_stops_on_a_nan_label_and_saves_nothing(tmp_path):
+def test_reward_model_training_stops_on_a_nan_label_and_saves_nothing(tmp_path, monkeypatch):
+    import rewardflow.train.rm as rm
+
     init = make_tiny_checkpoint(tmp_path / "init", TINY)
     rows = [{"prompt": f"q{i}", "steps": [f"{i} + 1 = {i + 1}"], "correct": i % 2 == 0} for i in range(8)]
-    rows[3]["correct"] = float("nan")
     cfg = RMTrainConfig(kind="orm", epochs=1, batch_size=8, val_frac=0.0, seed=0)
+    # a NaN label is refused with the rows, before any model loads
+    bad = [dict(r) for r in rows]
+    bad[3]["correct"] = float("nan")
+    with pytest.raises(ValueError, match=r"row 4: labels must be finite numbers"):
+        train_reward_model(init, bad, tmp_path / "orm", cfg)
+    # and a loss that turns non-finite anyway stops before the optimiser step: nothing is saved
+    real = rm.pointwise_bce_loss
+    monkeypatch.setattr(rm, "pointwise_bce_loss", lambda outcome, labels: real(outcome * float("nan"), labels))
     with pytest.raises(NonFiniteError, match=r"step 1: loss is nan \(loss/rm\)"):
         train_reward_model(init, rows, tmp_path / "orm", cfg)
     assert not (tmp_path / "orm").exists()
