@@ -185,6 +185,11 @@ class RewardConfig:
     transform: str = "none"  # r_i before weighting: none | logsigmoid (Wang et al. 2024: log sigmoid(r_i - r_ref))
     transform_quantile: float = 0.5  # logsigmoid: r_ref = this quantile of r_i over the prompt's group of samples
     online_update: bool = False  # after each rollout, call update(problems, solutions, correct) on scorers that have it (PRIME)
+    # plain-Python reward functions (TRL style), 'path/to/file.py:name' or 'package.module:name':
+    # fn(prompts, completions, **columns) -> list[float | None]; columns: answer, task, id; None counts as 0 (rewards/functions.py)
+    functions: list[str] = field(default_factory=list)
+    function_weights: list[float] = field(default_factory=list)  # one per function: reward += sum_j function_weights[j] * f_j
+    function_timeout: float = 30.0  # seconds one function may take on one batch (it runs in a worker process) before the run stops
 
 
 @dataclass

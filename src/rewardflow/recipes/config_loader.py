@@ -135,6 +135,18 @@ def _validate_reward(cfg: Config) -> None:
     _choices("reward.transform", rw.transform, TRANSFORMS)
     if len(rw.weights) != len(rw.scorers):
         raise ConfigError(f"reward.weights={list(rw.weights)} needs one weight per entry of reward.scorers={list(rw.scorers)}")
+    if len(rw.function_weights) != len(rw.functions):
+        raise ConfigError(f"reward.function_weights={list(rw.function_weights)} needs one weight per entry of reward.functions={list(rw.functions)}")
+    if rw.functions and not rw.function_timeout > 0:
+        raise ConfigError(f"reward.function_timeout must be > 0 seconds (got {rw.function_timeout})")
+    if rw.functions:
+        from ..rewards.functions import RewardFunctionError, check_spec
+
+        for spec in rw.functions:
+            try:
+                check_spec(spec)
+            except RewardFunctionError as e:
+                raise ConfigError(str(e)) from None
     # options that would do nothing are errors, not silently ignored
     unused = [(f"reward.transform={rw.transform!r}", rw.transform != "none"), (f"reward.online_update={rw.online_update}", rw.online_update),
               (f"reward.shaping={rw.shaping!r}", rw.shaping != "none")]
@@ -150,6 +162,8 @@ def _validate_reward(cfg: Config) -> None:
                           "(rewardflow rm train --kind implicit --out DIR, then 'reward.scorers=[DIR]' 'reward.weights=[0]')")
     if rw.scorers and ALGORITHMS[cfg.algo.name].greedy_baseline:
         raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
+    if rw.functions and ALGORITHMS[cfg.algo.name].greedy_baseline:
+        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.functions")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,7 +1,9 @@
 """The RL reward of config section `reward:`: the verifier's verdict plus weighted learned scorers, per-step rewards
-for dense credit from the first process scorer (shaped), and the online update of scorers that learn (PRIME).
+for dense credit from the first process scorer (shaped), the user's plain-Python reward functions
+(rewards/functions.py, run in a worker process), and the online update of scorers that learn (PRIME).
 
     reward(sample) = verifier_weight * verdict + sum_i weights[i] * transform(aggregate(scorer_i(sample)))
+                     + sum_j function_weights[j] * f_j(sample)      (f_j = None counts as 0)
     step_rewards(sample) = shaping(step scores of the first scorer that returns any)   (when algo.dense.coef > 0)
 """
 from __future__ import annotations
@@ -12,10 +14,28 @@ import torch
 from ..config import RewardConfig
 from ..data.steps import split_steps
 from ..rewards import StepScores, aggregate, load_scorer
+from ..rewards.functions import RewardFunctions
 from ..rewards.shaping import SHAPINGS, TRANSFORMS
 
-def load_reward_scorers(rw: RewardConfig) -> list:
-    return [load_scorer(spec) for spec in rw.scorers]
+
+class RewardScorers(list):
+    """The learned scorers of `reward.scorers` (a plain list of them), plus `.functions`: the RewardFunctions of
+    `reward.functions`, or None. Carried as one object so the training loop passes both wherever it passes scorers."""
+
+    functions: RewardFunctions | None = None
+
+
+def load_reward_scorers(rw: RewardConfig) -> RewardScorers:
+    out = RewardScorers(load_scorer(spec) for spec in rw.scorers)
+    if rw.functions:
+        out.functions = RewardFunctions(list(rw.functions), list(rw.function_weights), rw.function_timeout)
+    return out
+
+
+def function_metrics(reward_scorers) -> dict:
+    """`reward/fn/<name>`: each reward function's mean value since the last call ({} without reward functions)."""
+    functions = getattr(reward_scorers, "functions", None)
+    return functions.pop_metrics() if functions is not None else {}
 
 
 def learned_rewards(scores: list[list[StepScores]], rw: RewardConfig, shape: tuple[int, int]) -> torch.Tensor:
@@ -35,9 +55,12 @@ def dense_step_rewards(scores: list[list[StepScores]], rw: RewardConfig) -> list
     raise ValueError(f"algo.dense.coef > 0 needs per-step scores, but none of reward.scorers={list(rw.scorers)} returned any")
 
 
-def score_samples(scorers: list, problems: list, texts: list[str], correct: torch.Tensor, rw: RewardConfig, *, dense: bool):
+def score_samples(scorers: list, problems: list, texts: list[str], correct: torch.Tensor, rw: RewardConfig, *, dense: bool,
+                  functions: RewardFunctions | None = None):
     """-> (rewards [B, G] before length shaping, step_rewards [N] of [S_i] or None) for completions `texts` of `problems` (N = B*G)."""
     rewards = rw.verifier_weight * correct  # [B, G]
+    if functions is not None:
+        rewards = rewards + functions.rewards(problems, texts, tuple(correct.shape))
     if not scorers:
         return rewards, None
     solutions = [split_steps(t) for t in texts]

@@ -11,7 +11,7 @@ from ..algos import overlong_penalty, refill_batch
 from ..data.steps import split_steps
 from ..policy.base import SamplingParams
 from .algorithms import ALGORITHMS
-from .reward import score_samples
+from .reward import function_metrics, score_samples
 
 EXTRA_OFFSET = 2_000_000  # dynamic sampling's extra prompts come from here on, so they never repeat the main stream
 
@@ -75,7 +75,8 @@ def collect_rollout(policy, scorer, problems, cfg, seed: int, reward_scorers: li
     flat = [p for p in problems for _ in range(r.group_size)]
     verdicts = scorer.score_texts(flat, [c.text for c in completions])
     correct = torch.tensor([float(v.correct) for v in verdicts]).view(len(problems), r.group_size)  # [B, G]
-    rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense.coef > 0)
+    rewards, step_rewards = score_samples(list(reward_scorers), flat, [c.text for c in completions], correct, cfg.reward, dense=a.dense.coef > 0,
+                                          functions=getattr(reward_scorers, "functions", None))
     rewards = _length_shaped(rewards, completions, cfg)
     answers = [[v.pred for v in verdicts[i * r.group_size : (i + 1) * r.group_size]] for i in range(len(problems))]
     prompt_ids = [ids for ids in policy.encode_prompts([p.prompt for p in problems]) for _ in range(r.group_size)]
@@ -107,7 +108,7 @@ def collect_batch(policy, scorer, source, cfg, step: int, reward_scorers: list =
     B, seed = cfg.rollout.prompts_per_step, cfg.trainer.seed
     rollout, seconds = collect_rollout(policy, scorer, source.train_problems(range((step - 1) * B, step * B)), cfg, step_seed(seed, step), reward_scorers)
     if not cfg.algo.dapo.dynamic_sampling:
-        return rollout, rollout, seconds, {}
+        return rollout, rollout, seconds, function_metrics(reward_scorers)
     max_rounds = cfg.algo.dapo.max_rounds
     kept_idx, _ = refill_batch(list(range(B)), rollout.outcome, B)
     parts, sampled, n_kept, drawn, rounds = [rollout.groups(kept_idx)], [rollout], len(kept_idx), B, 0
@@ -122,5 +123,5 @@ def collect_batch(policy, scorer, source, cfg, step: int, reward_scorers: list =
         idx, _ = refill_batch(list(range(B)), more.outcome, B - n_kept)
         parts.append(more.groups(idx))
         n_kept += len(idx)
-    info = {"rollout/prompts_drawn": drawn, "rollout/kept_groups": n_kept, "rollout/extra_rounds": rounds}
+    info = {"rollout/prompts_drawn": drawn, "rollout/kept_groups": n_kept, "rollout/extra_rounds": rounds, **function_metrics(reward_scorers)}
     return Rollout.cat(parts), Rollout.cat(sampled), seconds, info
