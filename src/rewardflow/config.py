@@ -22,10 +22,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "chain_sum"  # a reasoning-gym task name, or a .jsonl path (GSM8K / MATH-500 format)
+    task: str = "chain_sum"  # a reasoning-gym task name, or a problem file: .jsonl (GSM8K / MATH-500 format), .json, .csv, .parquet
     task_kwargs: dict[str, Any] = field(default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1})  # reasoning-gym task options
     eval_size: int = 200  # held-out problems (reasoning-gym) or rows used from the eval file
-    eval_path: str | None = None  # a JSONL eval file instead of the reasoning-gym eval split
+    eval_path: str | None = None  # a problem file (.jsonl/.json/.csv/.parquet) for eval instead of the reasoning-gym eval split
+    prompt_key: str | None = None  # the question field of data files (None: 'question' or 'problem', detected)
+    answer_key: str | None = None  # the gold-answer field of data files (None: 'answer' or 'gt', detected)
 
 
 @dataclass

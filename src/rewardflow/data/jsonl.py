@@ -1,9 +1,11 @@
-"""JSONL benchmarks in the GSM8K, MATH-500 and Qwen2.5-Math-eval formats -> Problems.
+"""Problem files -> Problems: JSONL benchmarks in the GSM8K, MATH-500 and Qwen2.5-Math-eval formats, and your own
+data as .jsonl, .json, .csv or .parquet with the question and answer fields named by `prompt_key` / `answer_key`.
 
-A malformed row is a DataError naming the file and line; nothing is skipped silently.
+A malformed row is a DataError naming the file and line (or row); nothing is skipped silently.
 """
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 from pathlib import Path
@@ -27,7 +29,8 @@ def _generic(row: dict) -> tuple[str, str, dict]:
     question = row.get("question", row.get("problem"))
     answer = row.get("answer", row.get("gt"))
     if question is None or answer is None:
-        raise KeyError("needs 'question' or 'problem', and 'answer' or 'gt'")
+        raise KeyError("needs 'question' or 'problem', and 'answer' or 'gt' (or name the fields with data.prompt_key / "
+                       "data.answer_key)")
     if row.get("body"):  # ASDiv keeps the facts in 'body' and only the final question in 'question'
         question = f"{text_field(row, 'body').strip()} {question}"
     return question, _answer_text(answer), {}
@@ -125,10 +128,39 @@ def _answer_text(answer) -> str:
     return answer if isinstance(answer, str) else str(answer)
 
 
-def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None = None) -> list[Problem]:
-    """Read problems from a JSONL file; the format is detected from the first row's fields."""
+def _mapped(prompt_key: str | None, answer_key: str | None):
+    """The row parser for user-named fields; a field left None is found as today ('question'/'problem',
+    'answer'/'gt')."""
+
+    def field_of(row: dict, key: str, setting: str):
+        if key not in row:
+            raise ValueError(f"no {key!r} field ({setting}={key!r}); the row has {sorted(row)[:20]}")
+        return row[key]
+
+    def parse(row: dict) -> tuple[str, str, dict]:
+        question = field_of(row, prompt_key, "data.prompt_key") if prompt_key else row.get("question", row.get("problem"))
+        answer = field_of(row, answer_key, "data.answer_key") if answer_key else row.get("answer", row.get("gt"))
+        if question is None:
+            raise KeyError("needs 'question' or 'problem' (or set data.prompt_key)")
+        if answer is None:
+            raise KeyError("needs 'answer' or 'gt' (or set data.answer_key)")
+        return question, _answer_text(answer), {}
+
+    return parse
+
+
+def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None = None,
+               prompt_key: str | None = None, answer_key: str | None = None) -> list[Problem]:
+    """Read problems from a JSONL file; the format is detected from the first row's fields, unless `prompt_key` /
+    `answer_key` name the question and answer fields."""
+    return _problems(path, read_rows, task=task, limit=limit, prompt_key=prompt_key, answer_key=answer_key)
+
+
+def _problems(path, reader, *, task, limit, prompt_key, answer_key) -> list[Problem]:
     task = task or Path(path).parent.name  # ../data/math500/test.jsonl -> "math500"
     detected = []  # the format parser, fixed by the first row
+    if prompt_key or answer_key:
+        detected.append(_mapped(prompt_key, answer_key))
 
     def parse(row: dict):
         detected[:] = detected or [_detect(row)]
@@ -138,12 +170,108 @@ def load_jsonl(path: str | Path, *, task: str | None = None, limit: int | None =
         return row, question, answer, meta
 
     problems: list[Problem] = []
-    for _, (row, question, answer, meta) in read_rows(path, parse):
+    for _, (row, question, answer, meta) in reader(path, parse):
         pid = str(row.get("unique_id", row.get("idx", row.get("id", len(problems)))))
         problems.append(Problem(id=f"{task}/{pid}", prompt=question, answer=answer, task=task, meta=meta))
         if limit and len(problems) >= limit:
             break
     return problems
+
+
+# -- other file formats ----------------------------------------------------------------------------------------------
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def is_data_file(name: str) -> bool:
+    """True for a problem file path (by suffix); anything else is a reasoning-gym task name."""
+    return str(name).lower().endswith(DATA_SUFFIXES)
+
+
+def load_problems(path: str | Path, *, task: str | None = None, limit: int | None = None,
+                  prompt_key: str | None = None, answer_key: str | None = None) -> list[Problem]:
+    """Problems from a .jsonl, .json (an array of objects, or JSON Lines), .csv (header row) or .parquet file.
+    Rows are read as in `load_jsonl`: formats detected, or the fields named by `prompt_key` / `answer_key`; a
+    malformed row is a DataError naming the file and row."""
+    suffix = Path(path).suffix.lower()
+    readers = {".jsonl": read_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+    if suffix not in readers:
+        raise DataError(f"{path}: unknown problem file type {suffix or '(no suffix)'!r}; use one of {', '.join(DATA_SUFFIXES)}")
+    return _problems(path, readers[suffix], task=task, limit=limit, prompt_key=prompt_key, answer_key=answer_key)
+
+
+def _parsed(path: Path, rows, parse, what: str = "row", where=lambda n: f"row {n}"):
+    """(n, parse(row)) for numbered dict rows, with read_rows' errors: DataError naming file and row."""
+    for n, row in rows:
+        try:
+            if not isinstance(row, dict):
+                raise TypeError(f"row is not an object but {type(row).__name__}")
+            item = parse(row)
+        except DataError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: {where(n)}: malformed {what}: {_one_line(e)}") from e
+        yield n, item
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return path
+
+
+def _json_rows(path, parse):
+    """A .json file: a JSON array of objects (rows numbered from 1), or JSON Lines under a .json name."""
+    path = _existing(path)
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"["):
+        yield from read_rows(path, parse)
+        return
+    try:
+        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); a binary file?") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{path}: not a JSON array of rows: {_one_line(e)}") from None
+    yield from _parsed(path, enumerate(rows, 1), parse)
+
+
+def _csv_rows(path, parse):
+    """A .csv file with a header row; every value is text. Errors name the file's line number."""
+    path = _existing(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                return
+            header = len(reader.fieldnames)
+
+            def rows():
+                for row in reader:
+                    if None in row or len(row) != header or any(v is None for v in row.values()):
+                        raise DataError(f"{path}:{reader.line_num}: malformed row: {len(row)} columns where the header has {header}")
+                    yield reader.line_num, row
+
+            yield from _parsed(path, rows(), parse, where=lambda n: f"line {n}")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); a binary file?") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV file: {_one_line(e)}") from None
+
+
+def _parquet_rows(path, parse):
+    """A .parquet file via pyarrow (which `datasets` installs too); rows numbered from 1."""
+    path = _existing(path)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"{path}: reading .parquet files needs pyarrow: pip install pyarrow (or pip install datasets)") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow's own errors (not a parquet file, corrupt footer) -> one clear DataError
+        raise DataError(f"{path}: not a readable parquet file: {_one_line(e)}") from None
+    yield from _parsed(path, enumerate(table.to_pylist(), 1), parse)
 
 
 class ListSource:

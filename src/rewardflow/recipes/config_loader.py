@@ -99,6 +99,7 @@ def _check_values(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> Config:
+    from ..data.jsonl import DATA_SUFFIXES, is_data_file
     from ..train.algorithms import ALGORITHMS
 
     _check_values(cfg)
@@ -115,8 +116,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"eval.ks={list(cfg.eval.ks)} must be a non-empty list of k >= 1")
     if max(cfg.eval.ks) > cfg.eval.n_samples:
         raise ConfigError(f"eval.ks={list(cfg.eval.ks)} has k > eval.n_samples={cfg.eval.n_samples}")
-    if cfg.data.task.endswith(".jsonl") and not cfg.data.eval_path:
-        raise ConfigError(f"data.task={cfg.data.task!r} is a JSONL training file: set data.eval_path to the held-out JSONL file")
+    if is_data_file(cfg.data.task) and not cfg.data.eval_path:
+        raise ConfigError(f"data.task={cfg.data.task!r} is a training file: set data.eval_path to the held-out problem file")
+    if cfg.data.eval_path and not is_data_file(cfg.data.eval_path):
+        raise ConfigError(f"data.eval_path={cfg.data.eval_path!r} must be a {'/'.join(DATA_SUFFIXES)} file")
+    for key in ("prompt_key", "answer_key"):
+        if getattr(cfg.data, key) is not None and not (isinstance(getattr(cfg.data, key), str) and getattr(cfg.data, key).strip()):
+            raise ConfigError(f"data.{key}={getattr(cfg.data, key)!r} must be a non-empty field name, or null to detect it")
     if cfg.dist.rollout_workers > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="

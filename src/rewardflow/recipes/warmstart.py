@@ -23,13 +23,17 @@ CORPUS_PROBLEMS = 2000  # training problems whose prompts (and worked solutions)
 
 
 def make_source(cfg: Config):
-    """The problems of `data:`: a reasoning-gym task (seeded, disjoint train/eval splits) or JSONL files."""
+    """The problems of `data:`: a reasoning-gym task (seeded, disjoint train/eval splits) or problem files
+    (.jsonl/.json/.csv/.parquet, fields named by data.prompt_key / data.answer_key or detected)."""
+    from ..data import is_data_file, load_problems
+
     d = cfg.data
-    if d.task.endswith(".jsonl"):  # validate() requires data.eval_path with it
-        return ListSource(load_jsonl(d.task), load_jsonl(d.eval_path, limit=d.eval_size))
+    keys = {"prompt_key": d.prompt_key, "answer_key": d.answer_key}
+    if is_data_file(d.task):  # validate() requires data.eval_path with it
+        return ListSource(load_problems(d.task, **keys), load_problems(d.eval_path, limit=d.eval_size, **keys))
     source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
     if d.eval_path:
-        source.eval_problems = load_jsonl(d.eval_path, limit=d.eval_size)
+        source.eval_problems = load_problems(d.eval_path, limit=d.eval_size, **keys)
     return source
 
 
