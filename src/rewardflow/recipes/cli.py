@@ -17,7 +17,7 @@ EPILOG = """examples:
   rewardflow train --config configs/grpo_chain_sum.yaml algo.name=rloo trainer.steps=100 --out runs/rloo
   rewardflow eval --model runs/quickstart/rl/checkpoints/step_000080 --data chain_sum --n 16
   rewardflow rm eval --bench processbench --scores my_prm_scores.jsonl --out runs/pb
-  rewardflow search --strategy beam --policy runs/quickstart/rl/final --scorer verifier --n 16 --out runs/beam
+  rewardflow search --strategy beam --policy runs/quickstart/rl/checkpoints/step_000080 --scorer verifier --n 16 --out runs/beam
   rewardflow bench search --out runs/bench_search    # every strategy, N = 1..64, accuracy vs FLOPs
 """
 
