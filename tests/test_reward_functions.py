@@ -2,7 +2,6 @@
 for a function that hangs, raises or returns the wrong thing, in a worker process."""
 from __future__ import annotations
 
-import sys
 import textwrap
 import time
 

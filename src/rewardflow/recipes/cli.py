@@ -62,17 +62,13 @@ def _print_summary(results: dict, out: Path) -> None:
 
 
 def _eval(args) -> int:
-    from ..data import GymSource, load_jsonl
     from ..eval.runner import evaluate_policy
     from ..policy.hf import HFPolicy
     from ..progress import progress_bars
     from ..verify import Verifier
+    from .warmstart import problems_from_args
 
-    if args.data.endswith(".jsonl"):
-        problems = load_jsonl(args.data, limit=args.limit)
-    else:
-        kwargs = json.loads(args.task_kwargs) if args.task_kwargs else {}
-        problems = GymSource(args.data, seed=args.seed, eval_size=args.limit or 200, **kwargs).eval_problems
+    problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
     policy = HFPolicy.from_pretrained(args.model)
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.n]
     with Verifier() as verifier, progress_bars(not args.quiet) as bar:

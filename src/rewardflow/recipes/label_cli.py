@@ -69,19 +69,6 @@ def register_rm(rm_sub) -> None:
     p.set_defaults(func=_label)
 
 
-def load_problems(data: str, task_kwargs: str | None, *, n: int, offset: int = 0, seed: int = 0, eval_size: int = 200):
-    """n problems: from a reasoning-gym task's training stream (never its held-out split) or a JSONL file."""
-    from ..data import GymSource, load_jsonl
-
-    if data.endswith(".jsonl"):
-        return load_jsonl(data, limit=offset + n)[offset:]
-    try:
-        kwargs = json.loads(task_kwargs) if task_kwargs else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--task-kwargs is not valid JSON: {e}") from e
-    return GymSource(data, seed=seed, eval_size=eval_size, **kwargs).train_problems(range(offset, offset + n))
-
-
 def _label(args) -> int:
     from ..policy.hf import HFPolicy
     from ..progress import console, progress_bars
@@ -91,7 +78,10 @@ def _label(args) -> int:
     for name in ("problems", "samples", "rollouts", "chunk"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    problems = load_problems(args.data, args.task_kwargs, n=args.problems, offset=args.offset, seed=args.seed, eval_size=args.eval_size)
+    from .warmstart import problems_from_args
+
+    problems = problems_from_args(args.data, args.task_kwargs, n=args.problems, seed=args.seed, split="train", offset=args.offset,
+                                  eval_size=args.eval_size)
     policy = HFPolicy.from_pretrained(args.policy)
     cfg = LabelConfig(method=args.method, rollouts=args.rollouts, eta=args.eta, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, chunk=args.chunk, seed=args.seed)

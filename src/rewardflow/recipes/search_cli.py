@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from ..atomic import write_json
@@ -77,19 +76,6 @@ def config_from_args(args):
     return SearchConfig(**kw)
 
 
-def load_problems(data: str, task_kwargs: str | None, limit: int | None, seed: int):
-    """A reasoning-gym task's eval split (task_kwargs as JSON) or a JSONL benchmark file, as `rewardflow eval`."""
-    from ..data import GymSource, load_jsonl
-
-    if data.endswith(".jsonl"):
-        return load_jsonl(data, limit=limit)
-    try:
-        kwargs = json.loads(task_kwargs) if task_kwargs else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--task-kwargs is not valid JSON: {e}") from e
-    return GymSource(data, seed=seed, eval_size=limit or 200, **kwargs).eval_problems
-
-
 
 
 def _search(args) -> int:
@@ -99,13 +85,14 @@ def _search(args) -> int:
     from ..verify import Verifier
     from ..search.registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
     from ..search.summary import plot_compute, scorer_label, summarize
+    from .warmstart import problems_from_args
 
     get_strategy(args.strategy)  # an unknown name (or a used --out) fails before any model loads
     refuse_used(Path(args.out), resume=False, overwrite=args.overwrite)
     if args.strategy in NEEDS_DRAFT and not args.draft:
         raise ValueError(f"--strategy {args.strategy} needs --draft PATH (the small model that proposes steps)")
     cfg = config_from_args(args)
-    problems = load_problems(args.data, args.task_kwargs, args.limit, args.seed)
+    problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
     policy = HFPolicy.from_pretrained(args.policy)
     draft = HFPolicy.from_pretrained(args.draft) if args.draft else None
     scorer = load_scorer(args.scorer) if args.strategy in USES_SCORER else None

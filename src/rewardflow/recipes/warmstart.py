@@ -14,7 +14,7 @@ import torch
 
 from ..atomic import write_text
 from ..config import Config
-from ..data import GymSource, load_jsonl, worked_solution
+from ..data import GymSource, worked_solution
 from ..data.jsonl import ListSource
 from .config_loader import ConfigError, to_dict
 
@@ -35,6 +35,25 @@ def make_source(cfg: Config):
     if d.eval_path:
         source.eval_problems = load_problems(d.eval_path, limit=d.eval_size, **keys)
     return source
+
+
+def problems_from_args(data: str, task_kwargs: str | None, *, n: int | None, seed: int, split: str = "eval",
+                       offset: int = 0, eval_size: int = 200) -> list:
+    """The problems a verb's --data names: a data file's rows (.jsonl/.json/.csv/.parquet, from `offset`, at most n),
+    or a reasoning-gym task (task_kwargs as JSON): its held-out split, or (split="train") its training stream."""
+    import json as _json
+
+    from ..data import is_data_file, load_problems
+
+    if is_data_file(data):
+        return load_problems(data, limit=None if n is None else offset + n)[offset:]
+    try:
+        kwargs = _json.loads(task_kwargs) if task_kwargs else {}
+    except _json.JSONDecodeError as e:
+        raise ConfigError(f"--task-kwargs is not valid JSON: {e}") from e
+    if split == "train":
+        return GymSource(data, seed=seed, eval_size=eval_size, **kwargs).train_problems(range(offset, offset + (n or 0)))
+    return GymSource(data, seed=seed, eval_size=n or eval_size, **kwargs).eval_problems
 
 
 def is_direct(index: int, frac: float) -> bool:
