@@ -114,9 +114,7 @@ class HFPolicy:
 
         hf_logging.disable_progress_bar()
         path = resolve_model(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
-        return cls(model, tokenizer, device=device, **kw)
+        return cls(AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32), AutoTokenizer.from_pretrained(path), device=device, **kw)
 
     @property
     def num_params(self) -> int:
@@ -125,9 +123,7 @@ class HFPolicy:
     # -- prompts ---------------------------------------------------------------------------------
     def render(self, prompt: str, prefix: str | None = None) -> str:
         if self.use_chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
         else:
             text = prompt
         return text + (prefix or "")
