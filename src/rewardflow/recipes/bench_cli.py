@@ -4,6 +4,16 @@ from __future__ import annotations
 import argparse
 
 
+def lazy_bench(name: str):
+    """The handler of `rewardflow bench NAME`: imports recipes/bench/NAME.py only when the verb runs (keeps
+    `--help` fast) and hands it the parsed arguments."""
+    def run(args) -> int:
+        from importlib import import_module
+
+        return import_module(f".bench.{name}", __package__).run_from_args(args)
+    return run
+
+
 def _run_script(name: str, argv: list[str]) -> int:
     """The speed benchmarks keep their own argument parsers (they also run as `python -m`); hand them the arguments."""
     from importlib import import_module

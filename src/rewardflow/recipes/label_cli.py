@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .bench_cli import lazy_bench
+
 LABEL_EPILOG = """methods (K = --rollouts completions from every step prefix, each verified against the gold answer):
   mc-hard  Math-Shepherd hard label: 1 if any completion reaches the gold answer
   mc-soft  Math-Shepherd soft label: the fraction that do
@@ -115,10 +117,4 @@ def register_bench(bench_sub) -> None:
     p.add_argument("--eval-problems", type=int, default=100, help="held-out problems scored at N=16 (default 100)")
     p.add_argument("--n", type=int, default=16, help="samples per held-out problem for maj@N / orm@N / prm@N (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_bench_rm)
-
-
-def _bench_rm(args) -> int:
-    from .bench.rm import run_from_args
-
-    return run_from_args(args)
+    p.set_defaults(func=lazy_bench("rm"))

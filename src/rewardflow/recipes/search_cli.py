@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from ..atomic import write_json
+from .bench_cli import lazy_bench
 from .run_dir import add_overwrite, positive_int, refuse_used
 
 SEARCH_HELP = """Run one test-time search strategy over a dataset and write OUT/results.json (accuracy with its 95%
@@ -167,10 +168,4 @@ def register_bench(bench_sub) -> None:
     b.add_argument("--seed", type=int, default=0, help="seed of models, data and sampling (default 0)")
     b.add_argument("--delta", type=float, default=0.7, help="speculative: keep a draft step when its score >= delta (default 0.7)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.set_defaults(func=_bench_search)
-
-
-def _bench_search(args) -> int:
-    from .bench.search import run_from_args
-
-    return run_from_args(args)
+    b.set_defaults(func=lazy_bench("search"))

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from ..algos.ragged import pad_ragged
-from ..config import RewardConfig
 
 StepTensors = torch.Tensor | Sequence[torch.Tensor]
 
@@ -79,16 +78,17 @@ def pav_progress(q_prefix: StepTensors, q_empty: torch.Tensor, valid: torch.Tens
     return _unpadded((q - previous) * mask, lengths)  # [N, S]
 
 
-# Per-step shaping of the dense rewards (Gao et al. 2024): list of [S_i] -> list of [S_i].
-SHAPINGS: dict[str, Callable[[list[torch.Tensor], RewardConfig], list[torch.Tensor]]] = {
-    "none": lambda steps, rw: steps,
-    "clip": lambda steps, rw: clip_rewards(steps, eta=rw.clip_eta),
-    "delta": lambda steps, rw: delta_rewards(steps),
+# Per-step shaping of the dense rewards (Gao et al. 2024): (list of [S_i], clip eta) -> list of [S_i].
+SHAPINGS: dict[str, Callable[[list[torch.Tensor], float], list[torch.Tensor]]] = {
+    "none": lambda steps, eta: steps,
+    "clip": lambda steps, eta: clip_rewards(steps, eta=eta),
+    "delta": lambda steps, eta: delta_rewards(steps),
 }
 
 # Transform of each learned reward before weighting (Wang et al. 2024), [B, G] -> [B, G]. The reference r_ref of a
 # prompt is a quantile of its own group's rewards: the group stands in for the paper's reference samples.
-TRANSFORMS: dict[str, Callable[[torch.Tensor, RewardConfig], torch.Tensor]] = {
-    "none": lambda r, rw: r,
-    "logsigmoid": lambda r, rw: logsigmoid_transform(r, group_quantile(r, rw.transform_quantile)),
+# (rewards [B, G], reference quantile) -> [B, G].
+TRANSFORMS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "none": lambda r, q: r,
+    "logsigmoid": lambda r, q: logsigmoid_transform(r, group_quantile(r, q)),
 }

@@ -43,7 +43,7 @@ def learned_rewards(scores: list[list[StepScores]], rw: RewardConfig, shape: tup
     total = torch.zeros(shape)
     for weight, member in zip(rw.weights, scores):
         r = torch.tensor([aggregate(s, rw.aggregation) for s in member], dtype=torch.float).view(shape)  # [B, G]
-        total = total + weight * TRANSFORMS[rw.transform](r, rw)
+        total = total + weight * TRANSFORMS[rw.transform](r, rw.transform_quantile)
     return total
 
 
@@ -51,7 +51,7 @@ def dense_step_rewards(scores: list[list[StepScores]], rw: RewardConfig) -> list
     """The shaped step scores of the first scorer that returned any, one [S_i] tensor per sample."""
     for member in scores:
         if any(s.steps for s in member):
-            return SHAPINGS[rw.shaping]([torch.tensor(s.steps, dtype=torch.float) for s in member], rw)
+            return SHAPINGS[rw.shaping]([torch.tensor(s.steps, dtype=torch.float) for s in member], rw.clip_eta)
     raise ValueError(f"algo.dense.coef > 0 needs per-step scores, but none of reward.scorers={list(rw.scorers)} returned any")
 
 
