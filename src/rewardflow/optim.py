@@ -3,10 +3,13 @@ loop (SFT, RL, PPO's critic, preference, OREO, reward models, the data-parallel 
 `optimizer_step`, so clipping, the finiteness check and the order of operations are the same everywhere."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class NonFiniteError(ValueError):
@@ -14,7 +17,11 @@ class NonFiniteError(ValueError):
 
 
 def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, schedule: str = "constant"):
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    # only what trains: with LoRA the frozen base gets no AdamW moments (two fp32 copies of 135M weights saved)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (every weight is frozen)")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -61,3 +68,22 @@ def optimizer_step(model: torch.nn.Module, opt, sched, *, max_grad_norm: float, 
         sched.step()
     opt.zero_grad(set_to_none=True)
     return grad_norm
+
+
+def mixed_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = None):
+    """Mixed precision as it is usually meant: fp32 master weights and optimiser state, forwards under autocast.
+
+    `dtype` (default: the dtype the weights were loaded in) is the compute dtype. Weights loaded in bfloat16 or
+    float16 are upcast to float32 in place first, so AdamW's update and its moments are fp32 (an update smaller
+    than bf16's spacing near a weight, 2^-8 of it, would otherwise round away). Returns the autocast context to
+    run forwards (sampling, teacher forcing, backward) in; a no-op context for float32."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    weights = next(model.parameters()).dtype
+    dtype = dtype or weights
+    if weights in LOW_PRECISION:
+        model.float()
+    if dtype not in LOW_PRECISION:
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=dtype)

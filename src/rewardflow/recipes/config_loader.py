@@ -63,6 +63,9 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algo.eps_low", lambda v: 0 <= v < 1, "in [0, 1): the ratio's lower clip 1 - eps_low must stay positive"),
     ("algo.eps_high", lambda v: v >= 0, ">= 0"),
     ("preference.group_size", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
+    ("model.lora.rank", lambda v: v >= 0, ">= 0 (0: no LoRA)"),
+    ("model.lora.alpha", lambda v: v > 0, "> 0"),
+    ("model.lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
 ]
 
 
@@ -127,8 +130,18 @@ def validate(cfg: Config) -> Config:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
+    _validate_model(cfg)
     _validate_reward(cfg)
     return cfg
+
+
+def _validate_model(cfg: Config) -> None:
+    """LoRA and precision combinations (model.*) that cannot work."""
+    m = cfg.model
+    if m.dtype == "float16":  # every config-driven verb trains; fp16 gradients underflow without a loss scaler
+        raise ConfigError("model.dtype=float16 trains without loss scaling (gradients underflow); use model.dtype=bfloat16")
+    if m.lora.rank > 0 and not m.lora.targets:
+        raise ConfigError("model.lora.targets is empty: name the modules that get adapters, e.g. [q_proj, v_proj]")
 
 
 def _validate_reward(cfg: Config) -> None:

@@ -9,13 +9,16 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..policy.lora import save_policy
 
 from .config_loader import ConfigError, to_dict
 
 
 def _start(cfg: Config, out: Path, verb: str):
     from .warmstart import make_source
+    from ..optim import mixed_precision
     from ..policy.hf import HFPolicy
+    from ..policy.lora import prepare_model, reference_for
     from ..train.metrics import MetricsLog
 
     if not cfg.model.path:
@@ -23,8 +26,13 @@ def _start(cfg: Config, out: Path, verb: str):
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     torch.manual_seed(cfg.trainer.seed)
-    load = lambda: HFPolicy.from_pretrained(cfg.model.path, device=cfg.model.device, dtype=getattr(torch, cfg.model.dtype))
-    return make_source(cfg), load(), load(), MetricsLog(out / "metrics.jsonl")
+    # fp32 master weights (model.dtype is the autocast compute dtype); LoRA / gradient checkpointing from config `model`;
+    # the reference is the frozen base of a LoRA policy, else a second copy
+    load = lambda: HFPolicy.from_pretrained(cfg.model.path, device=cfg.model.device, dtype=torch.float32)
+    policy = load()
+    prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
+    autocast = mixed_precision(policy.model, cfg.model.dtype)
+    return make_source(cfg), policy, reference_for(policy, load), MetricsLog(out / "metrics.jsonl"), autocast
 
 
 def _evaluate(policy, problems, cfg: Config, bar, name: str) -> dict:
@@ -55,9 +63,12 @@ def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dic
     t0, out = time.perf_counter(), Path(out)
     pc = cfg.preference
     pairs = load_pairs(pc.pairs) if pc.pairs else None  # bad rows fail before any model is loaded
-    source, policy, ref, log = _start(cfg, out, "preference")
+    if cfg.model.lora.rank > 0 and pc.refresh_ref and not pairs:
+        raise ConfigError("preference.refresh_ref=true makes the policy the next reference, a second copy; with model.lora.rank > 0 "
+                          "the reference is the frozen base: set preference.refresh_ref=false")
+    source, policy, ref, log, autocast = _start(cfg, out, "preference")
     problems = source.eval_problems
-    with progress_bars(show_progress) as bar:
+    with progress_bars(show_progress) as bar, autocast:
         results = {"mode": "offline" if pairs else "online", "loss": pc.loss, "before": _evaluate(policy, problems, cfg, bar, "eval before")}
         if pairs:
             steps = -(-len(pairs) // pc.batch_size) * pc.epochs
@@ -68,8 +79,7 @@ def run_preference(cfg: Config, out: Path, *, show_progress: bool = True) -> dic
             history = online_iterative_dpo(policy, ref, source, scorer, cfg, log=log, progress=bar(f"online iterative {pc.loss}", pc.iterations))
         results["history"] = history
         results["after"] = _evaluate(policy, problems, cfg, bar, "eval after")
-    policy.model.save_pretrained(out / "policy")
-    policy.tokenizer.save_pretrained(out / "policy")
+    save_policy(policy, out / "policy")  # loadable by plain transformers (LoRA merged; the adapter in policy/adapter)
     return _finish(out, results, t0)
 
 
@@ -82,10 +92,10 @@ def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
 
     t0, out = time.perf_counter(), Path(out)
     oc = cfg.offline
-    source, policy, ref, log = _start(cfg, out, "oreo")
+    source, policy, ref, log, autocast = _start(cfg, out, "oreo")
     problems = source.eval_problems
     scorer = VerifierScorer()
-    with progress_bars(show_progress) as bar:
+    with progress_bars(show_progress) as bar, autocast:
         results = {"before": _evaluate(policy, problems, cfg, bar, "eval before")}
         train = source.train_problems(range(oc.prompts))
         trajs = sample_trajectories(policy, scorer, train, k=oc.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
@@ -98,7 +108,6 @@ def run_oreo(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
         results["history_last"] = history[-1]
         results["after"] = _evaluate(policy, problems, cfg, bar, "eval after")
     scorer.verifier.close()
-    policy.model.save_pretrained(out / "policy")
-    policy.tokenizer.save_pretrained(out / "policy")
+    save_policy(policy, out / "policy")
     save_value(value, policy.tokenizer, out / "value", beta=oc.beta)
     return _finish(out, results, t0)

@@ -21,7 +21,9 @@ from ..config import Config
 from ..distributed.ddp import device_for_rank, init_distributed
 from ..eval.report import plot_pass_at_k, plot_rl_curves, write_html
 from ..eval.runner import evaluate_policy
+from ..optim import mixed_precision
 from ..policy.hf import HFPolicy
+from ..policy.lora import prepare_model, reference_for, trainable_parameters
 from ..progress import progress_bars
 from ..rewards.verifier import VerifierScorer
 from ..train.metrics import MetricsLog
@@ -47,30 +49,43 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     with progress_bars(show_progress) as bar:
         # 1-2. the starting model (model.path or the tiny model) and its supervised warm-start on worked solutions
         warm_start(cfg, out, source=source, log=log, bar=bar, device=device)
-        start, dtype = _rl_start(cfg, out), getattr(torch, cfg.model.dtype)
-        policy = HFPolicy.from_pretrained(start, device=device, dtype=dtype)
-        results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or out / "init")}}
-        # 3. evaluate the RL starting point
-        if resume and (out / "eval_sft.json").exists():
-            results["sft"] = json.loads((out / "eval_sft.json").read_text())
-        else:
-            results["sft"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval before RL", len(source.eval_problems)))
-            write_json(out / "eval_sft.json", results["sft"])
-        # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
-        ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
-        periodic = _periodic_eval(policy, scorer, source.eval_problems[: cfg.trainer.eval_problems], cfg)
-        if not resume or _resume_step(out) is None:
-            log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
-        _barrier(world)  # the other ranks may now load `start` and join RL
-        train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
-                 progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
-        # 5. evaluate the trained policy with the same samples budget and seed
-        results["rl"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval after RL", len(source.eval_problems)))
+        start = _rl_start(cfg, out)
+        policy, ref, autocast = load_rl_models(cfg, start, device)
+        results: dict = {"task": cfg.data.task, "model": {"params": policy.num_params, "path": str(cfg.model.path or out / "init"),
+                                                          "trainable_params": sum(p.numel() for p in trainable_parameters(policy.model))}}
+        with autocast:
+            # 3. evaluate the RL starting point
+            if resume and (out / "eval_sft.json").exists():
+                results["sft"] = json.loads((out / "eval_sft.json").read_text())
+            else:
+                results["sft"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval before RL", len(source.eval_problems)))
+                write_json(out / "eval_sft.json", results["sft"])
+            # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
+            periodic = _periodic_eval(policy, scorer, source.eval_problems[: cfg.trainer.eval_problems], cfg)
+            if not resume or _resume_step(out) is None:
+                log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
+            _barrier(world)  # the other ranks may now load `start` and join RL
+            train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
+                     progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
+            # 5. evaluate the trained policy with the same samples budget and seed
+            results["rl"] = _evaluate(policy, scorer, source.eval_problems, cfg, bar("eval after RL", len(source.eval_problems)))
     results["wall_seconds"] = time.perf_counter() - t_start  # this invocation only (a resumed run counts its own part)
     _report(results, cfg, out, log, resume=resume)
     scorer.verifier.close()
     _barrier(world)  # results.json is written: the other ranks may return it
     return results
+
+
+def load_rl_models(cfg: Config, start: Path, device: str):
+    """(policy, reference or None, autocast context) for RL from checkpoint `start`: fp32 master weights with
+    model.dtype as the autocast compute dtype, LoRA and gradient checkpointing from config `model`, and the KL
+    reference (algo.kl_coef > 0): the frozen base of a LoRA policy (no second copy), else a second load of `start`."""
+    policy = HFPolicy.from_pretrained(start, device=device, dtype=torch.float32)
+    prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
+    autocast = mixed_precision(policy.model, cfg.model.dtype)
+    load_ref = lambda: HFPolicy.from_pretrained(start, device=device, dtype=torch.float32)
+    ref = reference_for(policy, load_ref) if cfg.algo.kl_coef > 0 else None
+    return policy, ref, autocast
 
 
 def _evaluate(policy, scorer, problems, cfg: Config, progress) -> dict:
@@ -135,11 +150,10 @@ def _rl_follower(cfg: Config, out: Path, world: int, *, resume: bool) -> dict:
     (it alone logs and checkpoints), wait for its final evaluation, and return its results."""
     torch.manual_seed(cfg.trainer.seed)
     _barrier(world)
-    device, dtype, start = device_for_rank(cfg.model.device), getattr(torch, cfg.model.dtype), _rl_start(cfg, out)
-    policy = HFPolicy.from_pretrained(start, device=device, dtype=dtype)
-    ref = HFPolicy.from_pretrained(start, device=device, dtype=dtype) if cfg.algo.kl_coef > 0 else None
+    policy, ref, autocast = load_rl_models(cfg, _rl_start(cfg, out), device_for_rank(cfg.model.device))
     scorer = VerifierScorer()
-    train_rl(cfg, policy, ref, make_source(cfg), scorer, out / "rl", log=None, resume=resume)
+    with autocast:
+        train_rl(cfg, policy, ref, make_source(cfg), scorer, out / "rl", log=None, resume=resume)
     scorer.verifier.close()
     _barrier(world)
     return json.loads((out / "results.json").read_text())

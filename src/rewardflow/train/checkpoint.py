@@ -1,4 +1,6 @@
-"""Checkpoints: weights loadable by transformers + optimizer + scheduler + RNG + step + config.
+"""Checkpoints: weights loadable by transformers + optimizer + scheduler + RNG + step + config. A LoRA policy's
+checkpoint holds the merged model (plain `AutoModelForCausalLM.from_pretrained` loads it) and the adapter alone in
+`adapter/`, which is what a resumed run loads back (policy/lora.py).
 
 Written to a temporary directory and renamed into place, so a crash never leaves a half checkpoint;
 `latest` is replaced atomically after the rename. A manifest (checkpoint.json: every file and its size) is
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, clean_stale, write_text
+from ..policy.lora import save_policy
 
 MANIFEST = "checkpoint.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -46,8 +49,7 @@ def save_checkpoint(run_dir: Path, step: int, policy, optimizer, scheduler, conf
     clean_stale(ckpt_root)  # temporaries of runs that died mid-save
     final = ckpt_root / f"step_{step:06d}"
     with atomic_path(final) as tmp:  # re-saving the same step (e.g. after a resume) replaces it whole
-        policy.model.save_pretrained(tmp)
-        policy.tokenizer.save_pretrained(tmp)
+        save_policy(policy, tmp)  # loadable by plain transformers; a LoRA policy merged, with its adapter in adapter/
         torch.save(
             {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(), "extra": extra or {}},
             tmp / "trainer_state.pt",

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from ..algos import exact_kl, oreo_policy_loss, oreo_value_loss
-from ..optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, mixed_precision, optimizer_step
 from ..policy.base import SamplingParams
 from ..policy.forward import forward
+from ..policy.lora import is_lora, merged_state_dict
 from .batches import shuffled_batches
 from .ppo import Critic
 
@@ -73,13 +74,16 @@ def train_oreo(policy, ref_policy, trajs: list[dict], oc, *, seed: int = 0, log=
                micro_batch_size: int | None = None) -> tuple[Critic, list[dict]]:
     """offline.epochs passes over the trajectories in shuffled batches of offline.batch_size, each run in
     micro-batches of `micro_batch_size` (default: the whole batch); returns the trained value model and per-step stats."""
+    autocast = mixed_precision(policy.model)  # fp32 master weights; bf16 forwards when the model was loaded in bf16
+    # a copy of the policy (with its adapters, when it has LoRA: the value model then trains adapters and head)
     value = Critic(policy.model, mode="model", lr=oc.value_lr, max_grad_norm=max_grad_norm)
     steps_per_epoch = -(-len(trajs) // oc.batch_size)
     opt, sched = make_optimizer(policy.model, oc.lr, 0.0, 0, steps_per_epoch * oc.epochs)
     policy.model.train()
     history = []
     for batch in shuffled_batches(trajs, oc.batch_size, oc.epochs, seed):
-        stats = oreo_backward(policy, ref_policy, value, batch, oc, micro_batch_size)
+        with autocast:
+            stats = oreo_backward(policy, ref_policy, value, batch, oc, micro_batch_size)
         step = len(history) + 1
         losses = {k: stats[k] for k in ("loss/policy", "loss/value")}
         stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step, losses=losses)
@@ -97,7 +101,9 @@ def save_value(value: Critic, tokenizer, path: str | Path, *, beta: float) -> Pa
     """The value model as a directory: transformers backbone + head.pt + scorer.json (kind oreo_value)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    value.backbone.save_pretrained(path)
+    backbone = value.backbone
+    # a LoRA value model is saved with its adapters merged: the directory loads as a plain transformers model
+    backbone.save_pretrained(path, state_dict=merged_state_dict(backbone)) if is_lora(backbone) else backbone.save_pretrained(path)
     tokenizer.save_pretrained(path)
     torch.save(value.head.state_dict(), path / "head.pt")
     (path / "scorer.json").write_text(json.dumps({"kind": "oreo_value", "beta": beta}))

@@ -14,8 +14,9 @@ from ..algos import PREFERENCE_LOSSES
 from ..data.jsonl import read_rows
 from ..data.problem import DataError
 from ..data.steps import split_steps
-from ..optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, mixed_precision, optimizer_step
 from ..policy.base import SamplingParams
+from ..policy.lora import is_lora
 from .batches import shuffled_batches
 
 
@@ -91,11 +92,13 @@ def train_pairs(policy, ref_policy, pairs: list[Pair], pc, *, seed: int = 0, log
     """preference.epochs passes over `pairs` in shuffled batches of preference.batch_size, each run forward and
     backward in micro-batches of `micro_batch_size` pairs (default: the whole batch); returns per-step stats."""
     steps_per_epoch = -(-len(pairs) // pc.batch_size)
+    autocast = mixed_precision(policy.model)  # fp32 master weights; bf16 forwards when the model was loaded in bf16
     opt, sched = make_optimizer(policy.model, pc.lr, 0.0, 0, steps_per_epoch * pc.epochs)
     policy.model.train()
     history = []
     for batch in shuffled_batches(pairs, pc.batch_size, pc.epochs, seed):
-        stats = pairs_backward(policy, ref_policy, batch, pc, micro_batch_size)
+        with autocast:
+            stats = pairs_backward(policy, ref_policy, batch, pc, micro_batch_size)
         step = step0 + len(history) + 1
         stats["train/grad_norm"] = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step,
                                                   losses={"loss/pref": stats["loss/pref"]})
@@ -122,6 +125,9 @@ def best_worst_pairs(problems, texts: list[list[str]], rewards: torch.Tensor) ->
 def online_iterative_dpo(policy, ref_policy, source, scorer, cfg, *, log=None, progress=None) -> list[dict]:
     """preference.iterations rounds of: sample K per prompt -> score -> best-vs-worst pairs -> train -> (refresh ref)."""
     pc, r = cfg.preference, cfg.rollout
+    if pc.refresh_ref and ref_policy is not None and is_lora(policy.model):
+        raise ValueError("preference.refresh_ref=true needs a second copy of the policy as the reference; with model.lora.rank > 0 "
+                         "the reference is the frozen base: set preference.refresh_ref=false")
     history, step0 = [], 0
     for it in range(pc.iterations):
         problems = source.train_problems(range(it * pc.prompts_per_iter, (it + 1) * pc.prompts_per_iter))

@@ -129,9 +129,9 @@ def resume_state(run_dir: Path, policy, opt, sched, critic) -> tuple[int, dict]:
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         return 0, {}
-    from transformers import AutoModelForCausalLM
+    from ..policy.lora import load_weights
 
-    policy.model.load_state_dict(AutoModelForCausalLM.from_pretrained(ckpt).state_dict())
+    load_weights(policy, ckpt)  # the adapter of a LoRA policy, else the full model
     state = load_trainer_state(ckpt, opt, sched)
     if critic is not None:
         critic.load_state(state["extra"]["critic"])

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from ..algos import sft_nll_loss
-from ..optim import make_optimizer, optimizer_step
+from ..optim import make_optimizer, mixed_precision, optimizer_step
 
 
 def sft_loss(policy, prompt_ids: list[list[int]], completion_ids: list[list[int]], *,
@@ -41,15 +41,19 @@ def sft_backward(policy, pairs: list[tuple[str, str]], micro_batch_size: int | N
 
 def run_sft(policy, examples: Callable[[int], list[tuple[str, str]]], *, steps: int, lr: float, warmup_steps: int = 0,
             weight_decay: float = 0.0, max_grad_norm: float = 1.0, micro_batch_size: int | None = None, log=None,
-            progress=None) -> list[float]:
-    """`examples(step)` returns that step's (prompt, completion) pairs; deterministic in `step`. Each step's batch
-    runs forward/backward in micro-batches of `micro_batch_size` pairs (default: the whole batch at once)."""
+            progress=None, backward=None) -> list[float]:
+    """`examples(step)` returns that step's (prompt, completion) pairs; deterministic in `step`. `backward` (default
+    sft_backward; train/packing.py's packed_backward packs them) turns them into an accumulated gradient. Each step's batch
+    runs forward/backward in micro-batches of `micro_batch_size` pairs (default: the whole batch at once).
+    A model loaded in bfloat16 trains with fp32 master weights under bf16 autocast (optim.mixed_precision)."""
+    autocast = mixed_precision(policy.model)
     policy.model.train()
     opt, sched = make_optimizer(policy.model, lr, weight_decay, warmup_steps, steps, schedule="cosine")
     losses = []
     for step in range(steps):
         t0 = time.perf_counter()
-        loss, n_tokens = sft_backward(policy, examples(step), micro_batch_size)
+        with autocast:
+            loss, n_tokens = (backward or sft_backward)(policy, examples(step), micro_batch_size)
         grad_norm = optimizer_step(policy.model, opt, sched, max_grad_norm=max_grad_norm, step=step, losses={"loss/sft": loss})
         losses.append(loss)
         if log is not None:
