@@ -9,14 +9,6 @@ from typing import Any
 
 
 @dataclass
-class LoRAConfig:
-    rank: int = 0  # LoRA rank r of the low-rank update B @ A (Hu et al. 2021); 0 trains every weight (no LoRA)
-    alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / rank) * B @ A
-    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # module names that get adapters
-    dropout: float = 0.0  # dropout on the adapter's input
-
-
-@dataclass
 class ModelConfig:
     path: str | None = None  # a local transformers checkpoint; None builds the tiny model below
     hidden_size: int = 128  # tiny model: residual width
@@ -25,9 +17,8 @@ class ModelConfig:
     intermediate_size: int = 512  # tiny model: MLP width
     max_positions: int = 512  # tiny model: longest prompt + completion
     device: str = "cpu"  # torch device for the policy
-    dtype: str = "float32"  # compute dtype: bfloat16/float16 run forwards under autocast; weights and AdamW state stay float32
-    gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
-    lora: LoRAConfig = field(default_factory=LoRAConfig)  # low-rank adapters (rank 0: off)
+    backend: str = "hf"  # the engine that generates (policy/backends.BACKENDS): hf (transformers, any device) | vllm (the vllm extra, GPU)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
 
 
 @dataclass
@@ -117,6 +108,7 @@ class AlgoConfig:
     kl_mode: str = "loss"  # loss: kl_coef * KL added to the loss | reward: -kl_coef * KL_t folded into token rewards (REINFORCE++)
     kl_placement: str = "after"  # kl_mode=reward, outcome estimators: after (-beta * KL return-to-go added to the advantage) | before (verl: r - beta * sum_t KL_t enters the estimator)
     entropy_coef: float = 0.0  # entropy bonus weight (PPO eq. 9); > 0 needs full logits in the forward pass
+    tis_cap: float = 0.0  # truncated importance sampling: clip against the trainer's recomputed logprobs, weight tokens by min(pi_prox/pi_behav, tis_cap); 0: off
     dapo: DAPOConfig = field(default_factory=DAPOConfig)  # DAPO's dynamic sampling and overlong shaping
     d3s: D3SConfig = field(default_factory=D3SConfig)  # D3S down-sampling of samples and tokens
     ppo: PPOConfig = field(default_factory=PPOConfig)  # PPO's critic and GAE
@@ -138,6 +130,8 @@ class TrainerConfig:
     eval_every: int = 50  # held-out eval period in steps (0: never during training)
     eval_problems: int = 64  # problems in the periodic eval
     seed: int = 0  # everything random derives from this
+    async_rl: bool = False  # YAML/CLI key trainer.async: generate step t+1's rollouts in a thread while step t trains (train/overlap.py)
+    max_staleness: int = 1  # async: rollouts may come from weights at most this many updates old (0: on-policy, equals synchronous RL)
 
 
 @dataclass

@@ -4,7 +4,7 @@
     groups = fleet.generate(prompts, params)            # the Policy.generate contract, sharded over workers
     verdicts = fleet.score_texts(problems, texts)       # the scorer contract, sharded over workers
     ...optimiser step on the trainer's policy...
-    fleet.push_weights(policy.model)                    # one ray.put, every worker loads it
+    fleet.push_weights(policy.model)                    # one ray.put, every worker loads it (a state dict works too)
     fleet.shutdown()                                    # and ray.shutdown() if the fleet started Ray
 
 Sampling is seeded per prompt (`policy.hf.derive_prompt_seeds`): prompt i of a request seeded s draws
@@ -115,10 +115,11 @@ class RayRollouts:
         return [v for part in self._get(futures) for v in part]
 
     # -- weights ------------------------------------------------------------------------------------
-    def push_weights(self, model: torch.nn.Module | None = None) -> int:
-        """Send the trainer's current weights to every worker (one object-store copy); returns the version."""
-        model = model if model is not None else self.policy.model
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    def push_weights(self, model: torch.nn.Module | dict | None = None) -> int:
+        """Send weights to every worker (one object-store copy); returns the version. `model`: a module, a state
+        dict (the asynchronous trainer's snapshot, train/overlap.py), or by default the trainer's policy."""
+        source = model if isinstance(model, dict) else (model if model is not None else self.policy.model).state_dict()
+        state = {k: v.detach().to("cpu") for k, v in source.items()}
         ref = self.ray.put(state)
         versions = self._get([w.set_weights.remote(ref) for w in self.workers])
         return versions[0]

@@ -12,6 +12,15 @@ default `logprobs_mode="raw_logprobs"`) or the processed one (after temperature 
   transformers copy (`HFPolicy.logprobs`), one batched forward pass — exact, at the cost of that pass.
 `logprob_source` in the constructor forces one path ("engine" | "teacher").
 
+Behaviour logprobs and truncated importance sampling (algo.tis_cap > 0). Even untruncated, the engine's numbers
+are not the trainer's: other kernels, other precision, other batching. Rather than hide that by teacher forcing,
+RL can keep the engine's logprobs as the *behaviour* policy's (`logprob_source="engine"`, which
+`policy.backends.load_policy` picks when algo.tis_cap > 0) and correct for the mismatch: the clipped surrogate
+is taken against the trainer's recomputed logprobs and each token weighted by min(pi_trainer / pi_engine, cap)
+(algos.losses.truncated_is_weights; train/overlap.py). Processed logprobs are then exactly right even under
+top-k/top-p: they are the log-probability of the distribution the engine really sampled from. This mode is why
+the extra needs vLLM >= 0.10.0, the first release with `logprobs_mode`.
+
 Seeds are per request (vLLM's `SamplingParams.seed`): prompt i gets `derive_prompt_seeds(seed, B)[i]`, as
 in the hf backend, so a request split over workers samples the same as one request. The two engines'
 random streams differ, so hf and vllm samples for the same seed differ.
@@ -65,7 +74,7 @@ class VLLMPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cuda", dtype: torch.dtype | None = None,
-                        gpu_memory_utilization: float = 0.3, **llm_kwargs) -> "VLLMPolicy":
+                        gpu_memory_utilization: float = 0.3, logprob_source: str = "auto", **llm_kwargs) -> "VLLMPolicy":
         """Both engines from one local checkpoint; vLLM shares the GPU with the trainer (`gpu_memory_utilization`)."""
         from vllm import LLM
 
@@ -73,11 +82,16 @@ class VLLMPolicy:
         dtype_name = str(dtype or torch.float32).replace("torch.", "")
         llm = LLM(model=str(path), dtype=dtype_name, gpu_memory_utilization=gpu_memory_utilization,
                   logprobs_mode="processed_logprobs", enable_prefix_caching=True, **llm_kwargs)
-        return cls(llm, hf)
+        return cls(llm, hf, logprob_source=logprob_source)
 
     @property
     def num_params(self) -> int:
         return self.hf.num_params
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformers copy: the weights the trainer updates (and pushes into the engine with load_weights)."""
+        return self.hf.model
 
     # -- the parts served by the transformers copy ---------------------------------------------------
     def encode_prompts(self, prompts: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
@@ -132,11 +146,12 @@ class VLLMPolicy:
             c.logprobs = logp[i, : len(c.token_ids)].clone()
 
     # -- weights -------------------------------------------------------------------------------------
-    def load_weights(self, model: torch.nn.Module | None = None) -> None:
-        """Push weights (default: the transformers copy's, which the trainer updates) into the engine, and drop
-        the engine's prefix cache: its keys/values were computed with the old weights."""
-        source = model if model is not None else self.hf.model
-        weights = [(name, t.detach()) for name, t in source.state_dict().items()]
+    def load_weights(self, model: torch.nn.Module | dict | None = None) -> None:
+        """Push weights (a module, a state dict such as the asynchronous trainer's snapshot, or by default the
+        transformers copy's, which the trainer updates) into the engine, and drop the engine's prefix cache: its
+        keys/values were computed with the old weights."""
+        state = model if isinstance(model, dict) else (model if model is not None else self.hf.model).state_dict()
+        weights = [(name, t.detach()) for name, t in state.items()]
         if hasattr(self.llm, "apply_model"):  # vLLM >= 0.9: runs the function on the model in every worker
             self.llm.apply_model(lambda m: m.load_weights(weights))
         else:  # older in-process engines

@@ -29,6 +29,7 @@ def _choices(name: str, value: str, valid) -> None:
 def _choice_table() -> dict[str, object]:
     """Field -> its valid values; taken from the registries where there is one."""
     from ..algos import DENSE_MODES, POLICY_LOSSES, PREFERENCE_LOSSES
+    from ..policy.backends import BACKENDS
     from ..train.algorithms import ALGORITHMS, RAFT_KEEP
 
     return {
@@ -39,6 +40,7 @@ def _choice_table() -> dict[str, object]:
         "algo.ppo.critic": {"head", "model"}, "algo.scale": {"group", "batch", "none"},
         "algo.agg": {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum"},
         "trainer.lr_schedule": {"constant", "linear", "cosine"}, "model.dtype": {"float32", "bfloat16", "float16"},
+        "model.backend": BACKENDS,
     }
 
 
@@ -63,9 +65,8 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algo.eps_low", lambda v: 0 <= v < 1, "in [0, 1): the ratio's lower clip 1 - eps_low must stay positive"),
     ("algo.eps_high", lambda v: v >= 0, ">= 0"),
     ("preference.group_size", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
-    ("model.lora.rank", lambda v: v >= 0, ">= 0 (0: no LoRA)"),
-    ("model.lora.alpha", lambda v: v > 0, "> 0"),
-    ("model.lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("algo.tis_cap", lambda v: v == 0 or v >= 1, "0 (off) or >= 1: a cap below 1 would down-weight on-policy tokens too"),
+    ("trainer.max_staleness", lambda v: v >= 0, ">= 0 (0: on-policy, equals synchronous RL)"),
 ]
 
 
@@ -130,18 +131,28 @@ def validate(cfg: Config) -> Config:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
-    _validate_model(cfg)
     _validate_reward(cfg)
+    _validate_async(cfg)
     return cfg
 
 
-def _validate_model(cfg: Config) -> None:
-    """LoRA and precision combinations (model.*) that cannot work."""
-    m = cfg.model
-    if m.dtype == "float16":  # every config-driven verb trains; fp16 gradients underflow without a loss scaler
-        raise ConfigError("model.dtype=float16 trains without loss scaling (gradients underflow); use model.dtype=bfloat16")
-    if m.lora.rank > 0 and not m.lora.targets:
-        raise ConfigError("model.lora.targets is empty: name the modules that get adapters, e.g. [q_proj, v_proj]")
+# algorithms whose loss does not take the advantage as a per-token weight: truncated IS has nowhere to go
+NO_TIS = ("raft", "raft_pp", "rover")
+
+
+def _validate_async(cfg: Config) -> None:
+    """trainer.async / algo.tis_cap / model.backend combinations that cannot work."""
+    tr, a = cfg.trainer, cfg.algo
+    if a.tis_cap > 0 and a.name in NO_TIS:
+        raise ConfigError(f"algo.tis_cap={a.tis_cap}: {a.name}'s loss has no per-token advantage to weight; use algo.tis_cap=0")
+    if tr.async_rl and cfg.reward.online_update:
+        raise ConfigError("trainer.async=true with reward.online_update=true: the scorers would learn while the producer scores with them")
+    if tr.async_rl and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"trainer.async=true under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}): ranks already split generation; "
+                          "use one process (with dist.rollout_workers for Ray) or trainer.async=false")
+    if tr.async_rl and cfg.model.backend == "vllm" and a.tis_cap <= 0:
+        raise ConfigError("trainer.async=true with model.backend=vllm needs algo.tis_cap > 0 (e.g. 2): the engine's own logprobs are the "
+                          "behaviour policy's, since the trainer's copy moves on while the engine samples")
 
 
 def _validate_reward(cfg: Config) -> None:
@@ -192,6 +203,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     try:
         layers = ([_read_yaml(Path(path))] if path is not None else []) + ([OmegaConf.from_dotlist(list(overrides))] if overrides else [])
+        layers = [_keyword_keys(layer) for layer in layers]
         name = OmegaConf.select(_merge(OmegaConf.structured(Config), layers), "algo.name")
         preset = [OmegaConf.from_dotlist([f"{k}={v}" for k, v in PRESETS[name].items()])] if name in PRESETS else []
         cfg: Config = OmegaConf.to_object(_merge(OmegaConf.structured(Config), preset + layers))
@@ -199,6 +211,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = f" in {path}" if path else ""
         raise ConfigError(f"config error{where}: {e}".splitlines()[0] + _full_key(e)) from e
     return validate(cfg)
+
+
+# Config keys that are Python keywords, so their dataclass fields carry another name: YAML/CLI key -> field.
+KEYWORD_KEYS = {("trainer", "async"): "async_rl"}
+
+
+def _keyword_keys(layer):
+    """`trainer.async` (YAML or override) is stored in the field trainer.async_rl; giving both is an error."""
+    for (group, key), name in KEYWORD_KEYS.items():
+        section = layer.get(group) if isinstance(layer, DictConfig) else None
+        if isinstance(section, DictConfig) and key in section:
+            if name in section:
+                raise ConfigError(f"{group}.{key} and {group}.{name} are the same setting; give one")
+            section[name] = section.pop(key)
+    return layer
 
 
 def _merge(merged, layers):

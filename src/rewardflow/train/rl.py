@@ -26,7 +26,8 @@ from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from ..optim import make_optimizer, optimizer_step
 from .ppo import make_critic
 from .reward import load_reward_scorers, update_scorers
-from .rollout import Rollout, collect_batch, collect_rollout, step_seed
+from .overlap import correct_off_policy, make_producer
+from .rollout import Rollout, collect_rollout, step_seed
 
 __all__ = ["Rollout", "collect_rollout", "optimise", "rollout_metrics", "start_fleet", "step_seed", "train_rl"]
 
@@ -70,6 +71,8 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
     if len(rollout.completions) == 0:  # dynamic sampling found no informative group within its cap
         return stats
     p, algo = prepare(policy, ref_policy, rollout, cfg, step=step, critic=critic, scorers=scorers)
+    if a.tis_cap > 0:  # truncated IS / decoupled PPO: clip against the trainer's own logprobs, weight by pi_prox/pi_behav
+        p.extra.update(correct_off_policy(policy, p, cfg))
     ctx = {"policy": policy, "critic": critic}
     rows = p.rows[shard_rows(len(p.rows), *rank_world())]  # this rank's rows; all of them in one process
     for _ in range(a.epochs):
@@ -199,17 +202,19 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     verifier = getattr(scorer, "verifier", None) if fleet is None else None
     if verifier is not None:
         verifier.take_stats()  # a resumed (or reused) verifier starts this run's counts at zero
+    producer = None
     try:
+        # synchronous, or with trainer.async a background thread sampling ahead on a replica (train/overlap.py)
+        producer = make_producer(policy, gen, judge, fleet, source, cfg, reward_scorers, start)
         for step in range(start + 1, tr.steps + 1):
             t0 = time.perf_counter()
-            rollout, sampled, gen_seconds, info = collect_batch(gen, judge, source, cfg, step, reward_scorers)
+            rollout, sampled, gen_seconds, info = producer.get(step)
             if cfg.reward.online_update:  # PRIME: the scorers learn from this step's verdicts after scoring its samples
                 info = {**info, **update_scorers(reward_scorers, rollout)}
             t1 = time.perf_counter()
             stats = optimise(policy, ref_policy, rollout, cfg, opt, sched, step=step - 1, critic=critic, scorers=reward_scorers)
             train_seconds = time.perf_counter() - t1
-            if fleet is not None:
-                fleet.push_weights(policy.model)  # the next step's rollouts sample the updated policy
+            producer.publish(step)  # the updated weights go to the generator (fleet, vLLM engine, or the async replica)
             if rank > 0:  # after the all-reduced update every rank holds rank 0's weights: it alone reports
                 continue
             metrics = step_metrics(sampled, stats, info, verifier, lr=sched.get_last_lr()[0], gen_seconds=gen_seconds,
@@ -224,6 +229,8 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
             if progress is not None:
                 progress(1, reward=metrics["reward/mean"])
     finally:
+        if producer is not None:
+            producer.close()
         if fleet is not None:
             fleet.shutdown()
     policy.model.eval()

@@ -1,0 +1,148 @@
+"""Who generates step s's rollouts, with which weights, and the off-policy correction for the difference.
+
+Synchronous RL (the default) samples step s with the weights after update s-1, then trains on it. Asynchronous RL
+(`trainer.async=true`) samples in a background thread on a replica of the policy while the trainer updates:
+the producer may start step s once update s-1-k is published (k = trainer.max_staleness), so generation of
+step s+1 overlaps training of step s, and a rollout is at most k updates old. This is verl's one-step-off-policy
+pipeline and AReaL's bounded staleness (Fu et al. 2025, sec. 4). With k = 0 the producer waits for every update
+and samples exactly what the synchronous loop samples: the same seeds, the same weights (a bitwise copy).
+
+The replica is what the generating object already provides: the Ray fleet (push_weights), the vLLM engine
+(load_weights), or else a deep copy of the in-process policy (twice the policy's memory). The trainer publishes a
+snapshot of its weights after each update; the producer loads the newest snapshot before each rollout it starts.
+
+The behaviour policy's logprobs travel with every completion (Completion.logprobs, as sampled). With algo.tis_cap
+> 0, `correct_off_policy` recomputes the trainer's proximal logprobs, takes the clip against them, and weights each
+token by min(pi_prox / pi_behav, tis_cap) (algos.losses.truncated_is_weights: decoupled PPO / truncated IS).
+A resumed asynchronous run restarts the pipeline: its first rollout after the checkpoint is on-policy.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import torch
+
+from ..algos.losses import importance_weighted_advantages, truncated_is_weights
+from .rollout import collect_batch
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """A copy of the weights that the next optimiser step cannot change under the producer's feet."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def correct_off_policy(policy, p, cfg) -> dict:
+    """Truncated importance sampling on a prepared batch `p` (train/algorithms.Prepared), in place: the clip's
+    old logprobs become the trainer's own (proximal) ones, recomputed now, and the advantages carry the truncated
+    weight pi_prox / pi_behav. Returns the tis/* statistics. Rows that get no forward pass keep their values."""
+    prox = p.old_logp.clone()  # [N, T]
+    rows = p.rows if p.rows is not None else torch.arange(len(p.mask))
+    with torch.no_grad():
+        for mb in rows.split(cfg.trainer.micro_batch_size):
+            # the same call as the loss's forward when it needs no logits, so on-policy rows get ratio 1 exactly
+            prox[mb] = policy.logprobs(p.batch.select(mb), temperature=cfg.rollout.temperature).logprobs.to(prox.dtype)  # [n, T]
+    weight, stats = truncated_is_weights(prox, p.old_logp, p.mask, cap=cfg.algo.tis_cap)  # [N, T]
+    p.old_logp = prox
+    p.adv = importance_weighted_advantages(p.adv, weight)  # [N, T]
+    return stats
+
+
+class SyncRollouts:
+    """Step s sampled when asked, with the current weights; after each update the generator gets them."""
+
+    def __init__(self, gen, judge, source, cfg, reward_scorers, policy, fleet):
+        self.gen, self.judge, self.source, self.cfg, self.reward_scorers = gen, judge, source, cfg, reward_scorers
+        self.policy, self.fleet = policy, fleet
+
+    def get(self, step: int):
+        return collect_batch(self.gen, self.judge, self.source, self.cfg, step, self.reward_scorers)
+
+    def publish(self, step: int) -> None:
+        if self.fleet is not None:
+            self.fleet.push_weights(self.policy.model)  # the next step's rollouts sample the updated policy
+        elif hasattr(self.gen, "load_weights"):  # a vLLM engine beside the trained transformers copy
+            self.gen.load_weights()
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncRollouts:
+    """Rollouts of steps start+1 .. last made in a background thread, each from weights at most `max_staleness`
+    updates old. `get(s)` blocks until step s's rollout is ready; `publish(s)` hands over the weights after update s."""
+
+    def __init__(self, replica, load_weights, judge, source, cfg, reward_scorers, policy, start: int):
+        self.replica, self.load_weights, self.judge, self.source = replica, load_weights, judge, source
+        self.cfg, self.reward_scorers, self.policy = cfg, reward_scorers, policy
+        self.cond = threading.Condition()
+        self.published, self.weights = start, snapshot(policy.model)  # version = updates applied
+        self.ready: dict[int, tuple] = {}
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.thread = threading.Thread(target=self._produce, args=(start + 1, cfg.trainer.steps), name="rollout-producer", daemon=True)
+        self.thread.start()
+
+    def _produce(self, first: int, last: int) -> None:
+        loaded = None  # the replica's weight version; loaded before the first rollout (a resumed run's replica is older)
+        try:
+            for step in range(first, last + 1):
+                need = step - 1 - self.cfg.trainer.max_staleness  # the oldest weights this step may be sampled with
+                with self.cond:
+                    self.cond.wait_for(lambda: self.stopped or self.published >= need)
+                    if self.stopped:
+                        return
+                    version, weights = self.published, self.weights
+                if version != loaded:
+                    self.load_weights(weights)
+                    loaded = version
+                result = collect_batch(self.replica, self.judge, self.source, self.cfg, step, self.reward_scorers)
+                with self.cond:
+                    self.ready[step] = (result, version)
+                    self.cond.notify_all()
+        except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def get(self, step: int):
+        t0 = time.perf_counter()
+        with self.cond:
+            self.cond.wait_for(lambda: step in self.ready or self.error is not None)
+            if step not in self.ready:
+                raise RuntimeError(f"the rollout producer failed before step {step}: {self.error}") from self.error
+            (rollout, sampled, gen_seconds, info), version = self.ready.pop(step)
+        # staleness: updates between the weights that sampled the batch and the ones it trains (step - 1 applied)
+        info = {**info, "async/staleness": step - 1 - version, "perf/rollout_wait_s": time.perf_counter() - t0}
+        return rollout, sampled, gen_seconds, info
+
+    def publish(self, step: int) -> None:
+        weights = snapshot(self.policy.model)  # copied outside the lock: the producer may read the previous one meanwhile
+        with self.cond:
+            self.published, self.weights = step, weights
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Stop after the rollout in progress (its result is dropped)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+        self.thread.join()
+
+
+def make_producer(policy, gen, judge, fleet, source, cfg, reward_scorers, start: int):
+    """The rollout producer train_rl pulls from: SyncRollouts, or with trainer.async an AsyncRollouts whose replica
+    is the fleet, the vLLM engine, or a deep copy of the in-process policy."""
+    if not cfg.trainer.async_rl:
+        return SyncRollouts(gen, judge, source, cfg, reward_scorers, policy, fleet)
+    if fleet is not None:
+        replica, load = fleet, fleet.push_weights
+    elif gen is policy and hasattr(policy, "load_weights"):  # vLLM: the engine samples, the transformers copy trains
+        replica, load = policy, policy.load_weights
+    elif gen is policy:
+        replica = copy.deepcopy(policy)  # its own weights and tokenizer: nothing is shared with the training thread
+        load = lambda weights: replica.model.load_state_dict(weights)
+    else:
+        raise ValueError("trainer.async needs one process (or Ray rollout workers); under torchrun the ranks already share generation")
+    return AsyncRollouts(replica, load, judge, source, cfg, reward_scorers, policy, start)
