@@ -9,6 +9,14 @@ from typing import Any
 
 
 @dataclass
+class LoRAConfig:
+    rank: int = 0  # LoRA rank r of the low-rank update B @ A (Hu et al. 2021); 0 trains every weight (no LoRA)
+    alpha: float = 16.0  # LoRA scale numerator: the update is (alpha / rank) * B @ A
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # module names that get adapters
+    dropout: float = 0.0  # dropout on the adapter's input
+
+
+@dataclass
 class ModelConfig:
     path: str | None = None  # a local transformers checkpoint; None builds the tiny model below
     hidden_size: int = 128  # tiny model: residual width
@@ -18,7 +26,9 @@ class ModelConfig:
     max_positions: int = 512  # tiny model: longest prompt + completion
     device: str = "cpu"  # torch device for the policy
     backend: str = "hf"  # the engine that generates (policy/backends.BACKENDS): hf (transformers, any device) | vllm (the vllm extra, GPU)
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = "float32"  # compute dtype: bfloat16/float16 run forwards under autocast; weights and AdamW state stay float32
+    gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # low-rank adapters (rank 0: off)
 
 
 @dataclass

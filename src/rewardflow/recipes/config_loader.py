@@ -67,6 +67,9 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("preference.group_size", lambda v: v >= 2, ">= 2: pairing best against worst needs two samples"),
     ("algo.tis_cap", lambda v: v == 0 or v >= 1, "0 (off) or >= 1: a cap below 1 would down-weight on-policy tokens too"),
     ("trainer.max_staleness", lambda v: v >= 0, ">= 0 (0: on-policy, equals synchronous RL)"),
+    ("model.lora.rank", lambda v: v >= 0, ">= 0 (0: no LoRA)"),
+    ("model.lora.alpha", lambda v: v > 0, "> 0"),
+    ("model.lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
 ]
 
 
@@ -131,9 +134,19 @@ def validate(cfg: Config) -> Config:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
+    _validate_model(cfg)
     _validate_reward(cfg)
     _validate_async(cfg)
     return cfg
+
+
+def _validate_model(cfg: Config) -> None:
+    """LoRA and precision combinations (model.*) that cannot work."""
+    m = cfg.model
+    if m.dtype == "float16":  # every config-driven verb trains; fp16 gradients underflow without a loss scaler
+        raise ConfigError("model.dtype=float16 trains without loss scaling (gradients underflow); use model.dtype=bfloat16")
+    if m.lora.rank > 0 and not m.lora.targets:
+        raise ConfigError("model.lora.targets is empty: name the modules that get adapters, e.g. [q_proj, v_proj]")
 
 
 # algorithms whose loss does not take the advantage as a per-token weight: truncated IS has nowhere to go
