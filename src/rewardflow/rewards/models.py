@@ -6,8 +6,11 @@ must not see later steps, so its backbone attends causally: decoder LMs already 
 MiniLM) is loaded with `is_decoder=True`, which turns on its causal mask (its pretrained weights were trained
 bidirectionally; fine-tuning adapts them). Scores are sigmoid(logit) in (0, 1).
 
-Saved layout (`save(dir)`): backbone/ (save_pretrained model + tokenizer), head.safetensors, scorer.json
-{"kind": "orm" | "prm", "max_length", "causal", "init"}. `rewards.load_scorer(dir)` loads it back.
+Saved layout (`save(dir)`): a transformers classification checkpoint that plain transformers loads
+(AutoModelForSequenceClassification for a decoder ORM, AutoModelForTokenClassification otherwise) plus
+scorer.json; rewards/export.py says what its logits mean. `rewards.load_scorer(dir)` loads it back, and also
+reads the older layout: backbone/ (model + tokenizer), head.safetensors, scorer.json {"kind", "max_length",
+"causal", "init"}.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
 from ..data.problem import Problem
 from .base import StepScores, forward_flops
 
@@ -96,26 +98,29 @@ class RewardModel(nn.Module):
         return cls(backbone, tokenizer, kind=kind, max_length=limit, causal=causal, init=str(init))
 
     def save(self, out: str | Path) -> Path:
-        """Atomically: written to a temporary sibling directory, then renamed into place."""
-        from safetensors.torch import save_file
+        """Atomically, as a transformers classification checkpoint + scorer.json (rewards/export.py)."""
+        from .export import save_classification
 
-        with atomic_path(out) as tmp:
-            self.backbone.save_pretrained(tmp / "backbone")
-            self.tokenizer.save_pretrained(tmp / "backbone")
-            save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(tmp / "head.safetensors"))
-            meta = {"kind": self.kind, "max_length": self.max_length, "causal": self.causal, "init": self.init}
-            (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
-        return Path(out)
+        return save_classification(self, out)
 
     @classmethod
     def load(cls, path: str | Path) -> "RewardModel":
+        """A directory written by `save` (classification layout) or by earlier versions (backbone/ + head)."""
+        path = Path(path)
+        meta = json.loads((path / "scorer.json").read_text())
+        if not (path / "backbone").is_dir():
+            from .export import load_classification
+
+            return load_classification(path, meta)
+        return cls._load_legacy(path, meta)
+
+    @classmethod
+    def _load_legacy(cls, path: Path, meta: dict) -> "RewardModel":
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        path = Path(path)
-        meta = json.loads((path / "scorer.json").read_text())
         backbone = AutoModel.from_pretrained(path / "backbone", dtype=torch.float32)  # its saved config keeps is_decoder
         rm = cls(backbone, AutoTokenizer.from_pretrained(path / "backbone"), kind=meta["kind"], max_length=meta["max_length"],
                  causal=meta["causal"], init=meta.get("init", ""))
@@ -171,10 +176,12 @@ class RewardModel(nn.Module):
 
     def forward(self, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (outcome logits [N] at the last token, step logits [N, S] at step ends; padded steps 0)."""
-        hidden = self.backbone(input_ids=enc.input_ids, attention_mask=enc.attention_mask).last_hidden_state  # [N, L, H]
-        logits = self.head(hidden).squeeze(-1)  # [N, L]
-        outcome = logits.gather(1, enc.last[:, None]).squeeze(1)  # [N]
-        steps = logits.gather(1, enc.step_pos.clamp(min=0)) * (enc.step_pos >= 0)  # [N, S]
+        dev = self.head.weight.device  # encode() builds CPU tensors; the model may live on any device
+        hidden = self.backbone(input_ids=enc.input_ids.to(dev), attention_mask=enc.attention_mask.to(dev)).last_hidden_state  # [N, L, H]
+        logits = self.head(hidden).squeeze(-1).float()  # [N, L]
+        outcome = logits.gather(1, enc.last[:, None].to(dev)).squeeze(1)  # [N]
+        step_pos = enc.step_pos.to(dev)  # [N, S]
+        steps = logits.gather(1, step_pos.clamp(min=0)) * (step_pos >= 0)  # [N, S]
         return outcome, steps
 
     # ------------------------------------------------------------ the Scorer contract
