@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import bench_cli, config_cli, label_cli, rm_cli, search_cli, train_cli
+from .devices import add_device_args
 from .run_dir import add_overwrite, owned_run_dir, positive_int
 
 EPILOG = """examples:
@@ -62,6 +63,7 @@ def _print_summary(results: dict, out: Path) -> None:
 
 
 def _eval(args) -> int:
+    from .devices import load_policy
     from ..eval.runner import evaluate_policy
     from ..policy.hf import HFPolicy
     from ..progress import progress_bars
@@ -69,7 +71,7 @@ def _eval(args) -> int:
     from .warmstart import problems_from_args
 
     problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
-    policy = HFPolicy.from_pretrained(args.model)
+    policy = load_policy(args.model, args)  # --device, --dtype
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.n]
     with Verifier() as verifier, progress_bars(not args.quiet) as bar:
         res = evaluate_policy(policy, verifier, problems, n_samples=args.n, ks=ks, temperature=args.temperature,
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=positive_int, default=256)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="directory for results.json")
+    add_device_args(e)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_eval)
 

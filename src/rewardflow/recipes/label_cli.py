@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .bench_cli import lazy_bench
+from .devices import add_device_args
 
 LABEL_EPILOG = """methods (K = --rollouts completions from every step prefix, each verified against the gold answer):
   mc-hard  Math-Shepherd hard label: 1 if any completion reaches the gold answer
@@ -66,13 +67,13 @@ def register_rm(rm_sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="token budget of a solution and of a rollout (default 64)")
     p.add_argument("--chunk", type=int, default=16, help="solutions per generate call and per flush of --out (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the problems, the samples and the rollouts (default 0)")
+    add_device_args(p)
     p.add_argument("--out", required=True, help="labels JSONL; appended to, and ids already there are skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_label)
 
 
 def _label(args) -> int:
-    from ..policy.hf import HFPolicy
     from ..progress import console, progress_bars
     from ..verify import Verifier
     from ..rewards.label import LabelConfig, label_solutions, sample_solutions
@@ -80,11 +81,13 @@ def _label(args) -> int:
     for name in ("problems", "samples", "rollouts", "chunk"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    from .devices import check_device, load_policy
     from .warmstart import problems_from_args
 
+    check_device(args.device)
     problems = problems_from_args(args.data, args.task_kwargs, n=args.problems, seed=args.seed, split="train", offset=args.offset,
                                   eval_size=args.eval_size)
-    policy = HFPolicy.from_pretrained(args.policy)
+    policy = load_policy(args.policy, args)
     cfg = LabelConfig(method=args.method, rollouts=args.rollouts, eta=args.eta, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, chunk=args.chunk, seed=args.seed)
     with Verifier() as verifier, progress_bars(not args.quiet) as bar:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .devices import add_device_args
 from .run_dir import add_overwrite, refuse_used
 
 TRAIN_EPILOG = """kinds and the rows they train on (JSONL, one solution per line):
@@ -62,6 +63,7 @@ def register_rm(rm_sub) -> None:
     s.add_argument("--model", required=True, help="'verifier' or a saved reward-model directory")
     s.add_argument("--input", required=True, help="JSONL of solutions (see below)")
     s.add_argument("--out", required=True, help="scores JSONL to write")
+    add_device_args(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_score)
 
@@ -118,6 +120,7 @@ def _score(args) -> int:
     from ..data.problem import Problem
     from ..progress import console, progress_bars
     from ..rewards.registry import load_scorer
+    from .devices import place_scorer
 
     def parse(r: dict):
         key = next((k for k in ("prompt", "problem", "question") if k in r), "question")
@@ -126,7 +129,7 @@ def _score(args) -> int:
         return Problem(id=str(r["id"]), prompt=text_field(r, key), answer=answer, task=r.get("task", "rm"), meta={}), step_list(r)
 
     items = [it for _, it in read_rows(args.input, parse, what="solution row")]
-    scorer = load_scorer(args.model)
+    scorer = place_scorer(load_scorer(args.model), args.device, args.dtype)
     out = Path(args.out)
     with progress_bars(not args.quiet) as bar, atomic_path(out) as tmp, tmp.open("w") as f:
         tick = bar(f"score ({args.model})", len(items))

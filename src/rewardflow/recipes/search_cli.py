@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..atomic import write_json
 from .bench_cli import lazy_bench
+from .devices import add_device_args
 from .run_dir import add_overwrite, positive_int, refuse_used
 
 SEARCH_HELP = """Run one test-time search strategy over a dataset and write OUT/results.json (accuracy with its 95%
@@ -80,23 +81,24 @@ def config_from_args(args):
 
 
 def _search(args) -> int:
-    from ..policy.hf import HFPolicy
     from ..progress import console, progress_bars
     from ..rewards import load_scorer
     from ..verify import Verifier
     from ..search.registry import NEEDS_DRAFT, USES_SCORER, get_strategy, run_search
     from ..search.summary import plot_compute, scorer_label, summarize
+    from .devices import check_device, load_policy, place_scorer
     from .warmstart import problems_from_args
 
+    check_device(args.device)
     get_strategy(args.strategy)  # an unknown name (or a used --out) fails before any model loads
     refuse_used(Path(args.out), resume=False, overwrite=args.overwrite)
     if args.strategy in NEEDS_DRAFT and not args.draft:
         raise ValueError(f"--strategy {args.strategy} needs --draft PATH (the small model that proposes steps)")
     cfg = config_from_args(args)
     problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
-    policy = HFPolicy.from_pretrained(args.policy)
-    draft = HFPolicy.from_pretrained(args.draft) if args.draft else None
-    scorer = load_scorer(args.scorer) if args.strategy in USES_SCORER else None
+    policy = load_policy(args.policy, args)
+    draft = load_policy(args.draft, args) if args.draft else None
+    scorer = place_scorer(load_scorer(args.scorer), args.device, args.dtype) if args.strategy in USES_SCORER else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -149,6 +151,7 @@ def register(sub) -> None:
                    help="any other SearchConfig field, e.g. --set puct_c=2 --set mcts_value=rollout (see search/base.py)")
     p.add_argument("--batch-size", type=int, default=32, help="problems searched together per batch (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the eval split and of sampling (default 0)")
+    add_device_args(p)  # policy, draft and scorer all run there
     p.add_argument("--out", required=True, help="output directory for results.json and compute.png")
     add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
