@@ -77,7 +77,8 @@ def test_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     f = tmp_path / "mine.parquet"
-    pq.write_table(pa.Table.from_pylist(ROWS), f)
+    # a parquet column has one type: the answers as integers here (load_problems gives them back as text)
+    pq.write_table(pa.Table.from_pylist([{**r, "solution": int(r["solution"])} for r in ROWS]), f)
     probs = load_problems(f, prompt_key="prompt", answer_key="solution")
     assert [(p.prompt, p.answer) for p in probs] == [("What is 2 + 3?", "5"), ("What is 4 * 4?", "16")]
 

@@ -39,6 +39,13 @@ class DataConfig:
     eval_path: str | None = None  # a problem file (.jsonl/.json/.csv/.parquet) for eval instead of the reasoning-gym eval split
     prompt_key: str | None = None  # the question field of data files (None: 'question' or 'problem', detected)
     answer_key: str | None = None  # the gold-answer field of data files (None: 'answer' or 'gt', detected)
+    split: str = "train"  # split of a `datasets` source (data.task=hf:NAME[:CONFIG]) that training reads
+    eval_split: str = "test"  # split of a `datasets` eval source (data.eval_path=hf:NAME[:CONFIG])
+    system_prompt: str | None = None  # text put before every prompt (train and eval), a blank line between
+    template: str | None = None  # prompt template with '{prompt}' where the question goes, e.g. "Q: {prompt}\nA:"
+    mix: list[str] = field(default_factory=list)  # several training sources (files, hf:NAME, reasoning-gym tasks) mixed by mix_weights; replaces data.task for training
+    mix_weights: list[float] = field(default_factory=list)  # one per data.mix source: its share of training problems (normalised)
+
 
 
 @dataclass
@@ -49,6 +56,11 @@ class SFTConfig:
     warmup_steps: int = 20  # linear warm-up
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     direct_frac: float = 0.0  # share of warm-start examples that state the answer without steps (see README)
+    data: str | None = None  # SFT rows (.jsonl/.json/.csv/.parquet, hf:NAME): prompt/completion or messages; None: worked solutions of data.task
+    prompt_key: str = "prompt"  # sft.data: the prompt field (a string, or a list of {role, content} messages)
+    completion_key: str = "completion"  # sft.data: the completion field; rows with only 'messages' take the last assistant turn
+    pack: bool = False  # pack several examples into each row up to model.max_positions tokens (loss still on completions only)
+
 
 
 @dataclass
@@ -206,6 +218,18 @@ class RewardConfig:
     functions: list[str] = field(default_factory=list)
     function_weights: list[float] = field(default_factory=list)  # one per function: reward += sum_j function_weights[j] * f_j
     function_timeout: float = 30.0  # seconds one function may take on one batch (it runs in a worker process) before the run stops
+    remote_url: str | None = None  # a reward server: POST {prompts, completions, answer, task, id} -> {"rewards": [float | None]} (rewards/remote.py)
+    remote_weight: float = 1.0  # reward += remote_weight * the server's reward (None counts as 0)
+    remote_timeout: float = 30.0  # seconds one request may take before it is retried
+    remote_retries: int = 2  # further attempts after a failed request (timeout, connection error, HTTP 5xx/429)
+
+
+@dataclass
+class LoggingConfig:
+    trackers: list[str] = field(default_factory=list)  # extra metric sinks beside metrics.jsonl: tensorboard (RUN/tensorboard) | wandb (offline without WANDB_API_KEY)
+    samples_every: int = 10  # write sample completions with their rewards to samples.jsonl every N RL steps (0: only at evals)
+    samples_per_write: int = 4  # completions written each time
+
 
 
 @dataclass
@@ -221,3 +245,4 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -10,6 +10,8 @@ import itertools
 import json
 from pathlib import Path
 
+from .chat import is_messages, render_messages
+from .hub import hub_reader, hub_task_name, is_hub_name
 from .problem import DataError, Problem
 
 
@@ -26,7 +28,7 @@ def _math(row: dict) -> tuple[str, str, dict]:
 
 
 def _generic(row: dict) -> tuple[str, str, dict]:
-    question = row.get("question", row.get("problem"))
+    question = row.get("question", row.get("problem", row.get("messages")))  # messages: the conversational format
     answer = row.get("answer", row.get("gt"))
     if question is None or answer is None:
         raise KeyError("needs 'question' or 'problem', and 'answer' or 'gt' (or name the fields with data.prompt_key / "
@@ -165,6 +167,8 @@ def _problems(path, reader, *, task, limit, prompt_key, answer_key) -> list[Prob
     def parse(row: dict):
         detected[:] = detected or [_detect(row)]
         question, answer, meta = detected[0](row)
+        if is_messages(question):  # the conversational format: [{role, content}, ...] -> one prompt string
+            question = render_messages(question, prompt_key or "messages")
         if not isinstance(question, str):
             raise TypeError(f"the question must be a string, got {type(question).__name__}")
         return row, question, answer, meta
@@ -183,20 +187,30 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def is_data_file(name: str) -> bool:
-    """True for a problem file path (by suffix); anything else is a reasoning-gym task name."""
-    return str(name).lower().endswith(DATA_SUFFIXES)
+    """True for a problem file path (by suffix) or a `datasets` name (hf:NAME); anything else is a reasoning-gym task."""
+    return str(name).lower().endswith(DATA_SUFFIXES) or is_hub_name(name)
 
 
 def load_problems(path: str | Path, *, task: str | None = None, limit: int | None = None,
-                  prompt_key: str | None = None, answer_key: str | None = None) -> list[Problem]:
-    """Problems from a .jsonl, .json (an array of objects, or JSON Lines), .csv (header row) or .parquet file.
-    Rows are read as in `load_jsonl`: formats detected, or the fields named by `prompt_key` / `answer_key`; a
-    malformed row is a DataError naming the file and row."""
+                  prompt_key: str | None = None, answer_key: str | None = None, split: str = "train") -> list[Problem]:
+    """Problems from a .jsonl, .json (an array of objects, or JSON Lines), .csv (header row) or .parquet file, or
+    from `split` of a `datasets` dataset named 'hf:NAME[:CONFIG]'. Rows are read as in `load_jsonl`: formats
+    detected, or the fields named by `prompt_key` / `answer_key`; a malformed row is a DataError naming the file
+    (or dataset) and row."""
+    task = task or (hub_task_name(path) if is_hub_name(path) else None)
+    return _problems(path, row_reader(path, split), task=task, limit=limit, prompt_key=prompt_key, answer_key=answer_key)
+
+
+def row_reader(path, split: str = "train"):
+    """The `reader(path, parse)` for a data file (by suffix) or a `datasets` name (hf:NAME, its `split`): it yields
+    (line or row number, parse(row)) and raises DataError naming the file and line of a malformed row."""
+    if is_hub_name(path):
+        return hub_reader(split)
     suffix = Path(path).suffix.lower()
     readers = {".jsonl": read_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
     if suffix not in readers:
         raise DataError(f"{path}: unknown problem file type {suffix or '(no suffix)'!r}; use one of {', '.join(DATA_SUFFIXES)}")
-    return _problems(path, readers[suffix], task=task, limit=limit, prompt_key=prompt_key, answer_key=answer_key)
+    return readers[suffix]
 
 
 def _parsed(path: Path, rows, parse, what: str = "row", where=lambda n: f"row {n}"):

@@ -68,6 +68,35 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
+SAMPLES_SHOWN = 3  # per evaluation and for the last RL steps: enough to read what the policy writes
+
+
+def _sample_rows(results: dict, samples_file: Path) -> list[tuple[str, dict]]:
+    """(where it came from, sample) for a few completions: each evaluation in `results` and the last RL steps of
+    samples.jsonl (train/tracking.py), when the run wrote one."""
+    out = [(f"eval after {phase.upper()}", s) for phase in ("sft", "rl") for s in (results.get(phase, {}).get("samples") or [])[:SAMPLES_SHOWN]]
+    if samples_file.is_file():
+        from ..train.tracking import read_samples
+
+        rl = [r for r in read_samples(samples_file) if r.get("phase") == "rl"]
+        out += [(f"RL step {r.get('step')}", r) for r in rl[-SAMPLES_SHOWN:]]
+    return out
+
+
+def samples_html(results: dict, samples_file: Path) -> str:
+    """A table of a few sample completions with their answer, reward and verdict ('' when there are none)."""
+    rows = _sample_rows(results, samples_file)
+    if not rows:
+        return ""
+    esc = lambda v: html.escape("" if v is None else str(v))
+    body = "".join(
+        f"<tr><td>{esc(where)}</td><td style='text-align:left'><pre style='white-space:pre-wrap'>{esc(s.get('prompt'))}</pre></td>"
+        f"<td style='text-align:left'><pre style='white-space:pre-wrap'>{esc(s.get('completion'))}</pre></td><td>{esc(s.get('answer'))}</td>"
+        f"<td>{esc(s.get('pred'))}</td><td>{esc(s.get('reward'))}</td></tr>" for where, s in rows)
+    return ("<h2>Samples</h2><table><tr><th>from</th><th>prompt</th><th>completion</th><th>gold</th><th>extracted</th><th>reward</th></tr>"
+            f"{body}</table>")
+
+
 def write_html(results: dict, images: list[Path], path: Path, title: str = "rewardflow report") -> Path:
     """One self-contained page: the headline table, the plots, and the full results JSON."""
     phases = [k for k in ("sft", "rl") if k in results]
@@ -91,6 +120,7 @@ def write_html(results: dict, images: list[Path], path: Path, title: str = "rewa
 wall time {results.get("wall_seconds", 0):.0f} s. Accuracies are fractions with 95% intervals.</p>
 <table><tr><th></th>{head}</tr>{body}</table>
 {"".join(_img(i) for i in images)}
+{samples_html(results, Path(path).parent / "samples.jsonl")}
 <h2>results.json</h2><pre>{html.escape(json.dumps(results, indent=2))}</pre></body></html>"""
     Path(path).write_text(page)
     return Path(path)

@@ -6,8 +6,10 @@ from ..policy.base import SamplingParams
 from .metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
 
 
-def _sample_verdicts(policy, verifier, problems: list[Problem], params: SamplingParams, chunk: int, progress=None):
-    """For each problem, the (answer, correct) pair of each of params.n samples."""
+def _sample_verdicts(policy, verifier, problems: list[Problem], params: SamplingParams, chunk: int, progress=None, keep: list | None = None,
+                     keep_n: int = 0):
+    """For each problem, the (answer, correct) pair of each of params.n samples. `keep` (a list) receives the first
+    sample of each of the first `keep_n` problems as a readable row."""
     verdicts = []
     for start in range(0, len(problems), chunk):
         batch = problems[start : start + chunk]
@@ -16,17 +18,23 @@ def _sample_verdicts(policy, verifier, problems: list[Problem], params: Sampling
         results = verifier.verify(flat_problems, [c.text for g in groups for c in g])
         for i in range(len(batch)):
             verdicts.append([(r.pred, r.correct) for r in results[i * params.n : (i + 1) * params.n]])
+            if keep is not None and len(keep) < keep_n and groups[i]:
+                p, r = batch[i], results[i * params.n]
+                keep.append({"id": p.id, "prompt": p.prompt, "completion": groups[i][0].text, "answer": p.answer, "pred": r.pred,
+                             "reward": float(r.correct), "correct": bool(r.correct)})
         if progress is not None:
             progress(len(batch))
     return verdicts
 
 
 def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int = 8, ks=(1, 2, 4, 8), temperature: float = 1.0,
-                    max_new_tokens: int = 64, greedy: bool = True, seed: int = 0, chunk: int = 32, progress=None) -> dict:
-    """Metrics as fractions in [0, 1], each with its 95% interval (`<metric>_ci`) and the problem count."""
+                    max_new_tokens: int = 64, greedy: bool = True, seed: int = 0, chunk: int = 32, progress=None, samples: int = 4) -> dict:
+    """Metrics as fractions in [0, 1], each with its 95% interval (`<metric>_ci`) and the problem count; `samples`:
+    the first sampled completion of the first `samples` problems with answer, verdict and reward (0/1), to read."""
     params = SamplingParams(n=n_samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    verdicts = _sample_verdicts(policy, verifier, problems, params, max(1, chunk * 8 // n_samples), progress)
-    out: dict = {"n_problems": len(problems), "n_samples": n_samples, "temperature": temperature}
+    kept: list = []
+    verdicts = _sample_verdicts(policy, verifier, problems, params, max(1, chunk * 8 // n_samples), progress, kept, samples)
+    out: dict = {"n_problems": len(problems), "n_samples": n_samples, "temperature": temperature, "samples": kept}
     for k in ks:
         per_problem = [pass_at_k(n_samples, sum(ok for _, ok in v), k) for v in verdicts]
         mean, lo, hi = mean_ci(per_problem)

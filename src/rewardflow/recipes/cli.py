@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import bench_cli, config_cli, label_cli, rm_cli, search_cli, train_cli
+from . import sft_cli
 from .devices import add_device_args
 from .run_dir import add_overwrite, owned_run_dir, positive_int
 
@@ -30,6 +31,7 @@ VERB_MODULES = {
     rm_cli: ("register_rm",),
     bench_cli: ("register_bench",),
     config_cli: ("register",),
+    sft_cli: ("register",),  # rewardflow sft --data FILE
 }
 
 

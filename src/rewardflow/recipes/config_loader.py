@@ -70,6 +70,10 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.lora.rank", lambda v: v >= 0, ">= 0 (0: no LoRA)"),
     ("model.lora.alpha", lambda v: v > 0, "> 0"),
     ("model.lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("logging.samples_every", lambda v: v >= 0, ">= 0 (0: samples only at evals)"),
+    ("logging.samples_per_write", lambda v: v >= 1, ">= 1"),
+    ("reward.remote_retries", lambda v: v >= 0, ">= 0"),
+    ("reward.remote_timeout", lambda v: v > 0, "> 0 seconds"),
 ]
 
 
@@ -136,6 +140,7 @@ def validate(cfg: Config) -> Config:
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
     _validate_model(cfg)
     _validate_reward(cfg)
+    _validate_byo(cfg)
     _validate_async(cfg)
     return cfg
 
@@ -166,6 +171,33 @@ def _validate_async(cfg: Config) -> None:
     if tr.async_rl and cfg.model.backend == "vllm" and a.tis_cap <= 0:
         raise ConfigError("trainer.async=true with model.backend=vllm needs algo.tis_cap > 0 (e.g. 2): the engine's own logprobs are the "
                           "behaviour policy's, since the trainer's copy moves on while the engine samples")
+
+
+def _validate_byo(cfg: Config) -> None:
+    """Bring-your-own settings: data mixing, prompt template, SFT data, remote reward, trackers."""
+    from ..data.jsonl import is_data_file
+
+    d, rw = cfg.data, cfg.reward
+    if len(d.mix_weights) != len(d.mix):
+        raise ConfigError(f"data.mix_weights={list(d.mix_weights)} needs one weight per entry of data.mix={list(d.mix)}")
+    if d.mix and (any(w < 0 for w in d.mix_weights) or sum(d.mix_weights) <= 0):
+        raise ConfigError(f"data.mix_weights={list(d.mix_weights)} must be >= 0 with a positive sum")
+    if d.mix and is_data_file(d.task) and not d.eval_path:
+        raise ConfigError("data.mix trains on its sources; eval needs data.eval_path, or data.task naming a reasoning-gym task")
+    if d.template is not None and "{prompt}" not in d.template:
+        raise ConfigError(f"data.template={d.template!r} must contain '{{prompt}}' where the question goes")
+    if cfg.sft.data is not None and not is_data_file(cfg.sft.data):
+        raise ConfigError(f"sft.data={cfg.sft.data!r} must be a .jsonl/.json/.csv/.parquet file or hf:NAME")
+    if rw.remote_url is not None and not str(rw.remote_url).startswith(("http://", "https://")):
+        raise ConfigError(f"reward.remote_url={rw.remote_url!r} must be an http:// or https:// URL")
+    from ..train.algorithms import ALGORITHMS
+
+    if rw.remote_url is not None and ALGORITHMS[cfg.algo.name].greedy_baseline:
+        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.remote_url")
+    bad = [t for t in cfg.logging.trackers if t not in ("tensorboard", "wandb")]
+    if bad:
+        raise ConfigError(f"logging.trackers={list(cfg.logging.trackers)}: {bad[0]!r} is not a tracker; choose from: tensorboard, wandb")
+
 
 
 def _validate_reward(cfg: Config) -> None:

@@ -23,18 +23,43 @@ CORPUS_PROBLEMS = 2000  # training problems whose prompts (and worked solutions)
 
 
 def make_source(cfg: Config):
-    """The problems of `data:`: a reasoning-gym task (seeded, disjoint train/eval splits) or problem files
-    (.jsonl/.json/.csv/.parquet, fields named by data.prompt_key / data.answer_key or detected)."""
+    """The problems of `data:`: a reasoning-gym task (seeded, disjoint train/eval splits), problem files
+    (.jsonl/.json/.csv/.parquet, fields named by data.prompt_key / data.answer_key or detected), `datasets` names
+    (hf:NAME, split data.split / data.eval_split), or a weighted mix of sources (data.mix); prompts then go through
+    data.template and data.system_prompt."""
     from ..data import is_data_file, load_problems
+    from ..data.chat import FormattedSource, PromptFormat
 
     d = cfg.data
     keys = {"prompt_key": d.prompt_key, "answer_key": d.answer_key}
-    if is_data_file(d.task):  # validate() requires data.eval_path with it
-        return ListSource(load_problems(d.task, **keys), load_problems(d.eval_path, limit=d.eval_size, **keys))
-    source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
+    if d.mix:
+        source = _mix_source(cfg)
+    elif is_data_file(d.task):  # validate() requires data.eval_path with it
+        source = ListSource(load_problems(d.task, split=d.split, **keys), load_problems(d.eval_path, limit=d.eval_size, split=d.eval_split, **keys))
+    else:
+        source = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs)
+        if d.eval_path:
+            source.eval_problems = load_problems(d.eval_path, limit=d.eval_size, split=d.eval_split, **keys)
+    fmt = PromptFormat(d.template, d.system_prompt)
+    return FormattedSource(source, fmt) if fmt.active else source
+
+
+def _mix_source(cfg: Config):
+    """data.mix: each source a file / hf:NAME (its rows) or a reasoning-gym task (its training stream, with
+    data.task_kwargs only for data.task itself); eval from data.eval_path, else data.task's eval split."""
+    from ..data import is_data_file, load_problems
+    from ..data.mix import MixSource
+
+    d = cfg.data
+    keys = {"prompt_key": d.prompt_key, "answer_key": d.answer_key}
+    sources = [load_problems(m, split=d.split, **keys) if is_data_file(m)
+               else GymSource(m, seed=cfg.trainer.seed, eval_size=d.eval_size, **(d.task_kwargs if m == d.task else {}))
+               for m in d.mix]
     if d.eval_path:
-        source.eval_problems = load_problems(d.eval_path, limit=d.eval_size, **keys)
-    return source
+        eval_problems = load_problems(d.eval_path, limit=d.eval_size, split=d.eval_split, **keys)
+    else:
+        eval_problems = GymSource(d.task, seed=cfg.trainer.seed, eval_size=d.eval_size, **d.task_kwargs).eval_problems
+    return MixSource(sources, list(d.mix_weights), eval_problems, seed=cfg.trainer.seed, names=list(d.mix))
 
 
 def problems_from_args(data: str, task_kwargs: str | None, *, n: int | None, seed: int, split: str = "eval",
@@ -61,10 +86,25 @@ def is_direct(index: int, frac: float) -> bool:
     return (index * 0.6180339887498949) % 1.0 < frac
 
 
+def user_sft_examples(cfg: Config) -> list[tuple[str, str]]:
+    """The (prompt, completion) rows of sft.data, prompts through data.template / data.system_prompt like RL's."""
+    from ..data.chat import PromptFormat
+    from ..data.sft import load_sft_examples
+
+    s, fmt = cfg.sft, PromptFormat(cfg.data.template, cfg.data.system_prompt)
+    rows = load_sft_examples(s.data, prompt_key=s.prompt_key, completion_key=s.completion_key, split=cfg.data.split)
+    return [(fmt.apply(p), c) for p, c in rows] if fmt.active else rows
+
+
 def sft_examples(source, cfg: Config) -> Callable[[int], list[tuple[str, str]]]:
-    """Step -> (prompt, worked solution) pairs. A share (sft.direct_frac) answers directly, without working: the
+    """Step -> (prompt, completion) pairs: sft.data's rows when set (data/sft.py), else worked solutions of the
+    training problems. A share (sft.direct_frac) of worked solutions answers directly, without working: the
     warm-started policy then mixes both habits, and RL has to discover from reward alone that working pays."""
     s = cfg.sft
+    if s.data:
+        from ..data.sft import SFTStream
+
+        return SFTStream(user_sft_examples(cfg), s.batch_size, seed=cfg.trainer.seed)
 
     def examples(step: int) -> list[tuple[str, str]]:
         first = SFT_OFFSET + step * s.batch_size
@@ -80,7 +120,11 @@ def build_tiny(cfg: Config, source, path: Path) -> Path:
 
     m = cfg.model
     sample = source.train_problems(range(SFT_OFFSET - CORPUS_PROBLEMS, SFT_OFFSET))
-    corpus = [p.prompt for p in sample] + ([worked_solution(p) for p in sample] if cfg.sft.steps > 0 else [])
+    if cfg.sft.data:  # the user's SFT rows teach the tokenizer what it will read and write, beside the RL prompts
+        rows = user_sft_examples(cfg)[:CORPUS_PROBLEMS]
+        corpus = [p.prompt for p in sample] + [p for p, _ in rows] + [c for _, c in rows]
+    else:
+        corpus = [p.prompt for p in sample] + ([worked_solution(p) for p in sample] if cfg.sft.steps > 0 else [])
     tiny = TinyModelConfig(m.hidden_size, m.layers, m.heads, m.intermediate_size, m.max_positions, cfg.trainer.seed)
     return make_tiny_checkpoint(path, tiny, corpus)
 
@@ -93,11 +137,21 @@ def stamp(cfg: Config) -> str:
 
 
 def check_worked_solutions(source, cfg: Config) -> None:
+    if cfg.sft.data:  # the user's own SFT rows: nothing to generate
+        return
     try:
         worked_solution(source.train_problems([SFT_OFFSET])[0])
     except (ValueError, KeyError) as e:
         raise ConfigError(f"sft.steps={cfg.sft.steps}: warm-start needs worked solutions, which exist for arithmetic chains "
-                          f"(chain_sum), not for data.task={cfg.data.task!r}; set sft.steps=0 and start from model.path") from e
+                          f"(chain_sum), not for data.task={cfg.data.task!r}; give your own SFT rows (sft.data=FILE), or set "
+                          "sft.steps=0 and start from model.path") from e
+
+
+def _packed(cfg: Config):
+    """sft.pack: train/packing.py's backward, rows up to model.max_positions tokens."""
+    from ..train.packing import packed_backward
+
+    return lambda policy, pairs, micro_batch_size: packed_backward(policy, pairs, micro_batch_size, cfg.model.max_positions)
 
 
 def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, device: str = "cpu") -> Path:
@@ -128,7 +182,7 @@ def warm_start(cfg: Config, out: Path, *, source=None, log=None, bar=None, devic
     s = cfg.sft
     run_sft(policy, sft_examples(source, cfg), steps=s.steps, lr=s.lr, warmup_steps=s.warmup_steps, weight_decay=s.weight_decay,
             max_grad_norm=cfg.trainer.max_grad_norm, micro_batch_size=cfg.trainer.micro_batch_size, log=log,
-            progress=bar("SFT warm-start", s.steps) if bar else None)
+            progress=bar("SFT warm-start", s.steps) if bar else None, backward=_packed(cfg) if s.pack else None)
     policy.model.save_pretrained(sft_dir)
     policy.tokenizer.save_pretrained(sft_dir)
     write_text(sft_dir / "DONE", want)

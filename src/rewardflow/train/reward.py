@@ -4,6 +4,7 @@ for dense credit from the first process scorer (shaped), the user's plain-Python
 
     reward(sample) = verifier_weight * verdict + sum_i weights[i] * transform(aggregate(scorer_i(sample)))
                      + sum_j function_weights[j] * f_j(sample)      (f_j = None counts as 0)
+                     + remote_weight * server(sample)              (reward.remote_url, rewards/remote.py)
     step_rewards(sample) = shaping(step scores of the first scorer that returns any)   (when algo.dense.coef > 0)
 """
 from __future__ import annotations
@@ -15,20 +16,48 @@ from ..config import RewardConfig
 from ..data.steps import split_steps
 from ..rewards import StepScores, aggregate, load_scorer
 from ..rewards.functions import RewardFunctions
+from ..rewards.remote import RemoteReward
 from ..rewards.shaping import SHAPINGS, TRANSFORMS
 
 
-class RewardScorers(list):
-    """The learned scorers of `reward.scorers` (a plain list of them), plus `.functions`: the RewardFunctions of
-    `reward.functions`, or None. Carried as one object so the training loop passes both wherever it passes scorers."""
+class UserRewards:
+    """The user's rewards that are not Scorers: the RewardFunctions of `reward.functions` and the RemoteReward of
+    `reward.remote_url` (either may be absent). Each part adds its weighted [B, G] reward and reports its own means."""
 
-    functions: RewardFunctions | None = None
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    def rewards(self, problems: list, texts: list[str], shape: tuple[int, int]) -> torch.Tensor:
+        total = torch.zeros(shape)  # [B, G]
+        for part in self.parts:
+            total = total + part.rewards(problems, texts, shape)
+        return total
+
+    def pop_metrics(self) -> dict:
+        return {k: v for part in self.parts for k, v in part.pop_metrics().items()}
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+class RewardScorers(list):
+    """The learned scorers of `reward.scorers` (a plain list of them), plus `.functions`: the UserRewards of
+    `reward.functions` and `reward.remote_url`, or None. Carried as one object so the training loop passes both
+    wherever it passes scorers."""
+
+    functions: UserRewards | None = None
 
 
 def load_reward_scorers(rw: RewardConfig) -> RewardScorers:
     out = RewardScorers(load_scorer(spec) for spec in rw.scorers)
+    parts: list = []
     if rw.functions:
-        out.functions = RewardFunctions(list(rw.functions), list(rw.function_weights), rw.function_timeout)
+        parts.append(RewardFunctions(list(rw.functions), list(rw.function_weights), rw.function_timeout))
+    if rw.remote_url:
+        parts.append(RemoteReward(rw.remote_url, weight=rw.remote_weight, timeout=rw.remote_timeout, retries=rw.remote_retries))
+    if parts:
+        out.functions = UserRewards(parts)
     return out
 
 
@@ -56,7 +85,7 @@ def dense_step_rewards(scores: list[list[StepScores]], rw: RewardConfig) -> list
 
 
 def score_samples(scorers: list, problems: list, texts: list[str], correct: torch.Tensor, rw: RewardConfig, *, dense: bool,
-                  functions: RewardFunctions | None = None):
+                  functions: UserRewards | RewardFunctions | None = None):
     """-> (rewards [B, G] before length shaping, step_rewards [N] of [S_i] or None) for completions `texts` of `problems` (N = B*G)."""
     rewards = rw.verifier_weight * correct  # [B, G]
     if functions is not None:

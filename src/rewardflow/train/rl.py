@@ -26,6 +26,7 @@ from .checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from ..optim import make_optimizer, optimizer_step
 from .ppo import make_critic
 from .reward import load_reward_scorers, update_scorers
+from .tracking import SampleLog, with_trackers
 from .overlap import correct_off_policy, make_producer
 from .rollout import Rollout, collect_rollout, step_seed
 
@@ -202,6 +203,10 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     verifier = getattr(scorer, "verifier", None) if fleet is None else None
     if verifier is not None:
         verifier.take_stats()  # a resumed (or reused) verifier starts this run's counts at zero
+    # config `logging:`: TensorBoard / W&B beside metrics.jsonl, and sample completions in samples.jsonl next to it
+    log = with_trackers(log, cfg.logging.trackers, asdict(cfg))
+    samples = SampleLog(Path(log.path).parent / "samples.jsonl", every=cfg.logging.samples_every, per_write=cfg.logging.samples_per_write,
+                        resume_after=start) if log is not None else None
     producer = None
     try:
         # synchronous, or with trainer.async a background thread sampling ahead on a replica (train/overlap.py)
@@ -219,9 +224,12 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
                 continue
             metrics = step_metrics(sampled, stats, info, verifier, lr=sched.get_last_lr()[0], gen_seconds=gen_seconds,
                                    train_seconds=train_seconds, t0=t0)
+            samples.rl_step(step, sampled)
             if evaluate is not None and tr.eval_every and (step % tr.eval_every == 0 or step == tr.steps):
                 policy.model.eval()
-                metrics.update({f"eval/{k}": v for k, v in evaluate(step).items()})
+                evaluated = dict(evaluate(step))
+                samples.write(step, "eval", evaluated.pop("samples", None) or [])
+                metrics.update({f"eval/{k}": v for k, v in evaluated.items()})
                 policy.model.train()
             log.log(step, metrics)
             if (tr.save_every and step % tr.save_every == 0) or step == tr.steps:
@@ -233,5 +241,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
             producer.close()
         if fleet is not None:
             fleet.shutdown()
+        if hasattr(log, "close"):  # the trackers' files (TensorBoard events, the W&B run) are complete
+            log.close()
     policy.model.eval()
     return tr.steps - start
