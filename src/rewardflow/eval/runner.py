@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..data.problem import Problem
 from ..policy.base import SamplingParams
+from .groups import accuracy_by_group
 from .metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
 
 
@@ -47,7 +48,11 @@ def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int
     out[f"maj@{k}"], out[f"maj@{k}_ci"] = mean, [lo, hi]
     out["distinct_answers"] = sum(len({a for a, _ in v if a is not None}) for v in verdicts) / max(1, len(verdicts))
     if greedy:
-        g = _sample_verdicts(policy, verifier, problems, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), chunk * 8)
+        # one sample at temperature 0 is already the greedy decode: long contexts (MathHay) should not pay it twice
+        g = verdicts if (n_samples == 1 and temperature <= 0) else _sample_verdicts(
+            policy, verifier, problems, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), chunk * 8)
         mean, lo, hi = wilson_ci(sum(v[0][1] for v in g), len(g))
         out["greedy"], out["greedy_ci"] = mean, [lo, hi]
+    per_problem = {"pass@1": out.get("pass@1_per_problem"), "greedy": [float(v[0][1]) for v in g] if greedy else None}
+    out.update(accuracy_by_group(problems, {k: v for k, v in per_problem.items() if v is not None}))  # by task type, length, ...
     return out

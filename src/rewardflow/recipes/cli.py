@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import bench_cli, config_cli, label_cli, rm_cli, search_cli, train_cli
+from . import bench_cli, config_cli, label_cli, mathhay_cli, rm_cli, search_cli, train_cli
 from . import sft_cli
 from .devices import add_device_args
 from .run_dir import add_overwrite, owned_run_dir, positive_int
@@ -31,6 +31,7 @@ VERB_MODULES = {
     rm_cli: ("register_rm",),
     bench_cli: ("register_bench",),
     config_cli: ("register",),
+    mathhay_cli: ("register",),  # rewardflow mathhay build
     sft_cli: ("register",),  # rewardflow sft --data FILE
 }
 
@@ -65,6 +66,7 @@ def _print_summary(results: dict, out: Path) -> None:
 
 
 def _eval(args) -> int:
+    from ..data.mathhay import with_group_fields
     from .devices import load_policy
     from ..eval.runner import evaluate_policy
     from ..policy.hf import HFPolicy
@@ -73,6 +75,7 @@ def _eval(args) -> int:
     from .warmstart import problems_from_args
 
     problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
+    problems = with_group_fields(args.data, problems)  # MathHay rows: accuracy per task type, length, placement
     policy = load_policy(args.model, args)  # --device, --dtype
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.n]
     with Verifier() as verifier, progress_bars(not args.quiet) as bar:
