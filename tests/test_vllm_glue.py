@@ -187,6 +187,7 @@ def test_load_weights_syncs_the_engine_and_drops_its_prefix_cache(glue):
             p.mul_(1.5)
     updated = _flat(trainer.generate(PROMPTS, params))
     assert [c.token_ids for c in updated] != [c.token_ids for c in before], "precondition: the update matters"
+    pol.auto_sync = False
     assert [c.token_ids for c in _flat(pol.generate(PROMPTS, params))] == [c.token_ids for c in before]  # stale until synced
     pol.load_weights()
     assert pol.llm.prefix_resets == 1
@@ -198,3 +199,121 @@ def test_load_weights_syncs_the_engine_and_drops_its_prefix_cache(glue):
 def test_module_imports_without_vllm():
     code = "import sys, rewardflow.policy.vllm; assert 'vllm' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_auto_sync_pushes_weights_changed_in_place_before_sampling(glue):
+    """Loops that train the policy in place (online DPO, OREO) never call load_weights: the engine must follow."""
+    pol, trainer = glue
+    params = SamplingParams(n=2, max_new_tokens=10, seed=5)
+    before = _flat(pol.generate(PROMPTS, params))
+    assert pol.llm.prefix_resets == 0, "no push while the weights are unchanged"
+    opt = torch.optim.SGD(trainer.model.parameters(), lr=1.0)
+    for p in trainer.model.parameters():
+        p.grad = torch.randn_like(p) * 0.2
+    opt.step()  # an in-place update, as every optimiser makes
+    updated = _flat(trainer.generate(PROMPTS, params))
+    assert [c.token_ids for c in updated] != [c.token_ids for c in before], "precondition: the update matters"
+    assert [c.token_ids for c in _flat(pol.generate(PROMPTS, params))] == [c.token_ids for c in updated]
+    assert pol.llm.prefix_resets == 1
+    pol.generate(PROMPTS, params)
+    assert pol.llm.prefix_resets == 1, "pushed once per change, not once per call"
+
+
+def test_load_weights_takes_a_state_dict_snapshot(glue):
+    pol, trainer = glue
+    snap = {k: v.clone() * 0.5 for k, v in trainer.model.state_dict().items()}
+    pol.load_weights(snap)
+    engine = pol.llm.policy.model.state_dict()
+    assert all(torch.equal(engine[k], v) for k, v in snap.items())
+
+
+def test_truncated_importance_sampling_corrects_the_engine_trainer_mismatch(glue):
+    """Engine logprobs kept as the behaviour policy's (top-k 4 renormalised: the engine sampled from that); the
+    trainer's recomputed logprobs become the clip's reference and each token is weighted by min(ratio, cap)."""
+    from rewardflow.recipes.config_loader import load_config
+    from rewardflow.train.algorithms import prepare
+    from rewardflow.train.overlap import correct_off_policy
+    from rewardflow.train.rollout import Rollout
+
+    pol, trainer = glue
+    engine_pol = VLLMPolicy(pol.llm, trainer, logprob_source="engine")
+    params = SamplingParams(n=2, temperature=0.7, top_k=4, max_new_tokens=12, seed=3)
+    comps = _flat(engine_pol.generate(PROMPTS, params))
+    prompt_ids = [ids for ids in trainer.encode_prompts(PROMPTS) for _ in range(2)]
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # [B, G]
+    rollout = Rollout([None] * 6, prompt_ids, comps, rewards, [[None, None]] * 3, correct=rewards)
+    cfg = load_config(overrides=["rollout.temperature=0.7", "algo.tis_cap=1.5", "trainer.micro_batch_size=4"])
+    p, _ = prepare(trainer, None, rollout, cfg)
+    behav, adv = p.old_logp.clone(), p.adv.clone()  # [N, T], [N]
+    stats = correct_off_policy(trainer, p, cfg)
+    teacher = trainer.logprobs(p.batch, temperature=0.7).logprobs  # [N, T] the trainer's untruncated policy
+    m = p.mask.bool()
+    torch.testing.assert_close(p.old_logp[m], teacher[m], atol=1e-5, rtol=0)  # micro-batched vs one pass: float noise only
+    want = torch.exp(teacher - behav).clamp(max=1.5) * p.mask  # [N, T]
+    torch.testing.assert_close(p.adv, adv[:, None] * want, atol=1e-5, rtol=0)
+    # renormalising over the top 4 raises the sampled tokens' probability: the weights fall below 1 where mass was cut
+    assert bool((want[m] <= 1 + 1e-5).all()) and want[m].min().item() < 0.99
+    assert stats["tis/weight_mean"] < 1 and stats["tis/behav_kl"] > 0
+
+
+def test_backend_registry_loads_each_backend(tiny_ckpt, monkeypatch):
+    from rewardflow.policy.backends import BACKENDS, load_policy
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.recipes.config_loader import load_config
+
+    assert set(BACKENDS) == {"hf", "vllm"}
+    assert type(load_policy(tiny_ckpt)) is HFPolicy
+    built = []
+
+    class FakeLLMCtor:
+        def __init__(self, model, **kw):
+            built.append(kw)
+            self.policy = HFPolicy.from_pretrained(model)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLMCtor, SamplingParams=FakeSamplingParams))
+    cfg = load_config(overrides=[f"model.path={tiny_ckpt}", "model.backend=vllm", "algo.tis_cap=2"])
+    pol = load_policy(cfg)
+    assert isinstance(pol, VLLMPolicy) and pol.logprob_source == "engine"  # TIS on: the engine's logprobs are the behaviour's
+    assert built[-1]["logprobs_mode"] == "processed_logprobs"
+    assert load_policy(tiny_ckpt, "vllm").logprob_source == "auto"  # TIS off: made exact by teacher forcing when needed
+    assert pol.model is pol.hf.model  # the trainer updates the transformers copy
+    with pytest.raises(ValueError, match="backend='tpu'"):
+        load_policy(tiny_ckpt, "tpu")
+
+
+def _engine_run(tmp, extra, monkeypatch):
+    from ddp_check import DigitScorer
+    from rewardflow.data import GymSource
+    from rewardflow.recipes.config_loader import load_config
+    from rewardflow.train.metrics import MetricsLog
+    from rewardflow.train.rl import train_rl
+
+    torch.set_num_threads(1)
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=FakeSamplingParams))
+    trainer = build(seed=2, max_positions=128)
+    pol = VLLMPolicy(FakeLLM(copy.deepcopy(trainer)), trainer, logprob_source="engine")
+    cfg = load_config(overrides=["rollout.prompts_per_step=3", "rollout.group_size=4", "rollout.max_new_tokens=8", "trainer.steps=3",
+                                 "trainer.save_every=0", "trainer.eval_every=0", "trainer.lr=1e-2", "trainer.warmup_steps=0",
+                                 "algo.tis_cap=2", "model.backend=vllm", *extra])
+    source = GymSource("chain_sum", seed=0, eval_size=8, min_terms=2, max_terms=2, min_digits=1, max_digits=2)
+    log = MetricsLog(tmp / "metrics.jsonl")
+    train_rl(cfg, pol, None, source, DigitScorer(), tmp, log=log)
+    return pol, log.read()
+
+
+def test_rl_on_the_engine_sync_and_zero_staleness_async_agree(tmp_path, monkeypatch):
+    """model.backend=vllm through train_rl: the engine receives every update (synchronous), and the asynchronous
+    producer at zero staleness trains bit for bit the same weights."""
+    sync, sync_rows = _engine_run(tmp_path / "sync", [], monkeypatch)
+    asyn, async_rows = _engine_run(tmp_path / "async", ["trainer.async=true", "trainer.max_staleness=0"], monkeypatch)
+    s, a = sync.hf.model.state_dict(), asyn.hf.model.state_dict()
+    assert all(torch.equal(s[k], a[k]) for k in s), "zero-staleness async differs from sync on the engine"
+    assert [r["reward/mean"] for r in sync_rows] == [r["reward/mean"] for r in async_rows]
+    assert any(r["loss/policy"] != 0 for r in sync_rows), "precondition: non-zero advantages"
+    init = build(seed=2, max_positions=128).model.state_dict()
+    assert any(not torch.equal(s[k], init[k]) for k in s), "precondition: training moved the weights"
+    engine = sync.llm.policy.model.state_dict()  # synchronous: the engine was pushed the last update
+    assert all(torch.equal(engine[k], v) for k, v in s.items())
+    # engine and trainer hold the same weights when sampling: the TIS weights are ~1 (float noise of two code paths)
+    assert all(abs(r["tis/weight_mean"] - 1) < 1e-3 for r in sync_rows)
+    assert asyn.auto_sync, "the final eval after an async run must push the final weights"

@@ -63,7 +63,7 @@ def finish_reason(output) -> str:
 class VLLMPolicy:
     """A Policy whose `generate` runs on a vLLM engine (`llm`: a `vllm.LLM` or anything with its API)."""
 
-    def __init__(self, llm, hf: HFPolicy, *, logprob_source: str = "auto"):
+    def __init__(self, llm, hf: HFPolicy, *, logprob_source: str = "auto", auto_sync: bool = True):
         if logprob_source not in {"auto", "engine", "teacher"}:
             raise ValueError(f"logprob_source={logprob_source!r}: choose auto | engine | teacher")
         self.llm = llm
@@ -71,6 +71,11 @@ class VLLMPolicy:
         self.logprob_source = logprob_source
         self.tokenizer = hf.tokenizer
         self.eos_id = hf.eos_id
+        # auto_sync: before sampling, push the transformers copy's weights if they changed since the last push, so
+        # every loop that trains this policy in place (RL, online DPO, OREO) samples its current weights without
+        # knowing about the engine. The asynchronous trainer turns it off and pushes its own snapshots instead.
+        self.auto_sync = auto_sync
+        self._pushed = self._weights_version()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cuda", dtype: torch.dtype | None = None,
@@ -114,6 +119,8 @@ class VLLMPolicy:
                  prompt_seeds: list[int] | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams as VSamplingParams
 
+        if self.auto_sync and self._weights_version() != self._pushed:
+            self.load_weights()
         prompt_ids = self.encode_prompts(prompts, prefixes)
         seeds = prompt_seeds if prompt_seeds is not None else derive_prompt_seeds(params.seed, len(prompts))
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
@@ -158,3 +165,10 @@ class VLLMPolicy:
             self.llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(weights)
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
+        if not isinstance(model, dict) and (model is None or model is self.hf.model):
+            self._pushed = self._weights_version()
+
+    def _weights_version(self) -> int:
+        """Changes whenever a parameter of the transformers copy is modified in place (optimiser steps,
+        load_state_dict): torch counts in-place writes per tensor."""
+        return sum(p._version for p in self.hf.model.parameters())

@@ -171,6 +171,9 @@ def _validate_async(cfg: Config) -> None:
     if tr.async_rl and cfg.model.backend == "vllm" and a.tis_cap <= 0:
         raise ConfigError("trainer.async=true with model.backend=vllm needs algo.tis_cap > 0 (e.g. 2): the engine's own logprobs are the "
                           "behaviour policy's, since the trainer's copy moves on while the engine samples")
+    if tr.async_rl and cfg.model.backend == "vllm" and tr.eval_every > 0:
+        raise ConfigError(f"trainer.async=true with model.backend=vllm: periodic evals (trainer.eval_every={tr.eval_every}) would share the engine "
+                          "with the rollout thread; set trainer.eval_every=0 (the final eval still runs)")
 
 
 def _validate_byo(cfg: Config) -> None:

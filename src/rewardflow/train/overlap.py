@@ -129,6 +129,8 @@ class AsyncRollouts:
             self.stopped = True
             self.cond.notify_all()
         self.thread.join()
+        if hasattr(self.replica, "auto_sync"):  # a vLLM engine: later sampling (the final eval) pushes the final weights
+            self.replica.auto_sync = True
 
 
 def make_producer(policy, gen, judge, fleet, source, cfg, reward_scorers, start: int):
@@ -139,6 +141,9 @@ def make_producer(policy, gen, judge, fleet, source, cfg, reward_scorers, start:
     if fleet is not None:
         replica, load = fleet, fleet.push_weights
     elif gen is policy and hasattr(policy, "load_weights"):  # vLLM: the engine samples, the transformers copy trains
+        if policy.logprob_source != "engine":  # teacher forcing would read the transformers copy mid-update
+            raise ValueError("trainer.async with model.backend=vllm keeps the engine's logprobs as the behaviour policy's: set algo.tis_cap > 0")
+        policy.auto_sync = False  # the engine gets the published snapshots, never the weights mid-update
         replica, load = policy, policy.load_weights
     elif gen is policy:
         replica = copy.deepcopy(policy)  # its own weights and tokenizer: nothing is shared with the training thread
