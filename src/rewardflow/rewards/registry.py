@@ -39,6 +39,11 @@ SCORER_KINDS: dict[str, Callable[[Path], Scorer]] = {
     "ensemble": _saved("ensemble", "EnsembleScorer"),
     "pav": _saved("pav", "PAVScorer"),
     "oreo_value": _saved("oreo_value", "OREOValueScorer"),  # written by `rewardflow oreo` (train/offline.save_value)
+    # published reward-model checkpoints read the way their model cards do (rewards/published.py): `FORMAT:DIR`
+    "qwen-prm": _saved("published", "QwenPRM"),
+    "math-shepherd": _saved("published", "MathShepherdPRM"),
+    "rlhflow-prm": _saved("published", "RLHFlowPRM"),
+    "seqcls-orm": _saved("published", "SeqClsORM"),
 }
 
 NAMED_SCORERS: dict[str, Callable[[str], Scorer]] = {"verifier": _verifier}
@@ -50,9 +55,13 @@ _LOADING: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("rew
 
 
 def load_scorer(spec: str) -> Scorer:
-    """`verifier`, or a saved reward-model directory (holding scorer.json with its `kind`)."""
+    """`verifier`, a saved reward-model directory (holding scorer.json with its `kind`), or `KIND:DIR` (a
+    checkpoint loaded as KIND, e.g. `qwen-prm:DIR`, `math-shepherd:DIR`, `rlhflow-prm:DIR`, `seqcls-orm:DIR`)."""
     if spec in NAMED_SCORERS:
         return NAMED_SCORERS[spec](spec)
+    kind, sep, where = spec.partition(":")
+    if sep and kind in SCORER_KINDS and where and not Path(spec).exists():  # KIND:DIR, e.g. qwen-prm:DIR (no scorer.json needed)
+        return SCORER_KINDS[kind](Path(where))
     path = Path(spec)
     meta = read_meta(path)
     kind = meta.get("kind")
