@@ -317,3 +317,25 @@ def test_rl_on_the_engine_sync_and_zero_staleness_async_agree(tmp_path, monkeypa
     # engine and trainer hold the same weights when sampling: the TIS weights are ~1 (float noise of two code paths)
     assert all(abs(r["tis/weight_mean"] - 1) < 1e-3 for r in sync_rows)
     assert asyn.auto_sync, "the final eval after an async run must push the final weights"
+
+
+def test_eval_verb_samples_on_the_vllm_backend(tmp_path, tiny_ckpt, monkeypatch):
+    """`rewardflow eval --backend vllm` goes through policy/backends.load_policy to a VLLMPolicy."""
+    import json
+
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.recipes.cli import main
+
+    made = []
+
+    class FakeLLMCtor(FakeLLM):
+        def __init__(self, model, **kw):
+            super().__init__(HFPolicy.from_pretrained(model))
+            made.append(self)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLMCtor, SamplingParams=FakeSamplingParams))
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", str(tiny_ckpt), "--backend", "vllm", "--data", "chain_sum", "--limit", "3", "--n", "2",
+                 "--max-new-tokens", "4", "--out", str(out), "--quiet"]) == 0
+    assert made and made[0].calls, "the engine sampled"
+    assert json.loads((out / "results.json").read_text())["n_problems"] == 3

@@ -16,30 +16,32 @@ from typing import Callable
 import torch
 
 
-def _load_hf(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs: bool):
+def _load_hf(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs: bool, **hf_kwargs):
     from .hf import HFPolicy
 
     # the hf sampler's logprobs are the trainer's own: behaviour and teacher forcing agree, nothing to choose
-    return HFPolicy.from_pretrained(path, device=device, dtype=dtype)
+    return HFPolicy.from_pretrained(path, device=device, dtype=dtype, **hf_kwargs)
 
 
-def _load_vllm(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs: bool):
+def _load_vllm(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs: bool, **hf_kwargs):
     from .vllm import VLLMPolicy
 
     # With truncated importance sampling on (algo.tis_cap > 0) the engine's own logprobs are kept as the behaviour
     # policy's and the trainer corrects the mismatch; without it they are made exact by teacher forcing when needed.
-    return VLLMPolicy.from_pretrained(path, device=device, dtype=dtype, logprob_source="engine" if behaviour_logprobs else "auto")
+    return VLLMPolicy.from_pretrained(path, device=device, dtype=dtype, logprob_source="engine" if behaviour_logprobs else "auto",
+                                      hf_kwargs=hf_kwargs)
 
 
-# name -> loader(path, *, device, dtype, behaviour_logprobs) -> Policy
+# name -> loader(path, *, device, dtype, behaviour_logprobs, **HFPolicy options) -> Policy
 BACKENDS: dict[str, Callable] = {"hf": _load_hf, "vllm": _load_vllm}
 
 
 def load_policy(cfg_or_path, backend: str | None = None, *, device: str | None = None, dtype: torch.dtype | str | None = None,
-                behaviour_logprobs: bool | None = None):
+                behaviour_logprobs: bool | None = None, **hf_kwargs):
     """A Policy over a checkpoint. `cfg_or_path` is a Config (its model.path, model.backend, model.device,
     model.dtype and algo.tis_cap give the defaults) or a checkpoint path / known model name (backend hf, cpu,
-    float32 by default). Explicit arguments win over the config's."""
+    float32 by default). Explicit arguments win over the config's; `hf_kwargs` (e.g. use_chat_template) go to the
+    transformers policy (for vllm: its transformers copy, which templates the prompts)."""
     if hasattr(cfg_or_path, "model"):
         cfg = cfg_or_path
         if cfg.model.path is None:
@@ -54,4 +56,4 @@ def load_policy(cfg_or_path, backend: str | None = None, *, device: str | None =
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     return BACKENDS[backend](str(path) if isinstance(path, Path) else path, device=device or "cpu", dtype=dtype,
-                             behaviour_logprobs=bool(behaviour_logprobs))
+                             behaviour_logprobs=bool(behaviour_logprobs), **hf_kwargs)

@@ -79,11 +79,13 @@ class VLLMPolicy:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cuda", dtype: torch.dtype | None = None,
-                        gpu_memory_utilization: float = 0.3, logprob_source: str = "auto", **llm_kwargs) -> "VLLMPolicy":
-        """Both engines from one local checkpoint; vLLM shares the GPU with the trainer (`gpu_memory_utilization`)."""
+                        gpu_memory_utilization: float = 0.3, logprob_source: str = "auto", hf_kwargs: dict | None = None,
+                        **llm_kwargs) -> "VLLMPolicy":
+        """Both engines from one local checkpoint; vLLM shares the GPU with the trainer (`gpu_memory_utilization`).
+        `hf_kwargs` go to the transformers copy (e.g. use_chat_template), `llm_kwargs` to `vllm.LLM`."""
         from vllm import LLM
 
-        hf = HFPolicy.from_pretrained(path, device=device, dtype=dtype)
+        hf = HFPolicy.from_pretrained(path, device=device, dtype=dtype, **(hf_kwargs or {}))
         dtype_name = str(dtype or torch.float32).replace("torch.", "")
         llm = LLM(model=str(path), dtype=dtype_name, gpu_memory_utilization=gpu_memory_utilization,
                   logprobs_mode="processed_logprobs", enable_prefix_caching=True, **llm_kwargs)
@@ -92,6 +94,13 @@ class VLLMPolicy:
     @property
     def num_params(self) -> int:
         return self.hf.num_params
+
+    def __getattr__(self, name: str):
+        """Anything else of the Policy's surface (device, render, pad_id, ...) is the transformers copy's, so the
+        verbs take either backend unchanged."""
+        if name in ("hf", "llm") or name.startswith("__"):  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.hf, name)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -15,6 +15,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device of the models: cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
                    help="weights dtype of the models (inference only: bfloat16 halves memory; default float32)")
+    p.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="engine that samples: hf (transformers) or vllm (the vllm extra, GPU)")
 
 
 def check_device(device: str) -> str:
@@ -27,13 +28,14 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_policy(path, args, **kw):
-    """HFPolicy of `path` on args.device in args.dtype (`kw` go to HFPolicy, e.g. use_chat_template)."""
+def load_policy(path, args, backend: str | None = None, **kw):
+    """The policy of `path` on args.device in args.dtype, sampled by args.backend (policy/backends.py; `backend`
+    overrides it, e.g. hf for a speculative draft); `kw` go to HFPolicy, e.g. use_chat_template."""
     import torch
 
-    from ..policy.hf import HFPolicy
+    from ..policy.backends import load_policy as load_backend
 
-    return HFPolicy.from_pretrained(path, device=check_device(args.device), dtype=getattr(torch, args.dtype), **kw)
+    return load_backend(path, backend or getattr(args, "backend", "hf"), device=check_device(args.device), dtype=getattr(torch, args.dtype), **kw)
 
 
 def place_scorer(scorer, device: str, dtype: str = "float32"):

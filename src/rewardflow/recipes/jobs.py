@@ -17,6 +17,7 @@ from .config_loader import ConfigError, to_dict
 def _start(cfg: Config, out: Path, verb: str):
     from .warmstart import make_source
     from ..optim import mixed_precision
+    from ..policy.backends import load_policy
     from ..policy.hf import HFPolicy
     from ..policy.lora import prepare_model, reference_for
     from ..train.metrics import MetricsLog
@@ -29,7 +30,7 @@ def _start(cfg: Config, out: Path, verb: str):
     # fp32 master weights (model.dtype is the autocast compute dtype); LoRA / gradient checkpointing from config `model`;
     # the reference is the frozen base of a LoRA policy, else a second copy
     load = lambda: HFPolicy.from_pretrained(cfg.model.path, device=cfg.model.device, dtype=torch.float32)
-    policy = load()
+    policy = load_policy(cfg.model.path, cfg.model.backend, device=cfg.model.device, dtype=torch.float32)  # hf | vllm (the reference stays hf)
     prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
     autocast = mixed_precision(policy.model, cfg.model.dtype)
     return make_source(cfg), policy, reference_for(policy, load), MetricsLog(out / "metrics.jsonl"), autocast

@@ -97,7 +97,7 @@ def _search(args) -> int:
     cfg = config_from_args(args)
     problems = problems_from_args(args.data, args.task_kwargs, n=args.limit, seed=args.seed)
     policy = load_policy(args.policy, args)
-    draft = load_policy(args.draft, args) if args.draft else None
+    draft = load_policy(args.draft, args, backend="hf") if args.draft else None  # the draft scores token by token: transformers
     scorer = place_scorer(load_scorer(args.scorer), args.device, args.dtype) if args.strategy in USES_SCORER else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
