@@ -1,0 +1,162 @@
+"""The sampler's per-token machinery: counter-based sampling (Gumbel-max with per-row streams), top-k/top-p
+filtering, the fused pick of next token + logprob, and `_LlamaDecoder`, our decode step for Llama-architecture
+models over preallocated key/value buffers. `policy/hf.py` drives them; nothing here knows about prompts.
+
+Where a decode step's time goes (docs/speed.md has the measurements): on a 1M-parameter model it is Python and
+dispatch overhead (about 15 small ops per layer), on a 135M model it is the weight matmuls (aten::mm, 70-80% of the
+step), so the fp32 step is bound by BLAS on skinny matrices and the lever there is bf16 weights, not fewer ops.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (xorshift-multiply rounds, after C. Wellons' "lowbias32") on int64 tensors
+    holding values in [0, 2^32). Multipliers are < 2^31 so no product overflows int64."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x346CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def _mix32(a: int, b: int) -> int:
+    """Combine two integers into one 32-bit seed (deterministic, platform independent)."""
+    return int(_hash32(torch.tensor([(_hash32(torch.tensor([a & _M32])).item() + 0x3C6EF372 * (b + 1)) & _M32]))[0])
+
+
+def derive_prompt_seeds(seed: int | None, n_prompts: int, offset: int = 0) -> list[int]:
+    """Per-prompt seeds of prompts offset .. offset+n-1 of a request seeded `seed`. None draws one base seed
+    from torch's global RNG, so unseeded calls still follow `torch.manual_seed`."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    return [_mix32(seed, offset + i) for i in range(n_prompts)]
+
+
+@lru_cache(maxsize=8)
+def _token_hash(vocab: int, device: str) -> torch.Tensor:
+    """_hash32 of every token id's counter [V]: the same every step, so it is computed once per (V, device)."""
+    token = torch.arange(vocab, device=device) * 0x1B873593  # [V] < 2^52
+    return _hash32(token & _M32)
+
+
+def _gumbel(keys: torch.Tensor, t: int, vocab: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise [n, V] for rows with 32-bit `keys` [n] at step t, a pure function of (key, t, token)."""
+    step_key = _hash32((keys + (t + 1) * 0x2545F491) & _M32)  # [n]
+    bits = _hash32(step_key[:, None] ^ _token_hash(vocab, str(keys.device))[None, :])  # [n, V]
+    u = (bits.double() + 0.5) / 2.0**32  # (0, 1), never 0 or 1
+    return (-torch.log(-torch.log(u))).float()  # [n, V]
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits [n, V] outside the top-k and the top-p nucleus (Holtzman et al. 2020) with -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [n, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [n, V]
+        cum = sorted_logits.softmax(-1).cumsum(-1)  # [n, V]
+        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p  # [n, V]
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def pick_next(logits: torch.Tensor, params, keys: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token [n] and its logprob [n] at the sampling temperature (before top-k/top-p truncation), from logits [n, V].
+
+    Sampling is the Gumbel-max trick (Gumbel 1954; Maddison et al. 2014): argmax(logits + G) with
+    G = -log(-log U) is an exact draw from softmax(logits). U comes from a counter-based hash of
+    (row key, step, token), so every row has its own stream regardless of batch composition.
+    Fused: the logprob is the picked logit minus one logsumexp per row, so no [n, V] log-softmax is written.
+    """
+    logits = logits.float()  # a no-op for fp32 models; bf16 logits are scored in fp32
+    if params.temperature <= 0:
+        scaled = logits
+        tok = logits.argmax(-1)  # [n]
+    else:
+        scaled = logits / params.temperature  # [n, V]
+        filtered = _filter_logits(scaled, params.top_k, params.top_p)  # [n, V]
+        tok = (filtered + _gumbel(keys, t, logits.shape[-1])).argmax(-1)  # [n]
+    return tok, scaled.gather(-1, tok[:, None]).squeeze(-1) - scaled.logsumexp(-1)
+
+
+class _LlamaDecoder:
+    """One decode step of a Llama-architecture model with our own preallocated key/value buffers.
+
+    Why: for small models the time per generated token is mostly Python and framework overhead, not
+    FLOPs. The transformers forward rebuilds masks, walks output-capturing wrappers and grows its cache by
+    concatenation on every token; here a step is the layer arithmetic alone, writing keys and values in
+    place into buffers sized once for prompt + budget. The prefill still runs through the model's own
+    forward (and its cache is copied in), and the submodules are called as modules, so hooks on them
+    fire (LoRA-wrapped projections work unchanged). When anything hooks the whole model's forward, or the
+    model is not Llama-shaped, the sampler keeps using the transformers forward for every step (also in
+    training mode with attention dropout).
+    """
+
+    MODEL_TYPES = ("llama",)  # same block structure, RoPE and (grouped-query) attention as LlamaDecoderLayer
+
+    @classmethod
+    def maybe(cls, model, cache, total_len: int) -> "_LlamaDecoder | None":
+        if getattr(model.config, "model_type", None) not in cls.MODEL_TYPES:
+            return None
+        if model.training and getattr(model.config, "attention_dropout", 0.0) > 0:
+            return None  # the transformers forward applies attention dropout in training mode; this step has none
+        if model._forward_hooks or model._forward_pre_hooks or model.model._forward_hooks or model.model._forward_pre_hooks:
+            return None  # someone observes whole forwards: give them every one
+        return cls(model, cache, total_len)
+
+    def __init__(self, model, cache, total_len: int):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.rope = apply_rotary_pos_emb
+        self.body, self.lm_head = model.model, model.lm_head
+        self.layers = list(self.body.layers)
+        k0 = cache.layers[0].keys  # [N, H_kv, P, Dh]
+        n, h_kv, p, dh = k0.shape
+        self.K = k0.new_zeros(len(self.layers), n, h_kv, total_len, dh)  # [L, N, H_kv, P+T, Dh]
+        self.V = torch.zeros_like(self.K)
+        for i, layer in enumerate(cache.layers):
+            self.K[i, :, :, :p] = layer.keys
+            self.V[i, :, :, :p] = layer.values
+        self.length = p  # filled columns
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep rows `keep` (ascending): move only their filled columns to the front, no reallocation."""
+        m, t = len(keep), self.length
+        self.K[:, :m, :, :t] = self.K[:, keep, :, :t]  # the right side is gathered into a copy first: no aliasing
+        self.V[:, :m, :, :t] = self.V[:, keep, :, :t]
+        self.K, self.V = self.K[:, :m], self.V[:, :m]
+
+    def step(self, tok: torch.Tensor, pos: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]; `attn` [n, length+1] marks real columns."""
+        n, t = tok.shape[0], self.length
+        x = self.body.embed_tokens(tok[:, None])  # [n, 1, d]
+        cos, sin = self.body.rotary_emb(x, pos[:, None])  # [n, 1, Dh]
+        # additive mask, built once per step for all layers: 0 on real columns, -inf on padding
+        bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, float("-inf"))[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H, 1, Dh]
+            k = a.k_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+            v = a.v_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+            q, k = self.rope(q, k, cos, sin)
+            self.K[i, :, :, t] = k[:, :, 0]
+            self.V[i, :, :, t] = v[:, :, 0]
+            # one query per row: plain batched matmuls over the filled columns (no copy of the strided cache
+            # view, unlike the fused SDPA kernel); grouped-query heads share their key/value head, so the
+            # H/H_kv query heads of one group ride as rows of one matmul instead of repeating K and V
+            q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
+            scores = (q @ self.K[i, :, :, : t + 1].transpose(-1, -2)) * a.scaling + bias  # [n, H_kv, H/H_kv, t+1]
+            o = scores.softmax(-1) @ self.V[i, :, :, : t + 1]  # [n, H_kv, H/H_kv, Dh]
+            x = x + a.o_proj(o.reshape(n, 1, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        self.length = t + 1
+        return self.lm_head(self.body.norm(x))[:, -1]  # [n, V]
