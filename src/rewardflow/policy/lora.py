@@ -12,6 +12,7 @@ peft is imported only here, and only when a LoRA rank is set.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def apply_lora(policy, lora_cfg, *, seed: int = 0) -> None:
     config = LoraConfig(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, target_modules=list(lora_cfg.targets),
                         lora_dropout=lora_cfg.dropout, bias="none", task_type="CAUSAL_LM")
     device = next(policy.model.parameters()).device
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every wrap)
+        warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
         policy.peft = get_peft_model(policy.model, config)  # wraps policy.model, replacing target Linears in place
     policy.model = policy.peft.get_base_model()  # the same transformers model object, now with adapters
@@ -58,7 +61,11 @@ def prepare_model(policy, model_cfg, *, seed: int = 0) -> None:
     if model_cfg.gradient_checkpointing:
         # non-reentrant: with frozen embeddings (LoRA) the re-entrant variant would see inputs without gradient
         # and silently drop the gradient of every checkpointed block
-        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = policy.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.model.config.use_cache = False  # forwards with gradient never cache; sampling passes use_cache itself
 
 

@@ -22,7 +22,8 @@ def _run_script(name: str, argv: list[str]) -> int:
 
 
 def _trl(args) -> int:
-    argv = ["--out", args.out, "--sizes", args.sizes, "--reps", str(args.reps), "--steps", str(args.steps), "--threads", str(args.threads)]
+    argv = ["--out", args.out, "--sizes", args.sizes, "--reps", str(args.reps), "--steps", str(args.steps), "--threads", str(args.threads),
+            "--lora-rank", str(args.lora_rank)] + (["--model", args.model] if args.model else [])
     return _run_script("vs_trl", argv)
 
 
@@ -58,6 +59,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=3, help="runs per framework and size (default 3)")
     p.add_argument("--steps", type=int, default=0, help="GRPO steps per run (default: 8 at 1m, 4 at 20m)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--model", default=None, help="a real model instead of --sizes, e.g. smollm2-135m-instruct (used as it is, no warm-start)")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on both frameworks (default 0: full fine-tuning on both)")
     p.set_defaults(func=_trl)
 
     s = bench_sub.add_parser("sampler", formatter_class=fmt, help="our sampler vs transformers' model.generate -> JSON",

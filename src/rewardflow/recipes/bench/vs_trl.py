@@ -2,6 +2,11 @@
 
     python -m rewardflow.recipes.bench.vs_trl --out runs/bench_trl                 # or: rewardflow bench trl --out runs/bench_trl
     python -m rewardflow.recipes.bench.vs_trl --out runs/bench_trl --sizes 1m --reps 3 --steps 10
+    rewardflow bench trl --out runs/bench_trl_smol --model smollm2-135m-instruct --lora-rank 8 --reps 1 --steps 3
+
+--model NAME|PATH benchmarks a real checkpoint instead of the tiny models (as it is, no warm-start); --lora-rank r
+puts LoRA adapters (alpha 2r, q/k/v/o projections) on both frameworks (rewardflow through policy/lora.py, TRL through
+its peft_config), 0 trains every weight in both.
 
 Same for both: the tiny Llama model (policy/tiny.py) warm-started by a short SFT on worked solutions (built
 once per size and cached in DIR/init_<size>), the task (reasoning-gym chain_sum, 3 one-digit terms), the
@@ -39,6 +44,13 @@ SIZES = {  # name: (hidden, layers, heads, intermediate, prompts per step B, sft
 TASK_KWARGS = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
 
 
+def _lora(a):
+    """The adapters both frameworks get: rank r, alpha 2r, on the attention projections."""
+    from ...config import LoRAConfig
+
+    return LoRAConfig(rank=a.lora_rank, alpha=2.0 * a.lora_rank, targets=["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
 def _source(seed: int):
     from ...data import GymSource
 
@@ -71,6 +83,10 @@ def run_rewardflow(a) -> dict:
     from ...train.rl import collect_rollout, optimise, step_seed
 
     policy = HFPolicy.from_pretrained(a.model)
+    if a.lora_rank:
+        from ...policy.lora import apply_lora
+
+        apply_lora(policy, _lora(a), seed=a.seed)
     cfg = Config()
     cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens = a.prompts, a.group, a.max_new_tokens
     cfg.trainer.lr, cfg.trainer.micro_batch_size, cfg.trainer.max_grad_norm = a.lr, a.prompts * a.group, 1.0
@@ -167,9 +183,15 @@ def run_trl(a) -> dict:
                 log["reward"].append(logs["reward"])
                 log["train_tokens"].append(logs.get("completions/mean_length", 0.0) * a.prompts * a.group)
 
+    peft_config = None
+    if a.lora_rank:
+        from peft import LoraConfig
+
+        lc = _lora(a)
+        peft_config = LoraConfig(r=lc.rank, lora_alpha=lc.alpha, target_modules=list(lc.targets), lora_dropout=0.0, task_type="CAUSAL_LM")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=_grpo_config(a, tmp), train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=[StepTimer()])
+                              callbacks=[StepTimer()], peft_config=peft_config)
         trainer.train()
     scorer.verifier.close()
     steps = [{"step": i + 1, "seconds": times[i], "gen_seconds": log["gen_seconds"][i], "train_seconds": times[i] - log["gen_seconds"][i],
@@ -180,6 +202,13 @@ def run_trl(a) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
+
+
+def _real_model(name: str) -> Path:
+    """A real checkpoint's transformers directory (policy/resolve.py: names, .gguf files, directories)."""
+    from ...policy.resolve import resolve_model
+
+    return Path(resolve_model(name))
 
 
 def summarise(runs: list[dict], samples_per_step: int, params: int, peak: float) -> dict:
@@ -211,7 +240,8 @@ def _alternating_runs(a, out: Path, size: str, model: Path, B: int, steps: int) 
             res_path = out / f"run_{size}_{fw}_{rep}.json"
             cmd = [sys.executable, "-m", __spec__.name, "--worker", fw, "--model", str(model), "--result", str(res_path), "--steps", str(steps),
                    "--prompts", str(B), "--group", str(a.group), "--max-new-tokens", str(a.max_new_tokens), "--lr", str(a.lr),
-                   "--threads", str(a.threads), "--seed", str(a.seed)] + (["--profile"] if fw == "rewardflow" and rep == 0 else [])
+                   "--threads", str(a.threads), "--seed", str(a.seed), "--lora-rank", str(a.lora_rank)]
+            cmd += ["--profile"] if fw == "rewardflow" and rep == 0 else []
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -236,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run and for the peak (default 1: the machine is shared)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", choices=["rewardflow", "trl"], help=argparse.SUPPRESS)
-    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help="a real model (name, .gguf or directory), e.g. smollm2-135m-instruct, instead of --sizes")
+    ap.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on both frameworks (0: full fine-tuning on both; default 0)")
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -252,14 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     peak = measure_peak(a.threads)
     report = {"machine": machine_note(), "peak": peak, "task": {"name": "chain_sum", **TASK_KWARGS}, "sizes": {}}
     print(f"fp32 matmul peak at {a.threads} thread(s): {peak['peak_gflops']:.1f} GFLOP/s", flush=True)
-    for size in a.sizes.split(","):
-        model = prepare_model(out, size, a.seed)
-        B = a.prompts or SIZES[size][4]
+    for size in [a.model] if a.model else a.sizes.split(","):
+        model = _real_model(a.model) if a.model else prepare_model(out, size, a.seed)
+        B = a.prompts or (SIZES[size][4] if size in SIZES else 4)
         steps = a.steps or (8 if size == "1m" else 4)
         runs = _alternating_runs(a, out, size, model, B, steps)
         params = runs["rewardflow"][0]["params"]
         entry = {"params": params, "prompts_per_step": B, "group_size": a.group, "samples_per_step": B * a.group, "steps": steps,
-                 "reps": a.reps, "max_new_tokens": a.max_new_tokens, "lr": a.lr,
+                 "reps": a.reps, "max_new_tokens": a.max_new_tokens, "lr": a.lr, "lora_rank": a.lora_rank,
                  **{fw: summarise(rs, B * a.group, params, peak["peak_gflops"]) for fw, rs in runs.items()},
                  "rewardflow_profile": runs["rewardflow"][0]["profile"]}
         entry["speedup_samples_per_s"] = entry["rewardflow"]["samples_per_s"] / entry["trl"]["samples_per_s"]
