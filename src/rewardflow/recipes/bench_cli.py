@@ -80,3 +80,21 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     m.add_argument("--reps", type=int, default=5, help="timings per size (default 5)")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's current setting)")
     m.set_defaults(func=_mfu)
+
+    a = bench_sub.add_parser("async", formatter_class=fmt, help="asynchronous vs synchronous RL on the same work -> DIR/async.json",
+                             description="From one SFT warm-start of the quickstart model, GRPO for --steps steps in three modes, interleaved\n"
+                             "in one process: sync (1 torch thread), async (trainer.async=true, max_staleness 1, algo.tis_cap 2:\n"
+                             "a generation thread and a training thread, 1 torch thread each) and sync_2threads. Writes samples/s\n"
+                             "per mode, the async/sync ratio per repetition, and held-out pass@1 after the same samples, compared\n"
+                             "problem by problem with a 95% interval.\n\n"
+                             "example: rewardflow bench async --out runs/bench_async --steps 20 --reps 2")
+    a.add_argument("--out", default="runs/bench_async", help="output folder (default runs/bench_async)")
+    a.add_argument("--steps", type=int, default=20, help="RL steps per run (default 20)")
+    a.add_argument("--reps", type=int, default=2, help="repetitions of every mode, order alternating (default 2)")
+    a.add_argument("--n", type=int, default=4, help="samples per held-out problem for pass@1 (default 4)")
+    a.add_argument("--eval-size", type=int, default=200, help="held-out problems (default 200)")
+    a.add_argument("--sft-steps", type=int, default=400, help="SFT warm-start steps (default 400, the quickstart's)")
+    a.add_argument("--modes", default="sync,async,sync_2threads", help="comma-separated subset of sync, async, sync_2threads (default: all)")
+    a.add_argument("overrides", nargs="*", help="dotted config overrides for every mode, e.g. rollout.prompts_per_step=16")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=lazy_bench("async_bench"))
