@@ -18,7 +18,7 @@ def _parser(prompt_key: str, completion_key: str):
         if prompt_key not in row and "messages" in row:
             return split_conversation(row["messages"], "messages")
         if prompt_key not in row:
-            raise KeyError(f"needs {prompt_key!r} and {completion_key!r} (sft.prompt_key / sft.completion_key), or 'messages'; "
+            raise ValueError(f"needs {prompt_key!r} and {completion_key!r} (sft.prompt_key / sft.completion_key), or 'messages'; "
                            f"the row has {sorted(row)[:20]}")
         prompt = row[prompt_key]
         if is_messages(prompt):
@@ -26,7 +26,7 @@ def _parser(prompt_key: str, completion_key: str):
         if not isinstance(prompt, str):
             raise TypeError(f"{prompt_key!r} must be a string or a list of {{role, content}} messages, got {type(prompt).__name__}")
         if completion_key not in row:
-            raise KeyError(f"no {completion_key!r} field (sft.completion_key)")
+            raise ValueError(f"no {completion_key!r} field (sft.completion_key)")
         completion = row[completion_key]
         if is_messages(completion):  # TRL's conversational prompt/completion: the completion is [assistant message]
             completion = "\n\n".join(m.get("content", "") for m in completion)
