@@ -81,3 +81,43 @@ def throughput_mfu(params: int, peak_gflops: float, *, gen_tok_per_s: float = 0.
     if train_tok_per_s:
         out["mfu_train"] = mfu(model_flops(params, train_tokens=train_tok_per_s), 1.0, peak_gflops)
     return out
+
+
+# ---------------------------------------------------------------- the other limit: memory bandwidth
+# At small batch a decode step is bound by reading the weights (and the KV cache) from memory, not by FLOPs.
+
+def memory_bandwidth_gbs(megabytes: int = 256, reps: int = 5, device: str = "cpu") -> dict:
+    """Measured memory bandwidth (GB/s, 1e9 bytes/s) at the current thread count, best of `reps`:
+
+    - "read_gbs": a sum over a `megabytes` fp32 buffer (far larger than any cache), bytes read / seconds: what a
+      decode step does to its weights;
+    - "copy_gbs": a copy of that buffer into another, (bytes read + bytes written) / seconds.
+    """
+    n = megabytes * 2**20 // 4
+    a = torch.ones(n, dtype=torch.float32, device=device)
+    b = torch.empty_like(a)
+    best_read = best_copy = 0.0
+    for _ in range(reps + 1):  # the first round warms pages and the thread pool
+        t0 = time.perf_counter()
+        a.sum().item()  # .item() waits for the device, so the timing covers the read
+        t1 = time.perf_counter()
+        b.copy_(a)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        best_read, best_copy = max(best_read, 4 * n / (t1 - t0) / 1e9), max(best_copy, 8 * n / (t2 - t1) / 1e9)
+    return {"read_gbs": best_read, "copy_gbs": best_copy, "megabytes": megabytes, "threads": torch.get_num_threads()}
+
+
+def decode_bound_tok_per_s(bandwidth_gbs: float, weight_bytes: float, batch: int, *, kv_bytes_per_token: float = 0.0,
+                           context: float = 0.0) -> float:
+    """The memory-bandwidth limit of batched decoding, in generated tokens/s.
+
+    One step reads every weight once (shared by the batch) and each row's keys and values:
+    bytes per step = weight_bytes + batch · context · kv_bytes_per_token, and it emits `batch` tokens, so
+    tok/s <= batch · bandwidth / bytes per step. (kv_bytes_per_token = 2 · layers · kv_heads · head_dim · element size.)
+    """
+    if bandwidth_gbs <= 0 or weight_bytes <= 0 or batch < 1:
+        raise ValueError(f"decode_bound_tok_per_s needs bandwidth > 0, weight_bytes > 0, batch >= 1; got {bandwidth_gbs}, {weight_bytes}, {batch}")
+    step_bytes = weight_bytes + batch * context * kv_bytes_per_token
+    return batch * bandwidth_gbs * 1e9 / step_bytes

@@ -1,14 +1,18 @@
-"""Sampler throughput: rewardflow's HFPolicy against transformers' `model.generate`, same model and batch,
+"""Sampler throughput: rewardflow's HFPolicy against transformers' `model.generate`, same model, batch and dtype,
 measured side by side in one process (alternating, best of R repetitions). Writes JSON.
 
     python -m rewardflow.recipes.bench.sampler --out runs/bench_sampler.json        # or: rewardflow bench sampler
+    rewardflow bench sampler --model smollm2-135m-instruct --dtype float32,bfloat16 --batches 1,8,32 --modes greedy
 
-Three contestants per (batch, greedy|sampled): `ours` (HFPolicy with its own Llama decode step and
-preallocated K/V), `ours_hf_forward` (the same sampler stepping through the transformers forward and its
-DynamicCache) and `hf_generate`. Ours returns per-token logprobs and drops finished rows; `generate`
-returns neither. Every tokens/s figure has its MFU (2·P FLOPs per generated token) against the fp32
-matmul peak measured here at the same thread count; a torch-profiler summary of our sampler at the
-largest batch says what the time goes to.
+Contestants per (dtype, batch, greedy|sampled): `ours` (HFPolicy with its own Llama decode step and preallocated
+K/V), `ours_hf_forward` (the same sampler stepping through the transformers forward and its DynamicCache) and
+`hf_generate`. Ours returns per-token logprobs and drops finished rows; `generate` returns neither.
+
+Two limits go next to every tokens/s figure: MFU (2·P FLOPs per generated token over the fp32 matmul peak measured
+here) and the memory-bandwidth bound (eval/flops.decode_bound_tok_per_s): a step reads every weight once plus each
+row's keys and values, so tok/s <= batch · bandwidth / (weight bytes + batch · context · KV bytes per token), with
+the read bandwidth measured here at the same thread count and context = mean prompt length + half the budget.
+A torch-profiler summary of our sampler at the largest batch says what the time goes to.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import time
 
 import torch
 
+from ...eval.flops import decode_bound_tok_per_s, memory_bandwidth_gbs
 from ...policy.base import SamplingParams
 from ...policy.hf import HFPolicy
 from ...policy.tiny import TinyModelConfig, make_tiny_checkpoint
@@ -39,6 +44,7 @@ def _ours_hf_forward(policy, prompts, n, greedy, max_new):
 
 
 def _hf(policy, prompts, n, greedy, max_new):
+    policy.tokenizer.padding_side = "left"  # decoder-only generation continues every prompt from its last token
     enc = policy.tokenizer([policy.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
     out = policy.model.generate(**enc, do_sample=not greedy, num_return_sequences=n, max_new_tokens=max_new,
                                 pad_token_id=policy.pad_id, eos_token_id=policy.eos_id, top_k=None if greedy else 0)
@@ -50,51 +56,105 @@ def _hf(policy, prompts, n, greedy, max_new):
 
 
 CONTESTANTS = {"ours": _ours, "ours_hf_forward": _ours_hf_forward, "hf_generate": _hf}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_policy(model: str) -> HFPolicy:
+    """"tiny": the 1.07M-parameter random tiny model (no download); else a name, transformers directory or .gguf."""
+    if model == "tiny":
+        with tempfile.TemporaryDirectory() as tmp:
+            policy = HFPolicy.from_pretrained(make_tiny_checkpoint(tmp, TinyModelConfig()))
+    else:
+        policy = HFPolicy.from_pretrained(model)
+    policy.model.eval()
+    return policy
+
+
+def model_bytes(model) -> tuple[int, int]:
+    """(weight bytes, read once per step: tied matrices count once; KV-cache bytes per token: 2·L·H_kv·Dh·element)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    return weights, 2 * c.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
+
+
+def prompts_for(batch: int) -> list[str]:
+    return [f"What is {i} + {2 * i}?" + " Explain briefly, please." * (i % 4) for i in range(batch)]  # different lengths
+
+
+def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict]:
+    """Best tokens/s and token counts of each contestant, alternating so drift on a shared machine hits all alike."""
+    prompts = prompts_for(batch)
+    best, tokens = {k: 0.0 for k in names}, {}
+    for _ in range(args.reps):
+        for name in names:
+            torch.manual_seed(0)  # `generate` samples from the global RNG: the same draws every repetition
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                tokens[name] = CONTESTANTS[name](policy, prompts, 1, greedy, args.max_new_tokens)
+            best[name] = max(best[name], tokens[name] / (time.perf_counter() - t0))
+    return best, tokens
+
+
+def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> list[dict]:
+    names = args.contestants.split(",")
+    P = policy.num_params
+    weight_bytes, kv_bytes = model_bytes(policy.model)
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        context = sum(map(len, policy.encode_prompts(prompts_for(batch)))) / batch + args.max_new_tokens / 2
+        bound = decode_bound_tok_per_s(bandwidth["read_gbs"], weight_bytes, batch, kv_bytes_per_token=kv_bytes, context=context)
+        for mode in args.modes.split(","):
+            best, tokens = _time_row(policy, names, batch, mode == "greedy", args)
+            row = {"dtype": dtype_name, "batch": batch, "mode": mode, "bandwidth_bound_tok_per_s": bound, "context": context}
+            for k in names:
+                row[f"{k}_tok_per_s"], row[f"{k}_tokens"] = best[k], tokens[k]
+                row[f"{k}_mfu"] = common.throughput_mfu(P, peak["peak_gflops"], gen_tok_per_s=best[k])["mfu_gen"]
+                row[f"{k}_of_bound"] = best[k] / bound
+            if "hf_generate" in names and "ours" in names:
+                row["speedup"] = row["ours_tok_per_s"] / row["hf_generate_tok_per_s"]
+            if "ours_hf_forward" in names and "ours" in names:
+                row["speedup_own_decode_vs_hf_forward"] = row["ours_tok_per_s"] / row["ours_hf_forward_tok_per_s"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_sampler.json")
+    ap.add_argument("--model", default="tiny", help='"tiny" (1.07M random model) or a model name, directory or .gguf')
+    ap.add_argument("--dtype", default="float32", help="comma-separated: float32, bfloat16")
     ap.add_argument("--batches", default="1,16,64,256")
+    ap.add_argument("--modes", default="greedy,sampled", help="comma-separated: greedy, sampled (temperature 1)")
+    ap.add_argument("--contestants", default=",".join(CONTESTANTS), help=f"comma-separated subset of {','.join(CONTESTANTS)}")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peak-sizes", default="256,512,1024,2048", help="square matmul sizes of the fp32 peak sweep")
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        policy = HFPolicy.from_pretrained(make_tiny_checkpoint(tmp, TinyModelConfig()))
-    policy.model.eval()
+    bad = [x for x in args.dtype.split(",") if x not in DTYPES] + [x for x in args.contestants.split(",") if x not in CONTESTANTS]
+    bad += [x for x in args.modes.split(",") if x not in ("greedy", "sampled")]
+    if bad:
+        ap.error(f"unknown --dtype/--contestants/--modes value(s): {bad}")
+    policy = load_policy(args.model)
     peak = common.measure_peak(sizes=tuple(int(x) for x in args.peak_sizes.split(",")))
-    P = policy.num_params
+    bandwidth = memory_bandwidth_gbs()
     rows = []
-    batches = [int(b) for b in args.batches.split(",")]
-    for batch in batches:
-        prompts = [f"What is {i} + {2 * i}?" + " please" * (i % 4) for i in range(batch)]  # different lengths
-        for greedy in (True, False):
-            best = {k: 0.0 for k in CONTESTANTS}  # best tokens/s over the repetitions
-            tokens = {}
-            for _ in range(args.reps):  # alternate so drift on a shared machine hits all alike
-                for name, fn in CONTESTANTS.items():
-                    torch.manual_seed(0)  # `generate` samples from the global RNG: the same draws every repetition
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        tokens[name] = fn(policy, prompts, 1, greedy, args.max_new_tokens)
-                    best[name] = max(best[name], tokens[name] / (time.perf_counter() - t0))
-            row = {"batch": batch, "mode": "greedy" if greedy else "sampled"}
-            for k in CONTESTANTS:
-                row[f"{k}_tok_per_s"] = best[k]
-                row[f"{k}_tokens"] = tokens[k]
-                row[f"{k}_mfu"] = common.throughput_mfu(P, peak["peak_gflops"], gen_tok_per_s=row[f"{k}_tok_per_s"])["mfu_gen"]
-            row["speedup"] = row["ours_tok_per_s"] / row["hf_generate_tok_per_s"]
-            row["speedup_own_decode_vs_hf_forward"] = row["ours_tok_per_s"] / row["ours_hf_forward_tok_per_s"]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    from torch.profiler import ProfilerActivity, profile
+    for name in args.dtype.split(","):
+        policy.model.to(DTYPES[name])
+        rows += run_dtype(policy, name, args, peak, bandwidth)
+    result = {"machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
+              "max_new_tokens": args.max_new_tokens, "reps": args.reps, "rows": rows,
+              "bound_formula": "batch * read_gbs * 1e9 / (weight_bytes + batch * context * kv_bytes_per_token)"}
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
 
-    prompts = [f"What is {i} + {2 * i}?" for i in range(batches[-1])]
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        _ours(policy, prompts, 1, False, args.max_new_tokens)
-    result = {"machine": common.machine_note(), "peak": peak, "model_params": P, "max_new_tokens": args.max_new_tokens,
-              "rows": rows, "profile_ours_sampled": {"batch": batches[-1], "top_ops": common.profile_summary(prof)}}
+        batch = max(int(b) for b in args.batches.split(","))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _ours(policy, prompts_for(batch), 1, False, args.max_new_tokens)
+        result["profile_ours_sampled"] = {"batch": batch, "dtype": args.dtype.split(",")[-1], "top_ops": common.profile_summary(prof)}
     common.write_json(args.out, result)
     return 0
 
