@@ -130,3 +130,12 @@ def test_rl_run_writes_samples_and_tensorboard_matching_metrics(tiny_ckpt, tmp_p
     tb = _scalars(tmp_path / "run" / "tensorboard")
     assert tb["reward/mean"] == [(r["step"], pytest.approx(r["reward/mean"], rel=1e-6)) for r in rows]
     assert [s for s, _ in tb["eval/pass@1"]] == [2, 3]
+
+
+def test_a_log_that_already_tracks_is_passed_on_and_left_open(tmp_path):
+    pytest.importorskip("tensorboard")
+    tracked = with_trackers(MetricsLog(tmp_path / "metrics.jsonl"), ["tensorboard"])
+    assert with_trackers(tracked, ["tensorboard"]) is tracked  # no second writer for the same run
+    tracked.log(1, {"reward/mean": 0.5})
+    tracked.close()
+    assert _scalars(tmp_path / "tensorboard") == {"reward/mean": [(1, 0.5)]}

@@ -204,7 +204,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     if verifier is not None:
         verifier.take_stats()  # a resumed (or reused) verifier starts this run's counts at zero
     # config `logging:`: TensorBoard / W&B beside metrics.jsonl, and sample completions in samples.jsonl next to it
-    log = with_trackers(log, cfg.logging.trackers, asdict(cfg))
+    given_log, log = log, with_trackers(log, cfg.logging.trackers, asdict(cfg))
     samples = SampleLog(Path(log.path).parent / "samples.jsonl", every=cfg.logging.samples_every, per_write=cfg.logging.samples_per_write,
                         resume_after=start) if log is not None else None
     producer = None
@@ -241,7 +241,7 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
             producer.close()
         if fleet is not None:
             fleet.shutdown()
-        if hasattr(log, "close"):  # the trackers' files (TensorBoard events, the W&B run) are complete
+        if log is not given_log:  # trackers opened here: their files (TensorBoard events, the W&B run) are complete
             log.close()
     policy.model.eval()
     return tr.steps - start

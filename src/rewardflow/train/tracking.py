@@ -90,8 +90,9 @@ class Tracked:
 
 
 def with_trackers(log, trackers: list[str], config: dict | None = None):
-    """`log` with the named trackers added (writing beside its metrics.jsonl); `log` itself when none are named."""
-    if log is None or not trackers:
+    """`log` with the named trackers added (writing beside its metrics.jsonl); `log` itself when none are named or
+    it already has trackers (a recipe that wraps the whole run's log, SFT rows included, passes it on as it is)."""
+    if log is None or not trackers or isinstance(log, Tracked):
         return log
     return Tracked(log, list(trackers), Path(log.path).parent, config)
 
