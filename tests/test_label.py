@@ -184,3 +184,37 @@ def test_er_limits_match_soft_and_hard_on_the_same_rollouts(tmp_path, verifier):
     for sid in soft:
         assert er[sid]["labels"] == pytest.approx(soft[sid]["labels"], abs=1e-5)
     assert math.isclose(er["s0"]["labels"][0], 0.75, abs_tol=1e-5)
+
+
+# ---------------------------------------------------------------- the step oracle (exact labels, no rollouts)
+
+
+def test_chain_oracle_labels_by_hand():
+    from rewardflow.rewards.label import chain_oracle_labels
+
+    gold = ["3 + 4 = 7", "7 + 5 = 12", "Answer: 12"]  # worked solution of 3 + 4 + 5
+    assert chain_oracle_labels(gold, gold) == [1.0, 1.0, 1.0]
+    # wrong sum at step 2: it and everything after it are 0, even a final line that repeats the gold answer
+    assert chain_oracle_labels(gold, ["3 + 4 = 7", "7 + 5 = 13", "Answer: 12"]) == [1.0, 0.0, 0.0]
+    # a direct answer (no working) is right when it names the gold answer, wrong otherwise
+    assert chain_oracle_labels(gold, ["Answer: 12"]) == [1.0]
+    assert chain_oracle_labels(gold, ["Answer: 13"]) == [0.0]
+    # extra spaces do not matter; a line past the worked solution is wrong
+    assert chain_oracle_labels(gold, [" 3 +  4 = 7", "7 + 5 = 12", "Answer: 12", "Answer: 12"]) == [1.0, 1.0, 1.0, 0.0]
+    # a wrong first step: all 0 although step 2 repeats a gold line
+    assert chain_oracle_labels(gold, ["3 + 4 = 8", "7 + 5 = 12"]) == [0.0, 0.0]
+
+
+def test_oracle_method_labels_without_rollouts(tmp_path, verifier):
+    # worked solution of 3 + 4 + 5: "3 + 4 = 7", "7 + 5 = 12", "Answer: 12"
+    prob = Problem("c0", "Compute: 3 + 4 + 5 =", "12", "chain_sum")
+    sols = [Solution("right", prob, ["3 + 4 = 7", "7 + 5 = 12", "Answer: 12"]),
+            Solution("slip", prob, ["3 + 4 = 7", "7 + 5 = 11", "Answer: 11"]),
+            Solution("direct", prob, ["Answer: 12"])]
+    policy = FakePolicy({}, {})
+    stats = label_solutions(policy, verifier, sols, LabelConfig(method="oracle", rollouts=4), tmp_path / "o.jsonl")
+    rows = {r["id"]: r for r in read_labels(tmp_path / "o.jsonl")}
+    assert policy.calls == [] and stats["rollouts"] == 0  # no policy call at all
+    assert rows["right"]["labels"] == [1.0, 1.0, 1.0] and rows["right"]["correct"] is True
+    assert rows["slip"]["labels"] == [1.0, 0.0, 0.0] and rows["slip"]["correct"] is False
+    assert rows["direct"]["labels"] == [1.0] and rows["direct"]["label_kind"] == "oracle"

@@ -9,6 +9,8 @@ each completion (prefix + continuation) is verified against the gold answer: r_k
 - `er`       ER-PRM (Zhang et al. 2024, "Entropy-Regularized Process Reward Model", the
              entropy-regularised target): (1/eta) * log mean_k exp(eta * r_k); eta -> 0 gives the soft
              label, eta -> inf the hard one.
+- `oracle`   exact labels of an arithmetic chain, checked against its worked solution (no rollouts; a
+             diagnosis: what a PRM learns when its labels carry no Monte-Carlo noise).
 - `omega`    OmegaPRM-style binary search (Luo et al. 2024, "Improve Mathematical Reasoning in Language
              Models by Automated Process Supervision", Sec. 3.2): only the prefixes that a binary search
              for the first wrong step visits are rolled out.
@@ -101,12 +103,25 @@ class FirstWrongSearch:
             self.hi = t
 
 
+def chain_oracle_labels(gold_steps: Sequence[str], steps: Sequence[str]) -> list[float]:
+    """Exact step labels of an arithmetic chain (the STEP ORACLE; no rollouts): step k is 1 when steps 1..k-1 are
+    right and step k is the next line of the worked solution `gold_steps`, or its final answer line (a solution may
+    skip its working and answer directly); once a step is wrong every later step is 0. Whitespace is ignored."""
+    norm = lambda s: " ".join(s.split())
+    gold = [norm(g) for g in gold_steps]
+    labels, ok = [], True
+    for k, step in enumerate(steps):
+        ok = ok and norm(step) in ((gold[k], gold[-1]) if k < len(gold) else ())
+        labels.append(float(ok))
+    return labels
+
+
 LABELS: dict[str, Callable] = {
     "mc-hard": lambda r, eta: hard_labels(r),
     "mc-soft": lambda r, eta: soft_labels(r),
     "er": lambda r, eta: er_labels(r, eta),
 }
-METHODS = (*LABELS, "omega")
+METHODS = (*LABELS, "omega", "oracle")
 
 
 # ---------------------------------------------------------------- rollouts
@@ -154,7 +169,11 @@ def _label_chunk(policy, verifier, sols: list[Solution], cfg: LabelConfig, seed:
     # mc[i][t-1]: MC estimate of prefix t (None where it was not rolled out); the whole solution is verified
     mc: list[list[float | None]] = [[None] * (len(s.steps) - 1) + [float(f.correct)] for s, f in zip(sols, finals)]
     used = [0] * len(sols)
-    if cfg.method == "omega":
+    if cfg.method == "oracle":  # exact labels from the worked solution (arithmetic chains only): no rollouts
+        from ..data import worked_solution
+
+        labels = [chain_oracle_labels(worked_solution(s.problem).split("\n"), s.steps) for s in sols]
+    elif cfg.method == "omega":
         # A correct solution is its own witness: every prefix reaches the gold answer (hard label 1).
         searches = {i: FirstWrongSearch(1, len(s.steps)) for i, (s, f) in enumerate(zip(sols, finals)) if not f.correct}
         round_ = 0
