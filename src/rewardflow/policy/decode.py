@@ -155,7 +155,8 @@ class _LlamaDecoder:
             # H/H_kv query heads of one group ride as rows of one matmul instead of repeating K and V
             q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
             scores = (q @ self.K[i, :, :, : t + 1].transpose(-1, -2)) * a.scaling + bias  # [n, H_kv, H/H_kv, t+1]
-            o = scores.softmax(-1) @ self.V[i, :, :, : t + 1]  # [n, H_kv, H/H_kv, Dh]
+            # softmax in fp32 as the transformers attention does, so bf16 weights sample what its forward samples
+            o = scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ self.V[i, :, :, : t + 1]  # [n, H_kv, H/H_kv, Dh]
             x = x + a.o_proj(o.reshape(n, 1, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         self.length = t + 1
