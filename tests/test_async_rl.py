@@ -171,3 +171,22 @@ def test_ray_rollout_workers_run_asynchronously(tmp_path):
     assert max(diffs.values()) < METRIC_ATOL, diffs
     assert weights < WEIGHT_ATOL, weights
     assert any(r["loss/policy"] != 0 for r in local["metrics"]), "precondition: non-zero advantages"
+
+
+def test_bench_summary_pairs_repetitions_and_problems():
+    from rewardflow.recipes.bench.async_bench import summarise
+
+    def run(mode, sps, per_problem):
+        return {"mode": mode, "samples_per_s": sps, "samples_per_cpu_s": 1.0, "cpu_busy": 1.0,
+                "pass@1": sum(per_problem) / len(per_problem), "pass@1_per_problem": per_problem}
+
+    runs = [run("sync", 10.0, [0.5, 1.0, 0.0]), run("async", 15.0, [0.75, 1.0, 0.0]),
+            run("async", 12.0, [0.25, 1.0, 0.5]), run("sync", 8.0, [0.5, 0.5, 0.0])]
+    s = summarise(runs)
+    # ratios repetition by repetition: 15 / 10 = 1.5 and 12 / 8 = 1.5 (not 13.5 / 9 of the medians by luck: same here)
+    assert s["speedup_async_vs_sync"]["per_rep"] == [1.5, 1.5]
+    assert s["sync"]["samples_per_s"] == {"median": 9.0, "min": 8.0, "max": 10.0}
+    # per problem, averaged over reps: async [0.5, 1, 0.25], sync [0.5, 0.75, 0] -> differences [0, 0.25, 0.25], mean 1/6
+    d = s["delta_pass@1_async_minus_sync"]
+    assert d["mean"] == pytest.approx(1 / 6, abs=1e-12) and d["ci95"][0] < 1 / 6 < d["ci95"][1]
+    assert "speedup_async_vs_sync_2threads" not in s

@@ -42,16 +42,19 @@ def _run_mode(name: str, base_overrides: list[str], sft_dir: Path, source, eval_
     torch.manual_seed(cfg.trainer.seed)
     policy = HFPolicy.from_pretrained(sft_dir)
     scorer, log = VerifierScorer(), MetricsLog(run_dir / "metrics.jsonl")
-    load0, t0 = os.getloadavg()[0], time.perf_counter()
+    load0, t0, cpu0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
     train_rl(cfg, policy, None, source, scorer, run_dir, log=log, progress=progress)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     rows = [r for r in log.read() if "reward/mean" in r]
     torch.set_num_threads(1)  # every evaluation alike, whatever the mode's threads
     res = evaluate_policy(policy, scorer.verifier, eval_problems, n_samples=n_eval, ks=[1], temperature=cfg.eval.temperature,
                           max_new_tokens=cfg.eval.max_new_tokens, greedy=False, seed=0)
     scorer.verifier.close()
     samples = len(rows) * cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    # cpu_seconds (all threads of this process): on a machine shared with other jobs a process with two busy threads
+    # also gets two scheduler shares, so wall-clock gains must be read next to the CPU time spent per sample
     return {"mode": name, "threads": threads, "seconds": seconds, "samples": samples, "samples_per_s": samples / seconds,
+            "cpu_seconds": cpu_seconds, "samples_per_cpu_s": samples / max(cpu_seconds, 1e-9), "cpu_busy": cpu_seconds / seconds,
             "load_avg_1m": [load0, os.getloadavg()[0]], "pass@1": res["pass@1"], "pass@1_ci": res["pass@1_ci"],
             "pass@1_per_problem": res["pass@1_per_problem"], "reward_curve": [r["reward/correct"] for r in rows],
             "gen_seconds": sum(r["rollout/tokens"] / r["perf/gen_tok_per_s"] for r in rows),
@@ -75,6 +78,7 @@ def summarise(runs: list[dict]) -> dict:
     by = {m: [r for r in runs if r["mode"] == m] for m in MODES}
     out = {m: {"samples_per_s": {"median": statistics.median(r["samples_per_s"] for r in rs), "min": min(r["samples_per_s"] for r in rs),
                                  "max": max(r["samples_per_s"] for r in rs)},
+               "samples_per_cpu_s": statistics.median(r["samples_per_cpu_s"] for r in rs), "cpu_busy": statistics.median(r["cpu_busy"] for r in rs),
                "pass@1": statistics.mean(r["pass@1"] for r in rs), "pass@1_runs": [r["pass@1"] for r in rs]}
            for m, rs in by.items() if rs}
     for other in ("sync", "sync_2threads"):
