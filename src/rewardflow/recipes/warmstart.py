@@ -70,8 +70,8 @@ def problems_from_args(data: str, task_kwargs: str | None, *, n: int | None, see
 
     from ..data import is_data_file, load_problems
 
-    if is_data_file(data):
-        return load_problems(data, limit=None if n is None else offset + n)[offset:]
+    if is_data_file(data):  # a `datasets` name (hf:NAME) reads its test split for eval, its train split for training
+        return load_problems(data, limit=None if n is None else offset + n, split="train" if split == "train" else "test")[offset:]
     try:
         kwargs = _json.loads(task_kwargs) if task_kwargs else {}
     except _json.JSONDecodeError as e:
