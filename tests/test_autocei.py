@@ -45,7 +45,8 @@ def test_objective_and_reliability():
     # f = (1 - 0.2) * 2/3 + 0.2 * (1 - 1/4) = 0.53333 + 0.15 = 0.68333
     assert objective(m["precision"], m["refusal_rate"], 0.2) == pytest.approx(0.8 * 2 / 3 + 0.15, abs=1e-12)
     assert objective(1.0, 1.0, 0.0) == 1.0 and objective(1.0, 1.0, 1.0) == 0.0  # lambda's two ends
-    assert reliability([False], [True]) == {"precision": 1.0, "refusal_rate": 1.0, "accuracy": 0.0}
+    # refusing everything: precision 0 (not 1), so f = 0.8 * 0 + 0.2 * 0 = 0 and a policy that refuses all never wins
+    assert reliability([False], [True]) == {"precision": 0.0, "refusal_rate": 1.0, "accuracy": 0.0}
     with pytest.raises(ValueError):
         objective(0.5, 0.5, 1.5)
 

@@ -53,15 +53,16 @@ def objective(precision: float, refusal_rate: float, lam: float) -> float:
 
 
 def reliability(correct: list[bool], refused: list[bool]) -> dict[str, float]:
-    """precision = correct / answered (1.0 when nothing is answered: no wrong answer was given), refusal rate =
-    refused / all, accuracy = correct / all. A refused sample is never counted correct."""
+    """precision = correct / answered, refusal rate = refused / all, accuracy = correct / all. A refused sample is never
+    counted correct. Nothing answered gives precision 0, not 1: otherwise refusing everything would score
+    f = 1 - lambda, above any policy that answers with precision below 1 (a useless policy must not win the objective)."""
     n = len(correct)
     if n == 0 or len(refused) != n:
         raise ValueError(f"need one refusal flag per sample and at least one sample (got {n} and {len(refused)})")
     n_ref = sum(bool(r) for r in refused)
     n_ok = sum(bool(c) and not bool(r) for c, r in zip(correct, refused))
     answered = n - n_ref
-    return {"precision": n_ok / answered if answered else 1.0, "refusal_rate": n_ref / n, "accuracy": n_ok / n}
+    return {"precision": n_ok / answered if answered else 0.0, "refusal_rate": n_ref / n, "accuracy": n_ok / n}
 
 
 def initial_threshold(refusal_lengths: list[float], all_lengths: list[float], *, step_frac: float = 0.2,
