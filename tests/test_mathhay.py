@@ -8,7 +8,7 @@ import pytest
 
 from rewardflow.data import Problem, load_problems
 from rewardflow.data.mathhay import (PLACEMENTS, TASK_TYPES, answer_text, approx_tokens, build_rows, evaluate,
-                                     fact_from_text, load_corpus, make_question, make_row, n_operations, pad_context,
+                                     fact_from_text, load_corpus, make_question, make_row, n_operations,
                                      parse_length, rederive, with_group_fields)
 from rewardflow.data.mathhay.build import SEPARATOR, corpus_haystack, doc_haystack
 from rewardflow.eval.groups import accuracy_by_group
@@ -245,3 +245,24 @@ def _leaves(expr):
     else:
         for e in (expr[1:] if expr[0] in ("+", "-") else expr[1]):
             yield from _leaves(e)
+
+
+def test_report_merges_results_into_a_table_and_plot(tmp_path):
+    from rewardflow.recipes.cli import main
+
+    def results(name, groups):
+        path = tmp_path / name
+        path.write_text(json.dumps({"by_task_type_x_length": groups}))
+        return str(path)
+
+    g = lambda acc, n, lo, hi: {"greedy": acc, "greedy_ci": [lo, hi], "n": n}  # noqa: E731
+    a = results("a.json", {"sssd@0": g(0.5, 4, 0.15, 0.85), "msmd@0": g(0.0, 4, 0.0, 0.49)})
+    b = results("b.json", {"sssd@2048": g(0.25, 4, 0.05, 0.7)})
+    out = tmp_path / "rep"
+    assert main(["mathhay", "report", "--out", str(out), "--results", f"m={a}", f"m={b}"]) == 0
+    table = (out / "mathhay_table.md").read_text().splitlines()
+    assert table[0] == "| model | task type | relevant docs only | 2048 tokens |"
+    assert "| m | sssd | 0.50 [0.15, 0.85] (n=4) | 0.25 [0.05, 0.70] (n=4) |" in table
+    assert "| m | msmd | 0.00 [0.00, 0.49] (n=4) | - |" in table
+    assert (out / "mathhay_accuracy.png").stat().st_size > 1000
+    assert main(["mathhay", "report", "--out", str(out), "--results", f"m={a}", f"m={a}"]) == 2  # the same points twice

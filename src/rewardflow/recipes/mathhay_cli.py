@@ -92,6 +92,75 @@ def _write(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _report(args) -> int:
+    """Merge eval results (one per model and length) into a table per model, task type and length, and a plot."""
+    curves: dict[str, dict[str, dict[int, dict]]] = {}  # model -> task type -> length -> {greedy, greedy_ci, n}
+    for spec in args.results:
+        model, _, path = spec.rpartition("=")
+        res = json.loads(Path(path).read_text())
+        if "by_task_type_x_length" not in res:
+            raise ValueError(f"{path}: no per-task-type results; evaluate MathHay rows with this version of `rewardflow eval`")
+        for key, group in res["by_task_type_x_length"].items():
+            task_type, length = key.split("@")
+            points = curves.setdefault(model or Path(path).parent.name, {}).setdefault(task_type, {})
+            if int(length) in points:
+                raise ValueError(f"{path}: {model} {task_type} at length {length} is already in an earlier results file")
+            points[int(length)] = group
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = ["| model | task type | " + " | ".join(_lengths_header(curves)) + " |",
+             "|---|---|" + "---|" * len(_lengths_header(curves))]
+    for model, types in curves.items():
+        for task_type, points in types.items():
+            cells = [_cell(points.get(n)) for n in _all_lengths(curves)]
+            table.append(f"| {model} | {task_type} | " + " | ".join(cells) + " |")
+    (out / "mathhay_table.md").write_text("\n".join(table) + "\n")
+    _plot(curves, out / "mathhay_accuracy.png")
+    print("\n".join(table))
+    return 0
+
+
+def _all_lengths(curves) -> list[int]:
+    return sorted({n for types in curves.values() for points in types.values() for n in points})
+
+
+def _lengths_header(curves) -> list[str]:
+    return [f"{n} tokens" if n else "relevant docs only" for n in _all_lengths(curves)]
+
+
+def _cell(group: dict | None) -> str:
+    """'0.33 [0.06, 0.79] (n=3)': greedy accuracy, its 95% Wilson interval, the row count."""
+    if not group:
+        return "-"
+    lo, hi = group["greedy_ci"]
+    return f"{group['greedy']:.2f} [{lo:.2f}, {hi:.2f}] (n={group['n']})"
+
+
+def _plot(curves, path: Path) -> None:
+    """Greedy accuracy against context length, one panel per model, one line per task type, 95% intervals as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False, sharey=True)
+    for ax, (model, types) in zip(axes[0], curves.items()):
+        for i, (task_type, points) in enumerate(sorted(types.items())):
+            xs = sorted(points)
+            ys = [points[n]["greedy"] for n in xs]
+            err = [[y - points[n]["greedy_ci"][0] for n, y in zip(xs, ys)], [points[n]["greedy_ci"][1] - y for n, y in zip(xs, ys)]]
+            offset = [x + (i - 1.5) * 0.02 * (max(xs) or 1) for x in xs]  # side by side, so the bars do not hide each other
+            ax.errorbar(offset, ys, yerr=err, marker="o", capsize=3, label=task_type)
+        ax.set_title(model)
+        ax.set_xlabel("context tokens (0 = relevant documents only)")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("greedy accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def register(sub) -> None:
     m = sub.add_parser("mathhay", help="MathHay: long-context math reasoning benchmark (build the rows).")
     m_sub = m.add_subparsers(dest="mathhay_verb", required=True)
@@ -111,3 +180,12 @@ def register(sub) -> None:
                    "synthetic reports (the facts still come from our reports)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_build)
+    r = m_sub.add_parser("report", help="Table and plot of accuracy per task type against context length.",
+                         description="Merge `rewardflow eval` results of MathHay rows into DIR/mathhay_table.md and "
+                         "DIR/mathhay_accuracy.png.\n\nexample:\n  rewardflow mathhay report --out docs "
+                         "--results smollm2=runs/mh_eval_2k/results.json smollm2=runs/mh_eval_4k/results.json",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--results", nargs="+", required=True, help="MODEL=results.json of `rewardflow eval` (repeat a model for "
+                   "its other lengths)")
+    r.add_argument("--out", required=True, help="directory for mathhay_table.md and mathhay_accuracy.png")
+    r.set_defaults(func=_report)
