@@ -47,7 +47,6 @@ class DataConfig:
     mix_weights: list[float] = field(default_factory=list)  # one per data.mix source: its share of training problems (normalised)
 
 
-
 @dataclass
 class SFTConfig:
     steps: int = 400  # optimiser steps of supervised warm-start on worked solutions
@@ -60,7 +59,6 @@ class SFTConfig:
     prompt_key: str = "prompt"  # sft.data: the prompt field (a string, or a list of {role, content} messages)
     completion_key: str = "completion"  # sft.data: the completion field; rows with only 'messages' take the last assistant turn
     pack: bool = False  # pack several examples into each row up to model.max_positions tokens (loss still on completions only)
-
 
 
 @dataclass
@@ -231,6 +229,40 @@ class LoggingConfig:
     samples_per_write: int = 4  # completions written each time
 
 
+@dataclass
+class BoltConfig:
+    bootstrapper: str = "synthetic"  # who writes stage-1 long CoT: synthetic (data/longcot.synth_longcot, rule-based) or a model (smollm2-135m-instruct, a .gguf, a directory) prompted with in-context examples
+    examples: str | None = None  # JSONL of in-context examples {question, thoughts, response}; None: the 10 shipped in rewardflow/data/bolt_examples.jsonl
+    icl_k: int = 10  # in-context examples per bootstrapping prompt (the paper used 10)
+    prompts: int = 512  # training problems to bootstrap long CoT for
+    samples: int = 1  # bootstrap completions per prompt
+    temperature: float = 0.7  # bootstrap sampling temperature (a model bootstrapper)
+    max_new_tokens: int = 384  # bootstrap completion budget (a model bootstrapper)
+    min_thought_lines: int = 2  # format filter: thoughts need at least this many non-empty lines
+    p_backtrack: float = 0.5  # synthetic bootstrapper: share of traces with one slip that is noticed and redone
+    p_reflect: float = 0.7  # synthetic bootstrapper: share of traces that check their last step
+    bootstrap_only: bool = False  # stop after stage 1: write the bootstrap data and its statistics only
+
+
+@dataclass
+class AutoCEIConfig:
+    methods: list[str] = field(default_factory=lambda: ["base", "ei", "rtuning", "autocei"])  # what to compare: base policy | ei (plain expert iteration, refusals never kept) | rtuning (fixed refusal reward) | autocei
+    lam: float = 0.2  # lambda of the objective f = (1 - lambda) * precision + lambda * (1 - refusal rate)
+    iterations: int = 6  # expert-iteration rounds per method
+    prompts_per_iter: int = 128  # training problems sampled per round (the same ones for every method)
+    samples: int = 8  # completions sampled per problem per round
+    temperature: float = 1.0  # sampling temperature of the rounds
+    max_new_tokens: int = 64  # completion budget of sampling and evaluation
+    sft_steps: int = 30  # SFT optimiser steps on each round's kept samples
+    batch_size: int = 32  # kept samples per SFT step
+    lr: float = 1e-3  # SFT learning rate of the rounds
+    fixed_refusal: float = 0.5  # rtuning: the reward of every refusal, whatever came before it
+    init_prompts: int = 1024  # R-Tuning initialisation: training problems the warm-started policy answers; its wrong ones become refusal targets
+    init_steps: int = 100  # SFT steps of the initialisation (the base policy every method starts from)
+    step_frac: float = 0.2  # curriculum step = min(step_frac * std(length), max_step) (the authors' code)
+    max_step: float = 0.5  # largest move of the length threshold c1 per round
+    val_size: int = 200  # validation problems the curriculum measures f on (disjoint from training and from the test split)
+
 
 @dataclass
 class Config:
@@ -246,3 +278,5 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    bolt: BoltConfig = field(default_factory=BoltConfig)  # `rewardflow bolt`: long-CoT bootstrapping (Pang et al. 2025)
+    autocei: AutoCEIConfig = field(default_factory=AutoCEIConfig)  # `rewardflow autocei`: curriculum expert iteration with refusals (Zhao et al. 2025)
