@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import bench_cli, config_cli, label_cli, mathhay_cli, rm_cli, search_cli, train_cli
 from . import sft_cli
+from . import autocei, bolt
 from .devices import add_device_args
 from .run_dir import add_overwrite, owned_run_dir, positive_int
 
@@ -33,6 +34,8 @@ VERB_MODULES = {
     config_cli: ("register",),
     mathhay_cli: ("register",),  # rewardflow mathhay build
     sft_cli: ("register",),  # rewardflow sft --data FILE
+    autocei: ("register",),  # rewardflow autocei
+    bolt: ("register",),  # rewardflow bolt
 }
 
 
