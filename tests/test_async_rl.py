@@ -190,3 +190,23 @@ def test_bench_summary_pairs_repetitions_and_problems():
     d = s["delta_pass@1_async_minus_sync"]
     assert d["mean"] == pytest.approx(1 / 6, abs=1e-12) and d["ci95"][0] < 1 / 6 < d["ci95"][1]
     assert "speedup_async_vs_sync_2threads" not in s
+
+
+def test_producer_thread_samples_under_the_trainers_autocast(monkeypatch):
+    """Autocast is per thread: model.dtype=bfloat16 must sample in bf16 in the producer thread too."""
+    import rewardflow.train.overlap as overlap
+
+    seen = []
+
+    def fake_collect(gen, judge, source, cfg, step, scorers):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return None, None, 0.0, {}
+
+    monkeypatch.setattr(overlap, "collect_batch", fake_collect)
+    cfg = load_config(overrides=OVERRIDES + ["trainer.async=true", "trainer.steps=1"])
+    policy = type("P", (), {"model": torch.nn.Linear(1, 1)})()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prod = AsyncRollouts(_RecordingReplica(), lambda w: None, None, None, cfg, [], policy, start=0)
+    prod.get(1)
+    prod.close()
+    assert seen == [(True, torch.bfloat16)]

@@ -18,6 +18,7 @@ A resumed asynchronous run restarts the pipeline: its first rollout after the ch
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -31,6 +32,12 @@ from .rollout import collect_batch
 def snapshot(model: torch.nn.Module) -> dict:
     """A copy of the weights that the next optimiser step cannot change under the producer's feet."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def autocast_state() -> list[tuple[str, torch.dtype]]:
+    """The calling thread's enabled autocast contexts (device type, dtype): autocast state is per thread, so the
+    producer re-enters the trainer's (model.dtype=bfloat16 samples in bf16 in both loops)."""
+    return [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
 
 
 def correct_off_policy(policy, p, cfg) -> dict:
@@ -81,12 +88,81 @@ class AsyncRollouts:
         self.ready: dict[int, tuple] = {}
         self.error: BaseException | None = None
         self.stopped = False
+        self.autocast = autocast_state()  # the trainer thread's, entered again in the producer thread
+        self.thread = threading.Thread(target=self._produce, args=(start + 1, cfg.trainer.steps), name="rollout-producer", daemon=True)
+        self.thread.start()
+
+    def _produce(self, first: int, last: int) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                for device_type, dtype in self.autocast:
+                    stack.enter_context(torch.autocast(device_type, dtype=dtype))
+                self._loop(first, last)
+        except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def _loop(self, first: int, last: int) -> None:
+        loaded = None  # the replica's weight version; loaded before the first rollout (a resumed run's replica is older)
+        for step in range(first, last + 1):
+            need = step - 1 - self.cfg.trainer.max_staleness  # the oldest weights this step may be sampled with
+            with self.cond:
+                self.cond.wait_for(lambda: self.stopped or self.published >= need)
+                if self.stopped:
+                    return
+                version, weights = self.published, self.weights
+            if version != loaded:
+                self.load_weights(weights)
+                loaded = version
+            result = collect_batch(self.replica, self.judge, self.source, self.cfg, step, self.reward_scorers)
+            with self.cond:
+                self.ready[step] = (result, version)
+                self.cond.notify_all()
+
+    def get(self, step: int):
+        return collect_batch(self.gen, self.judge, self.source, self.cfg, step, self.reward_scorers)
+
+    def publish(self, step: int) -> None:
+        if self.fleet is not None:
+            self.fleet.push_weights(self.policy.model)  # the next step's rollouts sample the updated policy
+        elif hasattr(self.gen, "load_weights"):  # a vLLM engine beside the trained transformers copy
+            self.gen.load_weights()
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncRollouts:
+    """Rollouts of steps start+1 .. last made in a background thread, each from weights at most `max_staleness`
+    updates old. `get(s)` blocks until step s's rollout is ready; `publish(s)` hands over the weights after update s."""
+
+    def __init__(self, replica, load_weights, judge, source, cfg, reward_scorers, policy, start: int):
+        self.replica, self.load_weights, self.judge, self.source = replica, load_weights, judge, source
+        self.cfg, self.reward_scorers, self.policy = cfg, reward_scorers, policy
+        self.cond = threading.Condition()
+        self.published, self.weights = start, snapshot(policy.model)  # version = updates applied
+        self.ready: dict[int, tuple] = {}
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.autocast = autocast_state()  # the trainer thread's, entered again in the producer thread
         self.thread = threading.Thread(target=self._produce, args=(start + 1, cfg.trainer.steps), name="rollout-producer", daemon=True)
         self.thread.start()
 
     def _produce(self, first: int, last: int) -> None:
         loaded = None  # the replica's weight version; loaded before the first rollout (a resumed run's replica is older)
         try:
+            with contextlib.ExitStack() as stack:
+                for device_type, dtype in self.autocast:
+                    stack.enter_context(torch.autocast(device_type, dtype=dtype))
+                self._loop(first, last, loaded)
+        except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def _loop(self, first: int, last: int, loaded) -> None:
+        if True:
             for step in range(first, last + 1):
                 need = step - 1 - self.cfg.trainer.max_staleness  # the oldest weights this step may be sampled with
                 with self.cond:
@@ -101,10 +177,6 @@ class AsyncRollouts:
                 with self.cond:
                     self.ready[step] = (result, version)
                     self.cond.notify_all()
-        except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
-            with self.cond:
-                self.error = e
-                self.cond.notify_all()
 
     def get(self, step: int):
         t0 = time.perf_counter()
