@@ -139,3 +139,10 @@ def test_a_log_that_already_tracks_is_passed_on_and_left_open(tmp_path):
     tracked.log(1, {"reward/mean": 0.5})
     tracked.close()
     assert _scalars(tmp_path / "tensorboard") == {"reward/mean": [(1, 0.5)]}
+
+
+def test_no_samples_no_file(tmp_path):
+    log = SampleLog(tmp_path / "samples.jsonl", every=0)
+    log.rl_step(5, _rollout(5))  # every=0: RL samples off
+    log.write(5, "eval", [])
+    assert not (tmp_path / "samples.jsonl").exists()

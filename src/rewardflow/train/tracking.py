@@ -116,6 +116,8 @@ class SampleLog:
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, phase: str, rows: list[dict]) -> None:
+        if not rows:  # no file for a run that wrote no samples
+            return
         with self.path.open("a") as f:
             for r in rows[: self.per_write]:
                 row = {"phase": phase, "step": step, **{k: _cut(v) if isinstance(v, str) else v for k, v in r.items()}}
