@@ -121,64 +121,6 @@ class AsyncRollouts:
                 self.cond.notify_all()
 
     def get(self, step: int):
-        return collect_batch(self.gen, self.judge, self.source, self.cfg, step, self.reward_scorers)
-
-    def publish(self, step: int) -> None:
-        if self.fleet is not None:
-            self.fleet.push_weights(self.policy.model)  # the next step's rollouts sample the updated policy
-        elif hasattr(self.gen, "load_weights"):  # a vLLM engine beside the trained transformers copy
-            self.gen.load_weights()
-
-    def close(self) -> None:
-        pass
-
-
-class AsyncRollouts:
-    """Rollouts of steps start+1 .. last made in a background thread, each from weights at most `max_staleness`
-    updates old. `get(s)` blocks until step s's rollout is ready; `publish(s)` hands over the weights after update s."""
-
-    def __init__(self, replica, load_weights, judge, source, cfg, reward_scorers, policy, start: int):
-        self.replica, self.load_weights, self.judge, self.source = replica, load_weights, judge, source
-        self.cfg, self.reward_scorers, self.policy = cfg, reward_scorers, policy
-        self.cond = threading.Condition()
-        self.published, self.weights = start, snapshot(policy.model)  # version = updates applied
-        self.ready: dict[int, tuple] = {}
-        self.error: BaseException | None = None
-        self.stopped = False
-        self.autocast = autocast_state()  # the trainer thread's, entered again in the producer thread
-        self.thread = threading.Thread(target=self._produce, args=(start + 1, cfg.trainer.steps), name="rollout-producer", daemon=True)
-        self.thread.start()
-
-    def _produce(self, first: int, last: int) -> None:
-        loaded = None  # the replica's weight version; loaded before the first rollout (a resumed run's replica is older)
-        try:
-            with contextlib.ExitStack() as stack:
-                for device_type, dtype in self.autocast:
-                    stack.enter_context(torch.autocast(device_type, dtype=dtype))
-                self._loop(first, last, loaded)
-        except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
-            with self.cond:
-                self.error = e
-                self.cond.notify_all()
-
-    def _loop(self, first: int, last: int, loaded) -> None:
-        if True:
-            for step in range(first, last + 1):
-                need = step - 1 - self.cfg.trainer.max_staleness  # the oldest weights this step may be sampled with
-                with self.cond:
-                    self.cond.wait_for(lambda: self.stopped or self.published >= need)
-                    if self.stopped:
-                        return
-                    version, weights = self.published, self.weights
-                if version != loaded:
-                    self.load_weights(weights)
-                    loaded = version
-                result = collect_batch(self.replica, self.judge, self.source, self.cfg, step, self.reward_scorers)
-                with self.cond:
-                    self.ready[step] = (result, version)
-                    self.cond.notify_all()
-
-    def get(self, step: int):
         t0 = time.perf_counter()
         with self.cond:
             self.cond.wait_for(lambda: step in self.ready or self.error is not None)
