@@ -115,9 +115,10 @@ class AsyncRollouts:
             if version != loaded:
                 self.load_weights(weights)
                 loaded = version
+            cpu0 = time.thread_time()
             result = collect_batch(self.replica, self.judge, self.source, self.cfg, step, self.reward_scorers)
             with self.cond:
-                self.ready[step] = (result, version)
+                self.ready[step] = (result, version, time.thread_time() - cpu0)
                 self.cond.notify_all()
 
     def get(self, step: int):
@@ -126,9 +127,10 @@ class AsyncRollouts:
             self.cond.wait_for(lambda: step in self.ready or self.error is not None)
             if step not in self.ready:
                 raise RuntimeError(f"the rollout producer failed before step {step}: {self.error}") from self.error
-            (rollout, sampled, gen_seconds, info), version = self.ready.pop(step)
-        # staleness: updates between the weights that sampled the batch and the ones it trains (step - 1 applied)
-        info = {**info, "async/staleness": step - 1 - version, "perf/rollout_wait_s": time.perf_counter() - t0}
+            (rollout, sampled, gen_seconds, info), version, cpu = self.ready.pop(step)
+        # staleness: updates between the weights that sampled the batch and the ones it trains (step - 1 applied);
+        # producer_cpu_s: CPU time of the producer thread on this rollout (generation, scoring), not its wall time
+        info = {**info, "async/staleness": step - 1 - version, "perf/rollout_wait_s": time.perf_counter() - t0, "perf/producer_cpu_s": cpu}
         return rollout, sampled, gen_seconds, info
 
     def publish(self, step: int) -> None:

@@ -42,9 +42,9 @@ def _run_mode(name: str, base_overrides: list[str], sft_dir: Path, source, eval_
     torch.manual_seed(cfg.trainer.seed)
     policy = HFPolicy.from_pretrained(sft_dir)
     scorer, log = VerifierScorer(), MetricsLog(run_dir / "metrics.jsonl")
-    load0, t0, cpu0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
+    load0, t0, cpu0, main0 = os.getloadavg()[0], time.perf_counter(), time.process_time(), time.thread_time()
     train_rl(cfg, policy, None, source, scorer, run_dir, log=log, progress=progress)
-    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+    seconds, cpu_seconds, main_cpu = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0
     rows = [r for r in log.read() if "reward/mean" in r]
     torch.set_num_threads(1)  # every evaluation alike, whatever the mode's threads
     res = evaluate_policy(policy, scorer.verifier, eval_problems, n_samples=n_eval, ks=[1], temperature=cfg.eval.temperature,
@@ -55,6 +55,9 @@ def _run_mode(name: str, base_overrides: list[str], sft_dir: Path, source, eval_
     # also gets two scheduler shares, so wall-clock gains must be read next to the CPU time spent per sample
     return {"mode": name, "threads": threads, "seconds": seconds, "samples": samples, "samples_per_s": samples / seconds,
             "cpu_seconds": cpu_seconds, "samples_per_cpu_s": samples / max(cpu_seconds, 1e-9), "cpu_busy": cpu_seconds / seconds,
+            # CPU time of the training (main) thread and of the producer thread: with two idle cores and no GIL waits, an
+            # async run would take max(main, producer), a sync run main (its one thread does everything)
+            "main_thread_cpu_s": main_cpu, "producer_cpu_s": sum(r.get("perf/producer_cpu_s", 0.0) for r in rows),
             "load_avg_1m": [load0, os.getloadavg()[0]], "pass@1": res["pass@1"], "pass@1_ci": res["pass@1_ci"],
             "pass@1_per_problem": res["pass@1_per_problem"], "reward_curve": [r["reward/correct"] for r in rows],
             "gen_seconds": sum(r["rollout/tokens"] / r["perf/gen_tok_per_s"] for r in rows),
@@ -85,6 +88,12 @@ def summarise(runs: list[dict]) -> dict:
         if by["async"] and by[other]:
             ratios = [a["samples_per_s"] / s["samples_per_s"] for a, s in zip(by["async"], by[other])]
             out[f"speedup_async_vs_{other}"] = {"median": statistics.median(ratios), "per_rep": ratios}
+    if by["async"] and by["sync"] and all("main_thread_cpu_s" in r for r in by["async"] + by["sync"]):
+        # an upper bound from CPU time alone, independent of the machine's load: sync CPU / max(async thread CPU)
+        bound = [s["main_thread_cpu_s"] / max(a["main_thread_cpu_s"], a["producer_cpu_s"]) for a, s in zip(by["async"], by["sync"])]
+        out["two_idle_cores_bound_async_vs_sync"] = {"median": statistics.median(bound), "per_rep": bound}
+    for other in ("sync", "sync_2threads"):
+        if by["async"] and by[other]:
             out[f"delta_pass@1_async_minus_{other}"] = _paired(by["async"], by[other])
     return out
 
