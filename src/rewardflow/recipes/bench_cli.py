@@ -29,7 +29,8 @@ def _trl(args) -> int:
 
 def _sampler(args) -> int:
     argv = ["--out", args.out, "--batches", args.batches, "--reps", str(args.reps), "--max-new-tokens", str(args.max_new_tokens),
-            "--peak-sizes", args.peak_sizes]
+            "--peak-sizes", args.peak_sizes, "--model", args.model, "--dtype", args.dtype, "--modes", args.modes,
+            "--contestants", args.contestants, "--profile" if args.profile else "--no-profile"]
     return _run_script("sampler", argv)
 
 
@@ -38,10 +39,12 @@ def _mfu(args) -> int:
 
     import torch
 
-    from ..eval.flops import matmul_peak_gflops
+    from ..eval.flops import matmul_peak_gflops, memory_bandwidth_gbs
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    print(json.dumps(matmul_peak_gflops(reps=args.reps), indent=2))
+    out = matmul_peak_gflops(reps=args.reps)
+    out["memory_bandwidth"] = memory_bandwidth_gbs(reps=args.reps)  # the decode limit at small batch (GB/s)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -64,18 +67,27 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_trl)
 
     s = bench_sub.add_parser("sampler", formatter_class=fmt, help="our sampler vs transformers' model.generate -> JSON",
-                             description="Tokens/s of HFPolicy.generate against model.generate on the same model and batch, greedy and\n"
-                             "sampled, with MFU against the measured fp32 peak and a profile of our sampler.\n\n"
-                             "example: rewardflow bench sampler --out runs/bench_sampler.json --batches 1,16,64,256")
+                             description="Tokens/s of HFPolicy.generate against model.generate on the same model, dtype and batch, greedy\n"
+                             "and sampled, with MFU against the measured fp32 peak, the memory-bandwidth bound\n"
+                             "batch * read GB/s / (weight bytes + batch * context * KV bytes per token), and a profile of our sampler.\n\n"
+                             "example: rewardflow bench sampler --out runs/bench_sampler.json --batches 1,16,64,256\n"
+                             "example: rewardflow bench sampler --model smollm2-135m-instruct --dtype float32,bfloat16 --batches 1,8,32 \\\n"
+                             "           --modes greedy --contestants ours,hf_generate --max-new-tokens 32 --reps 2")
     s.add_argument("--out", default="runs/bench_sampler.json", help="result JSON (default runs/bench_sampler.json)")
     s.add_argument("--batches", default="1,16,64,256", help="batch sizes (default 1,16,64,256)")
     s.add_argument("--reps", type=int, default=3, help="alternating repetitions, best kept (default 3)")
     s.add_argument("--max-new-tokens", type=int, default=48, help="tokens per sample (default 48)")
     s.add_argument("--peak-sizes", default="256,512,1024,2048", help="matmul sizes of the fp32 peak sweep (default 256,512,1024,2048)")
+    s.add_argument("--model", default="tiny", help='"tiny" (1.07M random model, default) or a model name, directory or .gguf')
+    s.add_argument("--dtype", default="float32", help="weight dtypes, comma-separated: float32, bfloat16 (default float32)")
+    s.add_argument("--modes", default="greedy,sampled", help="greedy, sampled (temperature 1), comma-separated (default both)")
+    s.add_argument("--contestants", default="ours,ours_hf_forward,hf_generate", help="subset of ours,ours_hf_forward,hf_generate")
+    s.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch (default on)")
     s.set_defaults(func=_sampler)
 
-    m = bench_sub.add_parser("mfu", formatter_class=fmt, help="this machine's fp32 matmul peak (GFLOP/s), the MFU denominator",
-                             description="Square fp32 matmuls of sizes 256..2048, best of --reps timings each; prints JSON.\n\n"
+    m = bench_sub.add_parser("mfu", formatter_class=fmt, help="this machine's fp32 matmul peak (GFLOP/s) and memory bandwidth (GB/s): the two limits",
+                             description="Square fp32 matmuls of sizes 256..2048, best of --reps timings each, and the memory bandwidth\n"
+                             "(a sum over a 256 MB buffer: read GB/s; and a copy: read+write GB/s); prints JSON.\n\n"
                              "example: rewardflow bench mfu --threads 1")
     m.add_argument("--reps", type=int, default=5, help="timings per size (default 5)")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's current setting)")
