@@ -86,3 +86,19 @@ def test_weighting_the_advantage_weights_each_token_loss(loss_fn):
         weighted, _ = loss_fn(logp[i:i + 1], old[i:i + 1], importance_weighted_advantages(adv[i:i + 1], w[i:i + 1]), mask[i:i + 1])
         plain, _ = loss_fn(logp[i:i + 1], old[i:i + 1], adv[i:i + 1], mask[i:i + 1])
         assert weighted.item() == pytest.approx(w[i, 0].item() * plain.item(), abs=1e-6)
+
+
+def test_correction_of_a_batch_without_informative_rows_is_a_no_op():
+    """All advantages zero (every sample of every group alike): no row gets a forward pass, nothing to recompute."""
+    from types import SimpleNamespace
+
+    from rewardflow.train.overlap import correct_off_policy
+
+    behav = torch.tensor([[-1.0, -2.0]])
+    p = SimpleNamespace(old_logp=behav.clone(), rows=torch.tensor([], dtype=torch.long), mask=torch.ones(1, 2), adv=torch.zeros(1),
+                        batch=None)
+    cfg = SimpleNamespace(trainer=SimpleNamespace(micro_batch_size=4), rollout=SimpleNamespace(temperature=1.0),
+                          algo=SimpleNamespace(tis_cap=2.0))
+    stats = correct_off_policy(None, p, cfg)  # the policy is never called
+    assert torch.equal(p.old_logp, behav) and stats["tis/weight_mean"] == 1.0
+    torch.testing.assert_close(p.adv, torch.zeros(1, 2), rtol=0, atol=0)

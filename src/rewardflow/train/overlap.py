@@ -47,7 +47,7 @@ def correct_off_policy(policy, p, cfg) -> dict:
     prox = p.old_logp.clone()  # [N, T]
     rows = p.rows if p.rows is not None else torch.arange(len(p.mask))
     with torch.no_grad():
-        for mb in rows.split(cfg.trainer.micro_batch_size):
+        for mb in rows.split(cfg.trainer.micro_batch_size) if len(rows) else []:  # no informative row: nothing to recompute
             # the same call as the loss's forward when it needs no logits, so on-policy rows get ratio 1 exactly
             prox[mb] = policy.logprobs(p.batch.select(mb), temperature=cfg.rollout.temperature).logprobs.to(prox.dtype)  # [n, T]
     weight, stats = truncated_is_weights(prox, p.old_logp, p.mask, cap=cfg.algo.tis_cap)  # [N, T]
