@@ -111,8 +111,37 @@ def register(sub) -> None:
     o.set_defaults(func=_oreo)
 
 
+REAL_HELP = """The package on a real pretrained model, SmolLM2-135M-Instruct (the smol extra), on this CPU. Writes DIR/real.json
+and DIR/real.png: the base model on GSM8K (first 200 test problems, chat template, greedy + 3 samples: pass@1, maj@3,
+greedy with 95%% intervals) and on the RL task (reasoning-gym chain_sum, two one-digit terms, where the base model has
+signal); best-of-N with the verifier and majority vote on the GSM8K samples against FLOPs; GRPO with LoRA on the task
+and held-out pass@1 again, with the paired delta and its 95%% interval; an ORM on the model's own samples' verdicts,
+scored on held-out samples (within-problem AUROC). Budget: designed for about 45 minutes at --threads 2 on a quiet
+2-core CPU; --quick runs every stage at smoke size in a few minutes. See docs/real_model.md.
+
+examples:
+  rewardflow bench real --out runs/bench_real --threads 2
+  rewardflow bench real --out runs/bench_real_quick --quick
+"""
+
+
+def _bench_real(args) -> int:
+    from .bench.real import run_from_args
+
+    return run_from_args(args)
+
+
 def register_bench(bench_sub) -> None:
-    """Adds `algos` to the `bench` subparsers."""
+    """Adds `algos` and `real` to the `bench` subparsers."""
+    r = bench_sub.add_parser("real", help="SmolLM2-135M-Instruct: GSM8K, RL with LoRA, best-of-N, an ORM on its own samples.",
+                             description=REAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--out", default="runs/bench_real", help="output directory (default: runs/bench_real)")
+    r.add_argument("--quick", action="store_true", help="smoke run: every stage at a few problems and steps (minutes)")
+    r.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    r.add_argument("--seed", type=int, default=0, help="seed of problems, sampling and training (default: 0)")
+    r.add_argument("--data-root", default=None, help="benchmark data folder holding gsm8k/ (default: $REWARDFLOW_DATA or ../shared/data)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_bench_real)
     b = bench_sub.add_parser("algos", help="Compare every online RL algorithm from one SFT checkpoint.",
                              description=BENCH_HELP.replace("%", "%%"), formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--out", default="runs/bench_algos", help="output directory (default: runs/bench_algos)")
