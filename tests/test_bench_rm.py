@@ -48,7 +48,8 @@ def test_bench_rm_end_to_end_at_toy_size(tmp_path):
               eval_problems=3, n=4, show_progress=False)
     res = bench_rm.run_bench(tmp_path, **kw)
     m = res["metrics"]
-    for key in ("pass@1", "pass@4", "maj@4", "orm@4", "prm_min@4", "prm_prod@4", "prm_last@4", "prm_mean@4", "implicit@4", "implicit_min@4"):
+    for key in ("pass@1", "pass@4", "maj@4", "orm@4", "prm_min@4", "prm_prod@4", "prm_last@4", "prm_mean@4", "implicit@4", "implicit_min@4",
+                "policy_min_p@4", "policy_mean_p@4"):
         assert 0.0 <= m[key]["value"] <= 1.0 and m[key]["n"] == 3, key
     # a selector never beats pass@n, and every selector's value is a count over the three problems
     assert all(m[k]["value"] <= m["pass@4"]["value"] + 1e-9 for k in m if k.endswith("@4") and k != "pass@4")

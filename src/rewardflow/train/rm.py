@@ -174,6 +174,45 @@ def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg:
     return rm.eval(), history
 
 
+def deepen_backbone(init: str | Path, extra_layers: int, out: str | Path, *, seed: int = 0) -> Path:
+    """A reward-model backbone deeper than its policy: the policy's decoder checkpoint `init` with `extra_layers`
+    new transformer blocks on top; saved (with the tokenizer) to `out`, a directory RewardModel.new takes as init.
+
+    Why: the policy's last layer ends in its next-token prediction, so at a step's last token the prediction made
+    for each written digit sits in the hidden states of earlier positions; comparing it with the digit actually
+    written needs attention over those final states, i.e. layers after the policy's. Each new block starts as the
+    identity (its attention output and MLP down projections are zero), so training starts from the policy's own
+    features. Llama-style decoders (model.layers[i].self_attn.o_proj, .mlp.down_proj) only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..rewards.models import resolve_init
+
+    if extra_layers < 1:
+        raise ValueError(f"extra_layers: {extra_layers}; must be >= 1")
+    path = resolve_init(init)
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    config = policy.config
+    n = config.num_hidden_layers
+    config.num_hidden_layers = n + extra_layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds: the new ones repeat the last
+        config.layer_types = config.layer_types + [config.layer_types[-1]] * extra_layers
+    torch.manual_seed(seed)
+    deep = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = deep.load_state_dict(policy.state_dict(), strict=False)
+    layers = getattr(getattr(deep, "model", None), "layers", None)
+    if unexpected or layers is None or any(not k.startswith(f"model.layers.{i}.") for k in missing for i in [k.split(".")[2]]) \
+            or not all(hasattr(b, "self_attn") and hasattr(b.self_attn, "o_proj") and hasattr(b, "mlp") for b in layers):
+        raise ValueError(f"{path}: deepening needs a Llama-style decoder (model.layers[i].self_attn.o_proj, .mlp.down_proj)")
+    with torch.no_grad():
+        for block in layers[n:]:
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+    out = Path(out)
+    deep.save_pretrained(out)
+    AutoTokenizer.from_pretrained(path).save_pretrained(out)
+    return out
+
+
 def steps_total(rows: list[dict], cfg: RMTrainConfig) -> int:
     """Optimizer steps a run will take (for a progress bar), before the validation split."""
     train_rows = split_by_prompt(rows, cfg.val_frac, cfg.seed)[0]

@@ -97,7 +97,8 @@ def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n
 
 
 def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str = "quickstart", train_problems: int = 256, samples: int = 4,
-              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16, show_progress: bool = True) -> dict:
+              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16,
+              rm_extra_layers: int = 0, show_progress: bool = True) -> dict:
     from ..config_loader import load_config
     from ...progress import progress_bars
     from ...rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
@@ -125,7 +126,14 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
 
         # 3. outcome and process reward models (train/rm.py)
         t0 = time.perf_counter()
-        orm, prm = train_reward_models(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr)
+        rm_init = out / "sft"
+        if rm_extra_layers:  # a reward model deeper than its policy (train/rm.py deepen_backbone); cached
+            from ...train.rm import deepen_backbone
+
+            rm_init = out / f"rm_init_deep{rm_extra_layers}"
+            if not (rm_init / "config.json").exists():
+                deepen_backbone(out / "sft", rm_extra_layers, rm_init, seed=seed)
+        orm, prm = train_reward_models(rows, out, init=rm_init, epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr, extra_layers=rm_extra_layers)
         implicit = train_implicit(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar)
         cost["rm_train_seconds"] = time.perf_counter() - t0
 
@@ -133,7 +141,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         t0 = time.perf_counter()
         eval_set = source.eval_problems[:eval_problems]
         cands = eval_candidates(policy, verifier, eval_set, n, max_new_tokens=max_new, seed=seed, out=out, bar=bar)
-        scores = score_candidates(cands, eval_set, orm, prm, implicit, n)
+        scores = score_candidates(cands, eval_set, orm, prm, implicit, n) | policy_confidence(policy, cands, eval_set, n)
         cost["eval_seconds"] = time.perf_counter() - t0
 
     labels_summary = _label_summary(rows)
@@ -141,7 +149,8 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
               "metrics": selection_metrics(cands, scores, n), "labels": labels_summary,
               "rm_diagnostics": _rm_diagnostics(cands, scores),
               "sizes": {"sft_steps": sft_steps, "model_size": model_size, "train_problems": train_problems, "samples": samples,
-                        "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "rm_lr": rm_lr, "eval_problems": eval_problems},
+                        "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "rm_lr": rm_lr, "rm_extra_layers": rm_extra_layers,
+                        "eval_problems": eval_problems},
               "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
     write_json(out / "rm.json", result)
     return result
@@ -165,6 +174,24 @@ def score_candidates(cands: list[dict], eval_set, orm, prm, implicit, n: int) ->
     for name, how in (("implicit", "outcome"), ("implicit_min", "min")):
         scores[name] = _regroup([torch.sigmoid(torch.tensor(aggregate(s, how))).item() for s in implicit_scores], n)
     return scores
+
+
+@torch.no_grad()
+def policy_confidence(policy, cands: list[dict], eval_set, n: int, batch: int = 64) -> dict[str, list[list[float]]]:
+    """The policy's own confidence in each candidate, with no training: exp of the lowest and of the mean
+    log-probability of the tokens it wrote, teacher-forced under the same policy (exp keeps the order and gives the
+    positive weights weighted voting adds). A written digit the policy itself found unlikely is a likely slip."""
+    by_id = {p.id: p for p in eval_set}
+    prompts = [by_id[c["id"]].prompt for c in cands for _ in c["steps"]]
+    texts = ["\n".join(s) for c in cands for s in c["steps"]]
+    low, mean = [], []
+    for i in range(0, len(texts), batch):
+        tb = policy.token_batch(policy.encode_prompts(prompts[i : i + batch]), policy.completion_ids(texts[i : i + batch], add_eos=False))
+        logp = policy.logprobs(tb).logprobs  # [b, T]
+        mask = tb.completion_mask.bool()  # [b, T]
+        low += logp.masked_fill(~mask, 0.0).min(1).values.exp().tolist()
+        mean += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).exp().tolist()
+    return {"policy_min_p": _regroup(low, n), "policy_mean_p": _regroup(mean, n)}
 
 
 def _regroup(flat: list[float], n: int) -> list[list[float]]:
@@ -201,13 +228,13 @@ def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> 
     return out
 
 
-def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4):
+def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4, extra_layers: int = 0):
     """An ORM on the samples' correctness (pointwise cross-entropy) and a PRM on their step labels, both on the
     SFT policy's backbone with a fresh scalar head (train/rm.py); cached in OUT/orm and OUT/prm."""
     from ...rewards.models import RewardModel
     from ...train.rm import RMTrainConfig, steps_total, train_reward_model
 
-    models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed})
+    models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed} | ({"extra_layers": extra_layers} if extra_layers else {}))
     for kind in ("orm", "prm"):
         path = out / kind
         cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
@@ -237,10 +264,14 @@ def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed
     return prm
 
 
+QUICK = dict(sft_steps=30, model_size="small", train_problems=16, samples=2, rollouts=2, rm_epochs=1, eval_problems=10, n=4)  # --quick: a smoke test
+
+
 def run_from_args(args) -> int:
-    res = run_bench(Path(args.out), seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
-                    samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs, rm_lr=args.rm_lr,
-                    eval_problems=args.eval_problems, n=args.n, show_progress=not args.quiet)
+    kw = dict(seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
+              samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs, rm_lr=args.rm_lr,
+              eval_problems=args.eval_problems, n=args.n, rm_extra_layers=getattr(args, "rm_extra_layers", 0))
+    res = run_bench(Path(args.out), **(kw | (QUICK if getattr(args, "quick", False) else {})), show_progress=not args.quiet)
     from ...progress import console
 
     console.print(json.dumps({k: round(v["value"], 3) for k, v in res["metrics"].items()}, indent=2))
