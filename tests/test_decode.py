@@ -137,3 +137,12 @@ def test_bench_model_bytes_by_hand(gqa_policy):
     weights, kv = model_bytes(gqa_policy.model)
     assert weights == 4 * gqa_policy.num_params  # fp32; the tied embedding / lm_head matrix counted once
     assert kv == 2 * 2 * 2 * 16 * 4  # keys and values * 2 layers * 2 kv heads * head_dim 64/4 = 16 * 4 bytes = 512
+
+
+def test_bench_sampler_rejects_unknown_dtype_before_loading_anything(capsys):
+    from rewardflow.recipes.bench.sampler import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dtype", "float32,float16", "--modes", "greedy"])
+    assert exit_info.value.code == 2
+    assert "float16" in capsys.readouterr().err
