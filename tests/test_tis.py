@@ -88,17 +88,26 @@ def test_weighting_the_advantage_weights_each_token_loss(loss_fn):
         assert weighted.item() == pytest.approx(w[i, 0].item() * plain.item(), abs=1e-6)
 
 
-def test_correction_of_a_batch_without_informative_rows_is_a_no_op():
-    """All advantages zero (every sample of every group alike): no row gets a forward pass, nothing to recompute."""
+def test_fused_correction_uses_the_first_forward_and_skips_later_epochs():
+    """OffPolicyCorrection reads pi_prox from the loss's forward: rows are corrected once, at their first forward,
+    and a second epoch's forward (after an update) does not change their old logprobs or weights again."""
     from types import SimpleNamespace
 
-    from rewardflow.train.overlap import correct_off_policy
+    from rewardflow.train.overlap import OffPolicyCorrection
 
-    behav = torch.tensor([[-1.0, -2.0]])
-    p = SimpleNamespace(old_logp=behav.clone(), rows=torch.tensor([], dtype=torch.long), mask=torch.ones(1, 2), adv=torch.zeros(1),
-                        batch=None)
-    cfg = SimpleNamespace(trainer=SimpleNamespace(micro_batch_size=4), rollout=SimpleNamespace(temperature=1.0),
-                          algo=SimpleNamespace(tis_cap=2.0))
-    stats = correct_off_policy(None, p, cfg)  # the policy is never called
-    assert torch.equal(p.old_logp, behav) and stats["tis/weight_mean"] == 1.0
-    torch.testing.assert_close(p.adv, torch.zeros(1, 2), rtol=0, atol=0)
+    behav = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]])
+    p = SimpleNamespace(old_logp=behav.clone(), mask=torch.tensor([[1.0, 1.0], [1.0, 0.0]]), adv=torch.tensor([2.0, -1.0]))
+    tis = OffPolicyCorrection(p, SimpleNamespace(algo=SimpleNamespace(tis_cap=1.5)))
+    assert tis.stats() == {"tis/weight_mean": 1.0, "tis/capped_frac": 0.0, "tis/behav_kl": 0.0}  # nothing seen yet
+    first = SimpleNamespace(logp=torch.tensor([[-1.0, -1.5], [-1.0, -9.0]], requires_grad=True))
+    tis.apply(first, p, torch.tensor([0, 1]))
+    # weights: row 0 exp(0) = 1, exp(0.5) = 1.6487 -> 1.5; row 1 exp(-0.5) = 0.6065, padding -> 0
+    w = torch.tensor([[1.0, 1.5], [math.exp(-0.5), 0.0]])
+    torch.testing.assert_close(p.adv, torch.tensor([[2.0, 2.0], [-1.0, -1.0]]) * w, rtol=0, atol=1e-6)
+    torch.testing.assert_close(p.old_logp, first.logp.detach(), rtol=0, atol=0)
+    later = SimpleNamespace(logp=torch.zeros(2, 2))
+    tis.apply(later, p, torch.tensor([1, 0]))  # epoch 2: already corrected
+    torch.testing.assert_close(p.old_logp, first.logp.detach(), rtol=0, atol=0)
+    st = tis.stats()  # over the 3 valid tokens: weights 1, 1.5, 0.6065; one capped; behav - prox = 0, -0.5, 0.5
+    assert st["tis/weight_mean"] == pytest.approx((1 + 1.5 + math.exp(-0.5)) / 3, abs=1e-6)
+    assert st["tis/capped_frac"] == pytest.approx(1 / 3) and st["tis/behav_kl"] == pytest.approx(0.0, abs=1e-7)

@@ -232,7 +232,8 @@ def test_truncated_importance_sampling_corrects_the_engine_trainer_mismatch(glue
     trainer's recomputed logprobs become the clip's reference and each token is weighted by min(ratio, cap)."""
     from rewardflow.recipes.config_loader import load_config
     from rewardflow.train.algorithms import prepare
-    from rewardflow.train.overlap import correct_off_policy
+    from rewardflow.policy.forward import Forward
+    from rewardflow.train.overlap import OffPolicyCorrection
     from rewardflow.train.rollout import Rollout
 
     pol, trainer = glue
@@ -245,7 +246,10 @@ def test_truncated_importance_sampling_corrects_the_engine_trainer_mismatch(glue
     cfg = load_config(overrides=["rollout.temperature=0.7", "algo.tis_cap=1.5", "trainer.micro_batch_size=4"])
     p, _ = prepare(trainer, None, rollout, cfg)
     behav, adv = p.old_logp.clone(), p.adv.clone()  # [N, T], [N]
-    stats = correct_off_policy(trainer, p, cfg)
+    tis = OffPolicyCorrection(p, cfg)
+    for mb in torch.arange(len(p.mask)).split(4):  # as optimise does: the loss's forward, micro-batch by micro-batch
+        tis.apply(Forward(trainer.logprobs(p.batch.select(mb), temperature=0.7).logprobs), p, mb)
+    stats = tis.stats()
     teacher = trainer.logprobs(p.batch, temperature=0.7).logprobs  # [N, T] the trainer's untruncated policy
     m = p.mask.bool()
     torch.testing.assert_close(p.old_logp[m], teacher[m], atol=1e-5, rtol=0)  # micro-batched vs one pass: float noise only

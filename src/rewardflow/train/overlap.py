@@ -12,8 +12,9 @@ The replica is what the generating object already provides: the Ray fleet (push_
 snapshot of its weights after each update; the producer loads the newest snapshot before each rollout it starts.
 
 The behaviour policy's logprobs travel with every completion (Completion.logprobs, as sampled). With algo.tis_cap
-> 0, `correct_off_policy` recomputes the trainer's proximal logprobs, takes the clip against them, and weights each
-token by min(pi_prox / pi_behav, tis_cap) (algos.losses.truncated_is_weights: decoupled PPO / truncated IS).
+> 0, `OffPolicyCorrection` takes the clip against the trainer's proximal logprobs (read from the loss's own first
+forward pass) and weights each token by min(pi_prox / pi_behav, tis_cap) (algos.losses.truncated_is_weights:
+decoupled PPO / truncated IS).
 A resumed asynchronous run restarts the pipeline: its first rollout after the checkpoint is on-policy.
 """
 from __future__ import annotations
@@ -40,20 +41,41 @@ def autocast_state() -> list[tuple[str, torch.dtype]]:
     return [(d, torch.get_autocast_dtype(d)) for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
 
 
-def correct_off_policy(policy, p, cfg) -> dict:
-    """Truncated importance sampling on a prepared batch `p` (train/algorithms.Prepared), in place: the clip's
-    old logprobs become the trainer's own (proximal) ones, recomputed now, and the advantages carry the truncated
-    weight pi_prox / pi_behav. Returns the tis/* statistics. Rows that get no forward pass keep their values."""
-    prox = p.old_logp.clone()  # [N, T]
-    rows = p.rows if p.rows is not None else torch.arange(len(p.mask))
-    with torch.no_grad():
-        for mb in rows.split(cfg.trainer.micro_batch_size) if len(rows) else []:  # no informative row: nothing to recompute
-            # the same call as the loss's forward when it needs no logits, so on-policy rows get ratio 1 exactly
-            prox[mb] = policy.logprobs(p.batch.select(mb), temperature=cfg.rollout.temperature).logprobs.to(prox.dtype)  # [n, T]
-    weight, stats = truncated_is_weights(prox, p.old_logp, p.mask, cap=cfg.algo.tis_cap)  # [N, T]
-    p.old_logp = prox
-    p.adv = importance_weighted_advantages(p.adv, weight)  # [N, T]
-    return stats
+class OffPolicyCorrection:
+    """Truncated importance sampling on a prepared batch `p` (train/algorithms.Prepared), fused into the loss's own
+    forward pass: within an optimiser step the weights do not change until every micro-batch has run, so the first
+    epoch's forward of a row gives exactly the proximal logprobs (pi before this update). `apply(fw, p, mb)`, called
+    between that forward and the loss, makes them the clip's old logprobs and weights the row's advantages by
+    min(pi_prox / pi_behav, tis_cap); later epochs find the rows done. No extra forward pass.
+    Rows without a forward pass (zero advantage) keep their values."""
+
+    def __init__(self, p, cfg):
+        self.cap = cfg.algo.tis_cap
+        self.behav = p.old_logp.clone()  # [N, T] the sampler's logprobs
+        self.done = torch.zeros(len(p.mask), dtype=torch.bool)  # [N] rows already corrected
+        p.adv = (p.adv[:, None] if p.adv.dim() == 1 else p.adv).expand_as(p.mask).clone()  # [N, T]: each token its own weight
+        self.totals = {"tis/weight_mean": 0.0, "tis/capped_frac": 0.0, "tis/behav_kl": 0.0}
+        self.tokens = 0
+
+    def apply(self, fw, p, mb: torch.Tensor) -> None:
+        todo = ~self.done[mb]  # [n]
+        if not todo.any():
+            return
+        rows = mb[todo]
+        prox = fw.logp.detach()[todo].to(p.old_logp.dtype)  # [r, T] pi before this update
+        weight, stats = truncated_is_weights(prox, self.behav[rows], p.mask[rows], cap=self.cap)  # [r, T]
+        p.old_logp[rows] = prox
+        p.adv[rows] = importance_weighted_advantages(p.adv[rows], weight)
+        self.done[rows] = True
+        tokens = int(p.mask[rows].sum().item())
+        for k in self.totals:  # token-weighted, so the batch's statistic is the mean over all its tokens
+            self.totals[k] += stats[k] * tokens
+        self.tokens += tokens
+
+    def stats(self) -> dict:
+        if self.tokens == 0:
+            return {"tis/weight_mean": 1.0, "tis/capped_frac": 0.0, "tis/behav_kl": 0.0}
+        return {k: v / self.tokens for k, v in self.totals.items()}
 
 
 class SyncRollouts:

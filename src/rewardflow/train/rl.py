@@ -27,7 +27,7 @@ from ..optim import make_optimizer, optimizer_step
 from .ppo import make_critic
 from .reward import load_reward_scorers, update_scorers
 from .tracking import SampleLog, with_trackers
-from .overlap import correct_off_policy, make_producer
+from .overlap import OffPolicyCorrection, make_producer
 from .rollout import Rollout, collect_rollout, step_seed
 
 __all__ = ["Rollout", "collect_rollout", "optimise", "rollout_metrics", "start_fleet", "step_seed", "train_rl"]
@@ -47,6 +47,8 @@ def microbatch_loss(policy, p, algo, mb: torch.Tensor, cfg: Config, ctx: dict) -
         fw = forward(policy.model, sub, cfg.rollout.temperature, logits=need_logits, hidden=algo.hidden and critic is not None and critic.shared)
     else:
         fw = Forward(policy.logprobs(sub, temperature=cfg.rollout.temperature).logprobs)
+    if ctx.get("tis") is not None:  # truncated IS: this forward's logprobs are the proximal ones (train/overlap.py)
+        ctx["tis"].apply(fw, p, mb)
     loss, st = algo.loss(fw, p, mb, cfg, ctx)
     terms = {"loss/policy": loss.item()}
     if a.kl_coef > 0 and a.kl_mode == "loss":
@@ -72,9 +74,8 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
     if len(rollout.completions) == 0:  # dynamic sampling found no informative group within its cap
         return stats
     p, algo = prepare(policy, ref_policy, rollout, cfg, step=step, critic=critic, scorers=scorers)
-    if a.tis_cap > 0:  # truncated IS / decoupled PPO: clip against the trainer's own logprobs, weight by pi_prox/pi_behav
-        p.extra.update(correct_off_policy(policy, p, cfg))
-    ctx = {"policy": policy, "critic": critic}
+    # truncated IS / decoupled PPO (algo.tis_cap > 0): clip against the trainer's own logprobs, weight by pi_prox/pi_behav
+    ctx = {"policy": policy, "critic": critic, "tis": OffPolicyCorrection(p, cfg) if a.tis_cap > 0 else None}
     rows = p.rows[shard_rows(len(p.rows), *rank_world())]  # this rank's rows; all of them in one process
     for _ in range(a.epochs):
         for mb in rows.split(cfg.trainer.micro_batch_size) if len(rows) else []:
@@ -92,6 +93,8 @@ def optimise(policy, ref_policy, rollout: Rollout, cfg: Config, opt, sched, *, s
                                                    losses=losses, allreduce=allreduce_gradients) / a.epochs
         if critic is not None:
             stats["value/grad_norm"] = critic.step(step=step + 1, allreduce=allreduce_gradients)
+    if ctx["tis"] is not None:
+        p.extra.update(ctx["tis"].stats())
     stats.pop("ratio_mean", None)
     stats.update(allreduce_stats({k: v for k, v in stats.items() if k not in SAME_ON_EVERY_RANK}))
     stats.update({k: v for k, v in p.extra.items() if "/" in k})
