@@ -225,3 +225,22 @@ def test_smollm2_one_step_lora_grpo_writes_full_merged_model(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(latest_checkpoint(tmp_path / "run"))
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
     assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
+
+
+def test_dpo_with_lora_reference_is_the_frozen_base(small_ckpt):
+    from rewardflow.config import PreferenceConfig
+    from rewardflow.train.preference import Pair, train_pairs
+
+    policy = _lora_policy(small_ckpt)
+    ref = lora.reference_for(policy, lambda: pytest.fail("no second copy under LoRA"))
+    pairs = [Pair("1+1=", "2", "3"), Pair("2+2=", "4", "5")]
+    pc = PreferenceConfig(loss="dpo", beta=0.1, lr=5e-2, epochs=3, batch_size=2)
+    history = train_pairs(policy, ref, pairs, pc, seed=0)
+    # B = 0 at init, so the policy equals its frozen base: every log-ratio is 0 and the first DPO loss is
+    # -log sigmoid(beta * (0 - 0)) = log 2 = 0.693147...
+    assert history[0]["loss/pref"] == pytest.approx(0.6931471805599453, abs=1e-6)
+    assert history[-1]["loss/pref"] < history[0]["loss/pref"]  # the adapters learned the preference
+    batch = policy.token_batch([[5, 6, 7]], [[8, 9]])
+    with torch.no_grad():
+        base = HFPolicy.from_pretrained(small_ckpt).logprobs(batch).logprobs
+        torch.testing.assert_close(ref.logprobs(batch).logprobs, base, atol=1e-6, rtol=0)  # the reference never moved

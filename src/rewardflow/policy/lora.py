@@ -66,7 +66,8 @@ def prepare_model(policy, model_cfg, *, seed: int = 0) -> None:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        policy.model.config.use_cache = False  # forwards with gradient never cache; sampling passes use_cache itself
+        # (forwards with gradient drop their cache inside each checkpointed block; config.use_cache is left as it is,
+        # so a saved checkpoint generates with a cache elsewhere)
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
@@ -125,7 +126,7 @@ def reference_for(policy, load_copy):
 def merged_state_dict(model) -> dict[str, torch.Tensor]:
     """The plain model's state dict with each adapter folded in: W' = W + delta, delta = (alpha/r) B @ A (peft's
     get_delta_weight, which also handles transposed Conv1D weights). Names lose peft's `.base_layer`; adapter
-    tensors are dropped. Tensors are detached fp32-or-original-dtype copies; the live model is untouched."""
+    tensors are dropped. Tensors are detached copies in the weights' own dtype; the live model is untouched."""
     state = {}
     for key, value in model.state_dict().items():
         if ".lora_" in key:
