@@ -256,7 +256,7 @@ def test_report_merges_results_into_a_table_and_plot(tmp_path):
         return str(path)
 
     g = lambda acc, n, lo, hi: {"greedy": acc, "greedy_ci": [lo, hi], "n": n}  # noqa: E731
-    a = results("a.json", {"sssd@0": g(0.5, 4, 0.15, 0.85), "msmd@0": g(0.0, 4, 0.0, 0.49)})
+    a = results("a.json", {"sssd@0": g(0.5, 4, 0.15, 0.85), "msmd@0": g(0.0, 4, 2.7e-17, 0.49)})  # Wilson at 0 of 4: a bound 1e-17 above the point
     b = results("b.json", {"sssd@2048": g(0.25, 4, 0.05, 0.7)})
     out = tmp_path / "rep"
     assert main(["mathhay", "report", "--out", str(out), "--results", f"m={a}", f"m={b}"]) == 0
@@ -264,5 +264,9 @@ def test_report_merges_results_into_a_table_and_plot(tmp_path):
     assert table[0] == "| model | task type | relevant docs only | 2048 tokens |"
     assert "| m | sssd | 0.50 [0.15, 0.85] (n=4) | 0.25 [0.05, 0.70] (n=4) |" in table
     assert "| m | msmd | 0.00 [0.00, 0.49] (n=4) | - |" in table
+    pooled = next(row for row in table if row.startswith("| m | all |")).split(" | ")
+    assert pooled[2].startswith("0.25 [") and pooled[2].endswith("(n=8)")  # (0.5 * 4 + 0 * 4) / 8 correct at length 0
+    assert pooled[3].startswith("0.25 [") and pooled[3].endswith("(n=4) |")  # 0.25 * 4 / 4 at 2048
+    assert table.index("| m | sssd | 0.50 [0.15, 0.85] (n=4) | 0.25 [0.05, 0.70] (n=4) |") < table.index(" | ".join(pooled))
     assert (out / "mathhay_accuracy.png").stat().st_size > 1000
     assert main(["mathhay", "report", "--out", str(out), "--results", f"m={a}", f"m={a}"]) == 2  # the same points twice

@@ -111,13 +111,30 @@ def _report(args) -> int:
     table = ["| model | task type | " + " | ".join(_lengths_header(curves)) + " |",
              "|---|---|" + "---|" * len(_lengths_header(curves))]
     for model, types in curves.items():
-        for task_type, points in types.items():
+        types["all"] = _pooled(types)
+        for task_type, points in sorted(types.items(), key=lambda kv: _TYPE_ORDER.index(kv[0]) if kv[0] in _TYPE_ORDER else 99):
             cells = [_cell(points.get(n)) for n in _all_lengths(curves)]
             table.append(f"| {model} | {task_type} | " + " | ".join(cells) + " |")
     (out / "mathhay_table.md").write_text("\n".join(table) + "\n")
     _plot(curves, out / "mathhay_accuracy.png")
     print("\n".join(table))
     return 0
+
+
+_TYPE_ORDER = ["sssd", "mssd", "ssmd", "msmd", "all"]
+
+
+def _pooled(types: dict) -> dict:
+    """length -> greedy accuracy over every task type's rows (successes and counts summed), with its Wilson interval."""
+    from ..eval.metrics import wilson_ci
+
+    pooled = {}
+    for n in sorted({n for points in types.values() for n in points}):
+        groups = [points[n] for points in types.values() if n in points]
+        correct, total = sum(round(g["greedy"] * g["n"]) for g in groups), sum(g["n"] for g in groups)
+        acc, lo, hi = wilson_ci(correct, total)
+        pooled[n] = {"greedy": acc, "greedy_ci": [lo, hi], "n": total}
+    return pooled
 
 
 def _all_lengths(curves) -> list[int]:
@@ -143,14 +160,19 @@ def _plot(curves, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False, sharey=True)
+    span = max(_all_lengths(curves)) or 1
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False, sharex=True, sharey=True)
     for ax, (model, types) in zip(axes[0], curves.items()):
-        for i, (task_type, points) in enumerate(sorted(types.items())):
+        for i, task_type in enumerate(t for t in dict.fromkeys(_TYPE_ORDER + sorted(types)) if t in types):
+            points = types[task_type]
             xs = sorted(points)
             ys = [points[n]["greedy"] for n in xs]
-            err = [[y - points[n]["greedy_ci"][0] for n, y in zip(xs, ys)], [points[n]["greedy_ci"][1] - y for n, y in zip(xs, ys)]]
-            offset = [x + (i - 1.5) * 0.02 * (max(xs) or 1) for x in xs]  # side by side, so the bars do not hide each other
-            ax.errorbar(offset, ys, yerr=err, marker="o", capsize=3, label=task_type)
+            # max(0, .): the Wilson bounds at 0 or 1 correct carry rounding noise of 1e-17 on the wrong side
+            err = [[max(0.0, y - points[n]["greedy_ci"][0]) for n, y in zip(xs, ys)],
+                   [max(0.0, points[n]["greedy_ci"][1] - y) for n, y in zip(xs, ys)]]
+            offset = [x + (i - 2) * 0.015 * span for x in xs]  # side by side, so the bars do not hide each other
+            style = {"color": "black", "linestyle": "--", "linewidth": 2} if task_type == "all" else {}
+            ax.errorbar(offset, ys, yerr=err, marker="o", capsize=3, label=task_type, **style)
         ax.set_title(model)
         ax.set_xlabel("context tokens (0 = relevant documents only)")
         ax.set_ylim(-0.05, 1.05)
