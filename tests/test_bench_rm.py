@@ -74,3 +74,16 @@ def test_auroc_and_within_problem_auroc_by_hand():
     d = bench_rm._rm_diagnostics(cands, {"s": [[0.9, 0.1], [0.2, 0.3], [0.8, 0.8]]})["s"]
     assert d["within_problem_auroc"] == pytest.approx(0.5) and d["problems_mixed"] == 2
     assert d["auroc"] == pytest.approx(7 / 8)
+
+
+def test_fit_logistic_by_hand():
+    import torch
+
+    # a feature that carries nothing (all 0): only the intercept moves, to logit(mean label) = log(0.25 / 0.75)
+    w, b = bench_rm.fit_logistic(torch.zeros(4, 1), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert b == pytest.approx(-1.098612, abs=1e-4) and w.abs().max() < 1e-8
+    # a feature that agrees with the label gets a positive weight; at the optimum the mean prediction is the mean label
+    x, y = torch.tensor([[-2.0], [-1.0], [1.0], [0.5], [2.0]]), torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0])
+    w, b = bench_rm.fit_logistic(x, y)
+    assert w[0] > 0
+    assert torch.sigmoid(x.double() @ w + b).mean().item() == pytest.approx(0.6, abs=1e-5)

@@ -141,7 +141,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         t0 = time.perf_counter()
         eval_set = source.eval_problems[:eval_problems]
         cands = eval_candidates(policy, verifier, eval_set, n, max_new_tokens=max_new, seed=seed, out=out, bar=bar)
-        scores = score_candidates(cands, eval_set, orm, prm, implicit, n) | policy_confidence(policy, cands, eval_set, n)
+        scores = score_candidates(cands, eval_set, orm, prm, implicit, n) | stacked_selector(rows, cands, eval_set, orm, prm, policy, n, seed)
         cost["eval_seconds"] = time.perf_counter() - t0
 
     labels_summary = _label_summary(rows)
@@ -177,13 +177,11 @@ def score_candidates(cands: list[dict], eval_set, orm, prm, implicit, n: int) ->
 
 
 @torch.no_grad()
-def policy_confidence(policy, cands: list[dict], eval_set, n: int, batch: int = 64) -> dict[str, list[list[float]]]:
-    """The policy's own confidence in each candidate, with no training: exp of the lowest and of the mean
+def policy_token_probs(policy, prompts: list[str], solutions: list[list[str]], batch: int = 64) -> tuple[list[float], list[float]]:
+    """The policy's own confidence in each solution, with no training: exp of the lowest and of the mean
     log-probability of the tokens it wrote, teacher-forced under the same policy (exp keeps the order and gives the
     positive weights weighted voting adds). A written digit the policy itself found unlikely is a likely slip."""
-    by_id = {p.id: p for p in eval_set}
-    prompts = [by_id[c["id"]].prompt for c in cands for _ in c["steps"]]
-    texts = ["\n".join(s) for c in cands for s in c["steps"]]
+    texts = ["\n".join(s) for s in solutions]
     low, mean = [], []
     for i in range(0, len(texts), batch):
         tb = policy.token_batch(policy.encode_prompts(prompts[i : i + batch]), policy.completion_ids(texts[i : i + batch], add_eos=False))
@@ -191,7 +189,58 @@ def policy_confidence(policy, cands: list[dict], eval_set, n: int, batch: int = 
         mask = tb.completion_mask.bool()  # [b, T]
         low += logp.masked_fill(~mask, 0.0).min(1).values.exp().tolist()
         mean += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).exp().tolist()
-    return {"policy_min_p": _regroup(low, n), "policy_mean_p": _regroup(mean, n)}
+    return low, mean
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-3, steps: int = 200) -> tuple[torch.Tensor, float]:
+    """Logistic regression, min_w,b mean BCE(x w + b, y) + l2 |w|^2 / 2, by L-BFGS. x: [N, F], y: [N] in [0, 1].
+    At the optimum the intercept's gradient is 0: the mean predicted probability equals the mean label."""
+    x, y = x.double(), y.double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)  # [F]
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.item()
+
+
+def _features(orm, prm, policy, problems, prompts: list[str], solutions: list[list[str]]) -> torch.Tensor:
+    """[N, 4] per solution: logit of the ORM's score, logit of the PRM's lowest step score, log of the policy's lowest
+    and mean token probability."""
+    from ...rewards import aggregate
+
+    low, mean = policy_token_probs(policy, prompts, solutions)
+    cols = [[aggregate(s, "outcome") for s in orm.score(problems, solutions)], [aggregate(s, "min") for s in prm.score(problems, solutions)], low, mean]
+    x = torch.tensor(cols, dtype=torch.float64).T.clamp(1e-6, 1 - 1e-6)  # [N, 4] probabilities
+    return torch.cat([torch.logit(x[:, :2]), x[:, 2:].log()], 1)
+
+
+def stacked_selector(rows: list[dict], cands: list[dict], eval_set, orm, prm, policy, n: int, seed: int) -> dict[str, list[list[float]]]:
+    """The policy's confidence alone (policy_min_p, policy_mean_p) and a learned combination of it with the ORM and
+    PRM (`stacked`): a logistic regression on the outcome labels of the RM training's held-out tenth of prompts (rows
+    the two RMs never trained on, so their scores there are not overconfident); features standardised on those rows."""
+    from ...data.problem import Problem
+    from ...train.rm import split_by_prompt
+
+    held = split_by_prompt(rows, 0.1, seed)[1]
+    by_id = {p.id: p for p in eval_set}
+    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
+    flat_s = [s for c in cands for s in c["steps"]]
+    x_eval = _features(orm, prm, policy, flat_p, [p.prompt for p in flat_p], flat_s)  # [C, 4]
+    out = {"policy_min_p": _regroup(x_eval[:, 2].exp().tolist(), n), "policy_mean_p": _regroup(x_eval[:, 3].exp().tolist(), n)}
+    if held and 0 < sum(bool(r["correct"]) for r in held) < len(held):
+        x = _features(orm, prm, policy, [Problem(str(r.get("id", "")), r["prompt"], None, "") for r in held], [r["prompt"] for r in held],
+                      [r["steps"] for r in held])  # [H, 4]
+        mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+        w, b = fit_logistic((x - mu) / sd, torch.tensor([float(r["correct"]) for r in held]))
+        out["stacked"] = _regroup(torch.sigmoid((x_eval - mu) / sd @ w + b).tolist(), n)
+    return out
 
 
 def _regroup(flat: list[float], n: int) -> list[list[float]]:
