@@ -37,6 +37,8 @@ BENCH_EPILOG = """what it does, cached stage by stage in --out (rerun to resume)
 example (about 10 minutes on 2 CPU cores at the defaults; shrink with the size flags):
   rewardflow bench rm --out runs/bench_rm
   rewardflow bench rm --out runs/bench_rm_small --sft-steps 100 --train-problems 64 --eval-problems 50
+  rewardflow bench rm --quick --out runs/bench_rm_quick                  # smoke test at toy sizes
+  rewardflow bench rm --method oracle --out runs/bench_rm_oracle         # exact step labels (the diagnosis)
 """
 
 
