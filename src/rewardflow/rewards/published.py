@@ -116,16 +116,16 @@ class PublishedScorer(torch.nn.Module):
             pad = self.pad_id([b[0] for b in built])
             ids, mask = _pad([b[0] for b in built], pad)  # [n, L], [n, L]
             self.flops_spent += forward_flops(self.num_params, mask)
-            logits = self._forward(ids, mask, pad)  # [n, L, V']
+            logits = self._forward(ids, mask, pad)  # [n, L, V'] on the model's device
             for j, (steps, (_, pos)) in enumerate(zip(sols, built)):
-                scores = self.read(logits[j, pos]).tolist()  # [len(pos)]
+                scores = self.read(logits[j, pos]).cpu().tolist()  # [len(pos)]: only these rows leave the device
                 out.append(StepScores(steps=[] if self.outcome_only or not steps else scores, outcome=scores[-1]))
         return out
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pad: int) -> torch.Tensor:
         device = next(self.model.parameters()).device
         out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        return (out.logits if hasattr(out, "logits") else out[0]).cpu()
+        return out.logits if hasattr(out, "logits") else out[0]
 
     def pad_id(self, rows: list[list[int]]) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -261,9 +261,6 @@ def hub_snapshot(name: str) -> Path:
     except Exception as e:  # offline, no such repository, gated: say which, in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"scorer {name!r}: not a local directory, and the hub could not provide it ({type(e).__name__}: {first})") from None
-
-
-FORMATS: dict[str, type[PublishedScorer]] = {c.format: c for c in (QwenPRM, MathShepherdPRM, RLHFlowPRM, SeqClsORM)}
 
 
 def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
