@@ -126,3 +126,21 @@ def test_trained_prm_loads_in_plain_transformers(tiny_ckpt, tmp_path):
     trained = dict(rm.backbone.named_parameters())
     for name, param in plain.base_model.named_parameters():
         assert torch.equal(param, trained[name]), name
+
+
+def test_a_backbone_without_a_classification_class_keeps_the_backbone_and_head_layout(tmp_path):
+    """OPT has no *ForTokenClassification: a PRM on it is saved as backbone/ + head.safetensors and loads back."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from rewardflow.policy.tiny import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                             word_embed_proj_dim=32, max_position_embeddings=256, pad_token_id=tok.pad_token_id)).save_pretrained(tmp_path / "opt")
+    tok.save_pretrained(tmp_path / "opt")
+    rm = _randomise(RewardModel.new(tmp_path / "opt", "prm"), seed=4)
+    rm.save(tmp_path / "prm")
+    assert (tmp_path / "prm" / "backbone" / "config.json").is_file() and (tmp_path / "prm" / "head.safetensors").is_file()
+    assert json.loads((tmp_path / "prm" / "scorer.json").read_text())["layout"] == "backbone+head"
+    back = load_scorer(str(tmp_path / "prm"))
+    assert [x for s in back.score([P, P], SOLS) for x in s.steps] == pytest.approx([x for s in rm.score([P, P], SOLS) for x in s.steps], abs=1e-6)

@@ -15,6 +15,8 @@ What the head means (RewardModel reads a scalar head at the last token of each s
   sequence-classification head pools the first token through an extra layer, which our ORM never trained.
 A PRM on an encoder keeps `is_decoder: true` in config.json, so transformers builds it with the causal mask it
 was trained with. `load_classification(dir)` turns such a directory back into a RewardModel (same scores).
+An architecture transformers has no such class for (OPT has no token classifier) is saved as backbone/ +
+head.safetensors + scorer.json instead, the layout rewardflow wrote before; RewardModel.load reads both.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ def save_classification(rm, out: str | Path) -> Path:
     # RewardModel.new: causal = decoder LM, or an encoder given is_decoder=True to serve as a PRM
     decoder_lm = rm.causal and not getattr(config, "is_decoder", False)
     auto_name, head = head_class(rm.kind, decoder_lm)
+    if config.model_type not in _task_models(head):  # e.g. OPT has no token-classification class
+        return save_backbone_and_head(rm, out)
     config.num_labels = 1
     config.architectures = None
     if config.pad_token_id is None and rm.tokenizer.pad_token_id is not None:
@@ -77,6 +81,26 @@ def save_classification(rm, out: str | Path) -> Path:
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)
         rm.tokenizer.save_pretrained(tmp)
+        (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
+    return Path(out)
+
+
+def _task_models(head: str) -> dict:
+    from transformers.models.auto import modeling_auto as auto
+
+    return auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if head == "sequence" else auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+
+def save_backbone_and_head(rm, out: str | Path) -> Path:
+    """The layout for backbones transformers has no classification class for: backbone/ (model + tokenizer),
+    head.safetensors, scorer.json. rewardflow reads it (RewardModel.load); plain transformers reads backbone/."""
+    from safetensors.torch import save_file
+
+    with atomic_path(out) as tmp:
+        rm.backbone.save_pretrained(tmp / "backbone")
+        rm.tokenizer.save_pretrained(tmp / "backbone")
+        save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(tmp / "head.safetensors"))
+        meta = {"kind": rm.kind, "layout": "backbone+head", "max_length": rm.max_length, "causal": rm.causal, "init": rm.init}
         (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
     return Path(out)
 
