@@ -289,6 +289,21 @@ def test_reasoning_gym_problem_uses_its_own_scorer():
     assert score_text(problems[1], "") == VerifyResult(False, None, "no_answer")
 
 
+def test_reasoning_gym_numeric_answer_inside_a_sentence():
+    """SmolLM2-135M-Instruct answers chain sums with one sentence ("The answer to this arithmetic
+    problem is 3."); the whole sentence used to be the prediction, so right answers scored wrong."""
+    import reasoning_gym
+
+    e = next(iter(reasoning_gym.create_dataset("chain_sum", size=1, seed=3)))
+    gold = e["answer"]
+    p = Problem("cs", e["question"], None, "chain_sum", {"rg_entry": e})
+    wrong = str(int(gold) + 1)
+    with Verifier() as v:
+        got = v.verify([p, p, p], [f"The answer to this arithmetic problem is {gold}.",
+                                   f"The final answer to the given problem is {wrong}.", gold])
+    assert got == [VerifyResult(True, gold, "ok"), VerifyResult(False, wrong, "ok"), VerifyResult(True, gold, "ok")]
+
+
 # ----------------------------------------------------------------------------- real data
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..data.problem import Problem
 from .equiv import fast_equiv, math_verify_equiv
-from .extract import _explicit, extract_answer, last_number
+from .extract import _NUMBER, _explicit, extract_answer, last_number
 from .workers import DEFAULT_MEMORY_MB, Worker
 
 STATUSES = ("ok", "no_answer", "timeout", "error")
@@ -56,16 +56,23 @@ def _rg_scorer(names: tuple[str | None, ...]) -> Callable[[Any, dict], float]:
     raise ValueError(f"no reasoning-gym dataset registered under {names}")
 
 
-def _rg_answer(text: str) -> str | None:
+def _rg_answer(text: str, gold: Any = None) -> str | None:
     """reasoning-gym answers are free-form (words, lists, expressions), so the last-number fallback
-    would mangle them: a bare one-line reply is taken as it stands."""
+    would mangle them: a bare one-line reply is taken as it stands, unless the gold answer is a
+    number and the reply is a sentence around one ("The answer to this problem is 3." from
+    SmolLM2 on chain_sum was scored wrong when the whole sentence was the prediction)."""
     if not isinstance(text, str) or not text.strip():
         return None
     explicit = _explicit(text)
     if explicit:
         return explicit
     stripped = text.strip()
-    return stripped if "\n" not in stripped and len(stripped) <= 500 else last_number(text)
+    if "\n" in stripped or len(stripped) > 500:
+        return last_number(text)
+    numeric_gold = isinstance(gold, (int, float)) or (isinstance(gold, str) and _NUMBER.fullmatch(gold.strip()) is not None)
+    if numeric_gold and _NUMBER.fullmatch(stripped) is None:
+        return last_number(stripped) or stripped
+    return stripped
 
 
 # ---------------------------------------------------------------- the two stages
@@ -75,7 +82,7 @@ def _prepare(problem: Problem, text: str) -> VerifyResult | tuple[Job, str]:
     """The cheap stage: a final result, or the job (and extracted answer) for the expensive one."""
     entry = problem.meta.get("rg_entry") if isinstance(problem.meta, dict) else None
     if entry is not None:
-        pred = _rg_answer(text)
+        pred = _rg_answer(text, entry.get("answer"))
         if pred is None:
             return VerifyResult(False, None, "no_answer")
         source = (entry.get("metadata") or {}).get("source_dataset")
