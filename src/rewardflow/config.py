@@ -255,10 +255,10 @@ class AutoCEIConfig:
     max_new_tokens: int = 64  # completion budget of sampling and evaluation
     sft_steps: int = 30  # SFT optimiser steps on each round's kept samples
     batch_size: int = 32  # kept samples per SFT step
-    lr: float = 1e-3  # SFT learning rate of the rounds
+    lr: float = 2e-4  # SFT learning rate of the initialisation and the rounds (1e-3 knocked a converged tiny policy from 0.83 to 0.39 accuracy in one round)
     fixed_refusal: float = 0.5  # rtuning: the reward of every refusal, whatever came before it
     init_prompts: int = 1024  # R-Tuning initialisation: training problems the warm-started policy answers; its wrong ones become refusal targets
-    init_steps: int = 100  # SFT steps of the initialisation (the base policy every method starts from)
+    init_steps: int = 200  # SFT steps of the initialisation (the base policy every method starts from)
     step_frac: float = 0.2  # curriculum step = min(step_frac * std(length), max_step) (the authors' code)
     max_step: float = 0.5  # largest move of the length threshold c1 per round
     val_size: int = 200  # validation problems the curriculum measures f on (disjoint from training and from the test split)
