@@ -9,7 +9,7 @@ def test_reduced_quickstart_end_to_end(tmp_path):
     overrides = ["sft.steps=30", "sft.batch_size=16", "trainer.steps=4", "trainer.eval_every=2", "trainer.eval_problems=8",
                  "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=24", "eval.max_new_tokens=24",
                  "data.eval_size=16", "model.hidden_size=32", "model.layers=2", "model.heads=2", "model.intermediate_size=64"]
-    assert main(["quickstart", "--out", str(out), "--quiet", *overrides]) == 0
+    assert main(["quickstart", "--out", str(out), "--quiet", *overrides, "logging.trackers=[tensorboard]"]) == 0
     results = json.loads((out / "results.json").read_text())
     for phase in ("sft", "rl"):
         for key in ("pass@1", "pass@8", "maj@8", "greedy"):
@@ -23,6 +23,11 @@ def test_reduced_quickstart_end_to_end(tmp_path):
     assert [r["step"] for r in rows if "eval/pass@1" in r] == [0, 2, 4]
     for name in ("rl_curves.png", "pass_at_k.png", "report.html"):
         assert (out / name).stat().st_size > 1000
+    # the periodic evals' completions reach samples.jsonl, and the whole run (SFT rows too) reaches TensorBoard
+    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in samples if r["phase"] == "eval"} == {2, 4}
+    assert all(r["completion"] is not None and isinstance(r["correct"], bool) for r in samples)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # a finished run resumed is a no-op for training and rewrites the same report
     assert main(["quickstart", "--out", str(out), "--quiet", "--resume", *overrides]) == 0
     again = json.loads((out / "results.json").read_text())

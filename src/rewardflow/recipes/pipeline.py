@@ -29,6 +29,7 @@ from ..progress import progress_bars
 from ..rewards.verifier import VerifierScorer
 from ..train.metrics import MetricsLog
 from ..train.rl import train_rl
+from ..train.tracking import with_trackers
 from .config_loader import to_dict
 from .warmstart import make_source, warm_start
 
@@ -44,7 +45,7 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     torch.manual_seed(cfg.trainer.seed)
     source = make_source(cfg)
     scorer = VerifierScorer()
-    log = _open_log(out, resume)
+    log = with_trackers(_open_log(out, resume), cfg.logging.trackers, to_dict(cfg))  # SFT and RL rows reach the trackers too
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     with progress_bars(show_progress) as bar:
@@ -64,7 +65,9 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
             # 4. RL with verifiable rewards, with a small periodic held-out evaluation for the curves
             periodic = _periodic_eval(policy, scorer, source.eval_problems[: cfg.trainer.eval_problems], cfg)
             if not resume or _resume_step(out) is None:
-                log.log(0, {f"eval/{k}": v for k, v in periodic(0).items()})
+                first = periodic(0)
+                first.pop("samples", None)  # train_rl writes samples.jsonl; the step-0 row keeps the numbers only
+                log.log(0, {f"eval/{k}": v for k, v in first.items()})
             _barrier(world)  # the other ranks may now load `start` and join RL
             train_rl(cfg, policy, ref, source, scorer, out / "rl", log=log, resume=resume, evaluate=periodic,
                      progress=bar(f"RL ({cfg.algo.name})", cfg.trainer.steps))
@@ -73,6 +76,8 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     results["wall_seconds"] = time.perf_counter() - t_start  # this invocation only (a resumed run counts its own part)
     _report(results, cfg, out, log, resume=resume)
     scorer.verifier.close()
+    if hasattr(log, "close"):
+        log.close()  # flush TensorBoard / W&B
     _barrier(world)  # results.json is written: the other ranks may return it
     return results
 
@@ -102,7 +107,7 @@ def _periodic_eval(policy, scorer, subset, cfg: Config):
     def periodic(step: int) -> dict:
         res = evaluate_policy(policy, scorer.verifier, subset, n_samples=4, ks=[1], temperature=e.temperature,
                               max_new_tokens=e.max_new_tokens, greedy=True, seed=cfg.trainer.seed + step)
-        return {"pass@1": res["pass@1"], "greedy": res["greedy"]}
+        return {"pass@1": res["pass@1"], "greedy": res["greedy"], "samples": res.get("samples", [])}  # samples -> samples.jsonl
 
     return periodic
 
