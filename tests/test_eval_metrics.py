@@ -198,3 +198,20 @@ def test_evaluate_policy_without_greedy():
     out = evaluate_policy(policy, ScriptedVerifier(), PROBLEMS, n_samples=4, ks=(1, 4), greedy=False)
     assert "greedy" not in out and len(policy.calls) == 1
     assert out["maj@4"] == pytest.approx(1 / 3, abs=TOL)
+
+
+def test_evaluate_policy_caps_padded_tokens_per_call(monkeypatch):
+    """Long prompts (MathHay contexts) are split by padded tokens, not only by count: with a budget of 40 tokens,
+    n = 4 and 7 new tokens, a batch holds rows while rows * 4 * (longest + 7) <= 40, so one problem per call."""
+    import rewardflow.eval.runner as runner
+
+    class Encoding(ScriptedPolicy):
+        def encode_prompts(self, prompts):
+            return [[0] * 3 for _ in prompts]  # 3 tokens each: 2 rows cost 2 * 4 * 10 = 80 > 40, 1 row 40
+
+    monkeypatch.setattr(runner, "MAX_BATCH_TOKENS", 40)
+    policy = Encoding(SAMPLES, GREEDY_TEXTS)
+    capped = evaluate_policy(policy, ScriptedVerifier(), PROBLEMS, n_samples=4, ks=(1, 2, 4), max_new_tokens=7)
+    assert [len(prompts) for prompts, _ in policy.calls] == [1, 1, 1, 3]  # greedy (n = 1): 3 * 10 = 30 <= 40
+    whole = evaluate_policy(ScriptedPolicy(SAMPLES, GREEDY_TEXTS), ScriptedVerifier(), PROBLEMS, n_samples=4, ks=(1, 2, 4), max_new_tokens=7)
+    assert capped == whole

@@ -7,13 +7,34 @@ from .groups import accuracy_by_group
 from .metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
 
 
+# Padded tokens one generate call may hold (rows x (longest prompt + new tokens)): 256 one-sample MathHay prompts of
+# 2k tokens reached 17.5 GB; this keeps SmolLM2's fp32 KV cache near 3 GB and leaves short-prompt batches as they were.
+MAX_BATCH_TOKENS = 65_536
+
+
+def _batches(policy, problems: list[Problem], chunk: int, params: SamplingParams):
+    """Consecutive slices of `problems`: at most `chunk` problems and MAX_BATCH_TOKENS padded tokens each (one at least)."""
+    prompts = [p.prompt for p in problems]
+    encode = getattr(policy, "encode_prompts", None)
+    lengths = [len(ids) for ids in encode(prompts)] if encode else [len(t) // 4 + 1 for t in prompts]
+    start = 0
+    while start < len(problems):
+        end, longest = start, 0
+        while end < len(problems) and end - start < chunk:
+            longest = max(longest, lengths[end])
+            if end > start and (end - start + 1) * params.n * (longest + params.max_new_tokens) > MAX_BATCH_TOKENS:
+                break
+            end += 1
+        yield problems[start:end]
+        start = end
+
+
 def _sample_verdicts(policy, verifier, problems: list[Problem], params: SamplingParams, chunk: int, progress=None, keep: list | None = None,
                      keep_n: int = 0):
     """For each problem, the (answer, correct) pair of each of params.n samples. `keep` (a list) receives the first
     sample of each of the first `keep_n` problems as a readable row."""
     verdicts = []
-    for start in range(0, len(problems), chunk):
-        batch = problems[start : start + chunk]
+    for batch in _batches(policy, problems, chunk, params):
         groups = policy.generate([p.prompt for p in batch], params)
         flat_problems = [p for p, g in zip(batch, groups) for _ in g]
         results = verifier.verify(flat_problems, [c.text for g in groups for c in g])
