@@ -259,9 +259,11 @@ class AutoCEIConfig:
     fixed_refusal: float = 0.5  # rtuning: the reward of every refusal, whatever came before it
     init_prompts: int = 1024  # R-Tuning initialisation: training problems the warm-started policy answers; its wrong ones become refusal targets
     init_steps: int = 200  # SFT steps of the initialisation (the base policy every method starts from)
+    init_lr: float = 3e-3  # SFT learning rate of the initialisation (new refusal tokens need the warm-start's rate; 2e-4 left them garbled)
     step_frac: float = 0.2  # curriculum step = min(step_frac * std(length), max_step) (the authors' code)
     max_step: float = 0.5  # largest move of the length threshold c1 per round
     val_size: int = 200  # validation problems the curriculum measures f on (disjoint from training and from the test split)
+    select: str = "best"  # the round each method is tested with: best (highest validation f, round 0 = the base included: the paper) | last
 
 
 @dataclass

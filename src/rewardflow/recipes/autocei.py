@@ -85,12 +85,12 @@ def batches(pairs: list[tuple[str, str]], batch_size: int, seed: int):
     return lambda step: [pairs[order[(step * batch_size + i) % len(order)]] for i in range(batch_size)]
 
 
-def _fine_tune(policy, pairs, cfg: Config, *, steps: int, seed: int, log=None) -> None:
+def _fine_tune(policy, pairs, cfg: Config, *, steps: int, seed: int, lr: float, log=None) -> None:
     from ..train.sft import run_sft
 
     a = cfg.autocei
     if pairs and steps > 0:
-        run_sft(policy, batches(pairs, a.batch_size, seed), steps=steps, lr=a.lr, warmup_steps=0, max_grad_norm=cfg.trainer.max_grad_norm,
+        run_sft(policy, batches(pairs, a.batch_size, seed), steps=steps, lr=lr, warmup_steps=0, max_grad_norm=cfg.trainer.max_grad_norm,
                 micro_batch_size=cfg.trainer.micro_batch_size, log=log)
 
 
@@ -139,7 +139,7 @@ def build_base(cfg: Config, out: Path, source, verifier, log, bar) -> Path:
                  max_new_tokens=a.max_new_tokens, seed=cfg.trainer.seed)
     pairs, stats = refusal_targets(rows)
     log.log(0, stats, phase="init")
-    _fine_tune(policy, pairs, cfg, steps=a.init_steps, seed=cfg.trainer.seed, log=None)
+    _fine_tune(policy, pairs, cfg, steps=a.init_steps, seed=cfg.trainer.seed, lr=a.init_lr, log=None)
     policy.model.save_pretrained(base)
     policy.tokenizer.save_pretrained(base)
     write_text(base / "DONE", json.dumps(stats))
@@ -190,7 +190,7 @@ def run_method(cfg: Config, method: str, base: Path, source, val, verifier, log,
         problems = source.train_problems(range(ITER_OFFSET + (it - 1) * a.prompts_per_iter, ITER_OFFSET + it * a.prompts_per_iter))
         pairs, stats = ei_round(policy, verifier, problems, cfg, method, it, curriculum)
         row = {"iteration": it, "train": stats, "c1": curriculum.get("c1")}
-        _fine_tune(policy, pairs, cfg, steps=a.sft_steps, seed=step_seed(cfg.trainer.seed, it) + 1)
+        _fine_tune(policy, pairs, cfg, steps=a.sft_steps, seed=step_seed(cfg.trainer.seed, it) + 1, lr=a.lr)
         row["val"] = summarise(judge(policy, verifier, val, n=1, temperature=0.0, max_new_tokens=a.max_new_tokens, seed=0), a.lam)
         if method == "autocei":  # hill climbing on f, against the best f so far (the authors' curriculum)
             curriculum["c1"], curriculum["direction"] = curriculum_update(curriculum["c1"], curriculum["direction"], curriculum["step"],
@@ -202,10 +202,11 @@ def run_method(cfg: Config, method: str, base: Path, source, val, verifier, log,
         log.log(it, {**stats, **{f"val/{k}": v for k, v in row["val"].items() if isinstance(v, float)}, "curriculum/c1": row["c1"] or 0.0},
                 phase=method)
         tick(1, f=row["val"]["f"])
-    policy.model.load_state_dict(best[2])
+    if a.select == "best":
+        policy.model.load_state_dict(best[2])
     test = summarise(judge(policy, verifier, source.eval_problems, n=1, temperature=0.0, max_new_tokens=a.max_new_tokens, seed=0), a.lam,
                      by_terms=True)
-    out = {"iterations": history, "best_iteration": best[1], "test": test}
+    out = {"iterations": history, "best_iteration": best[1], "tested_iteration": best[1] if a.select == "best" else len(history) - 1, "test": test}
     if curriculum:
         out["curriculum"] = {k: v for k, v in curriculum.items()}
         out["refusal_reward_at_lengths"] = {L: float(refusal_reward(float(L), curriculum["c1"], curriculum["c2"])) for L in range(0, 7)}

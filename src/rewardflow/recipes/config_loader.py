@@ -77,12 +77,13 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     *[(f, lambda v: v >= 1, ">= 1") for f in (
         "bolt.icl_k", "bolt.prompts", "bolt.samples", "bolt.max_new_tokens", "autocei.iterations", "autocei.prompts_per_iter",
         "autocei.samples", "autocei.max_new_tokens", "autocei.sft_steps", "autocei.batch_size", "autocei.init_prompts", "autocei.val_size")],
-    *[(f, lambda v: v > 0, "> 0") for f in ("bolt.temperature", "autocei.temperature", "autocei.lr", "autocei.max_step", "autocei.step_frac")],
+    *[(f, lambda v: v > 0, "> 0") for f in ("bolt.temperature", "autocei.temperature", "autocei.lr", "autocei.init_lr", "autocei.max_step", "autocei.step_frac")],
     *[(f, lambda v: 0 <= v <= 1, "in [0, 1]") for f in ("bolt.p_backtrack", "bolt.p_reflect", "autocei.lam")],
     ("bolt.min_thought_lines", lambda v: v >= 0, ">= 0"),
     ("autocei.init_steps", lambda v: v >= 0, ">= 0 (0: the warm-started policy is the base, with no refusal training)"),
     ("autocei.fixed_refusal", lambda v: -1 <= v <= 1, "in [-1, 1], the range of the answer rewards"),
     ("autocei.methods", lambda v: len(v) > 0 and set(v) <= {"base", "ei", "rtuning", "autocei"}, "a non-empty list of base, ei, rtuning, autocei"),
+    ("autocei.select", lambda v: v in ("best", "last"), "best or last"),
 ]
 
 
