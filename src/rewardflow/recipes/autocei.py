@@ -279,15 +279,9 @@ def _cli(args) -> int:
 def register(sub) -> None:
     import argparse
 
-    from .run_dir import add_overwrite
+    from .run_dir import add_recipe_args
 
     p = sub.add_parser("autocei", help="Auto-CEI: curriculum expert iteration with refusals, against EI, R-Tuning and the base policy.",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/autocei.yaml", help="YAML recipe (default: configs/autocei.yaml)")
-    p.add_argument("--out", default="runs/autocei", help="run directory (default: runs/autocei)")
-    p.add_argument("--model", default=None, help="start from this policy instead of the tiny model (a directory, .gguf or smollm2-135m-instruct)")
-    add_overwrite(p)
-    p.add_argument("--seed", type=int, default=0, help="seed for the model, data and sampling (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. autocei.lam=0.3 autocei.iterations=4")
+    add_recipe_args(p, "autocei", "start from this policy instead of the tiny model (a directory, .gguf or smollm2-135m-instruct)", "autocei.lam=0.3 autocei.iterations=4")
     p.set_defaults(func=_cli)

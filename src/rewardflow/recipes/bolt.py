@@ -246,16 +246,10 @@ def _cli(args) -> int:
 def register(sub) -> None:
     import argparse
 
-    from .run_dir import add_overwrite
+    from .run_dir import add_recipe_args
 
     p = sub.add_parser("bolt", help="BOLT: bootstrap long CoT, long-CoT SFT, online RL; against short-CoT training.",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/bolt.yaml", help="YAML recipe (default: configs/bolt.yaml)")
-    p.add_argument("--out", default="runs/bolt", help="run directory (default: runs/bolt)")
-    p.add_argument("--model", default=None, help="the bootstrapper: an instruct model (smollm2-135m-instruct, a .gguf, a directory); "
-                   "default bolt.bootstrapper (synthetic)")
-    add_overwrite(p)
-    p.add_argument("--seed", type=int, default=0, help="seed for the model, data and sampling (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. bolt.prompts=64 trainer.steps=40")
+    add_recipe_args(p, "bolt", "the bootstrapper: an instruct model (smollm2-135m-instruct, a .gguf, a directory); "
+                   "default bolt.bootstrapper (synthetic)", "bolt.prompts=64 trainer.steps=40")
     p.set_defaults(func=_cli)

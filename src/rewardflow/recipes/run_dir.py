@@ -17,6 +17,17 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
                    help="replace what --out holds; the old copy is kept aside until this run succeeds")
 
 
+def add_recipe_args(p: argparse.ArgumentParser, name: str, model_help: str, example: str) -> None:
+    """The arguments every recipe verb run from configs/NAME.yaml into runs/NAME shares."""
+    p.add_argument("--config", default=f"configs/{name}.yaml", help=f"YAML recipe (default: configs/{name}.yaml)")
+    p.add_argument("--out", default=f"runs/{name}", help=f"run directory (default: runs/{name})")
+    p.add_argument("--model", default=None, help=model_help)
+    add_overwrite(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for the model, data and sampling (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help=f"dotted config overrides, e.g. {example}")
+
+
 def holds_something(out: Path) -> bool:
     """Anything beyond our marker and lock file: an earlier run, or the user's own files."""
     return out.exists() and (not out.is_dir() or any(p.name not in (MARKER, LOCK) for p in out.iterdir()))
