@@ -11,19 +11,10 @@ from rewardflow.recipes.config_loader import ConfigError, load_config
 from rewardflow.train.metrics import MetricsLog
 from rewardflow.train.overlap import AsyncRollouts, make_producer
 from rewardflow.train.rl import train_rl
+from scorers import DigitScorer as _DigitScorer
 
 OVERRIDES = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=10", "trainer.save_every=0",
              "trainer.eval_every=0", "trainer.micro_batch_size=8", "trainer.lr=1e-2", "trainer.warmup_steps=0", "trainer.steps=3"]
-
-
-class _DigitScorer:
-    """A random tiny model is rarely right: reward "wrote a digit" so that advantages are non-zero."""
-
-    def score_texts(self, problems, texts):
-        class V:
-            def __init__(self, ok):
-                self.correct, self.pred = ok, None
-        return [V(any(ch.isdigit() for ch in t)) for t in texts]
 
 
 def _noisy(path):

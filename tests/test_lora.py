@@ -16,6 +16,7 @@ from rewardflow.recipes.config_loader import ConfigError, load_config  # noqa: E
 from rewardflow.train.checkpoint import latest_checkpoint  # noqa: E402
 from rewardflow.train.metrics import MetricsLog  # noqa: E402
 from rewardflow.train.rl import train_rl  # noqa: E402
+from scorers import DigitScorer as _DigitScorer
 
 SMALL = TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64)
 OVERRIDES = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=10", "trainer.save_every=1",
@@ -144,14 +145,6 @@ def test_config_validates_lora_fields(small_ckpt):
             load_config(overrides=[override])
     with pytest.raises(ValueError, match="nope"):
         _lora_policy(small_ckpt, targets=("nope",))
-
-
-class _DigitScorer:
-    def score_texts(self, problems, texts):
-        class V:
-            def __init__(self, ok):
-                self.correct, self.pred = ok, None
-        return [V(any(ch.isdigit() for ch in t)) for t in texts]
 
 
 def _rl(tmp, init, steps, *, resume=False, run="run"):

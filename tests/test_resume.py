@@ -10,6 +10,7 @@ from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
 from rewardflow.train.checkpoint import latest_checkpoint
 from rewardflow.train.metrics import MetricsLog
 from rewardflow.train.rl import train_rl
+from scorers import DigitScorer as _DigitScorer
 
 OVERRIDES = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=12", "trainer.save_every=2",
              "trainer.eval_every=0", "trainer.micro_batch_size=8", "algo.kl_coef=0.05", "algo.epochs=2", "trainer.lr=1e-2"]
@@ -26,14 +27,6 @@ def _run(tmp, init, steps, resume=False, run="run"):
     log = MetricsLog(tmp / run / "metrics.jsonl", resume_after=int(ckpt.name.split("_")[-1]) if ckpt else None)
     train_rl(cfg, policy, ref, source, scorer, tmp / run, log=log, resume=resume)
     return policy, log.read()
-
-
-class _DigitScorer:
-    def score_texts(self, problems, texts):
-        class V:
-            def __init__(self, ok):
-                self.correct, self.pred = ok, None
-        return [V(any(ch.isdigit() for ch in t)) for t in texts]
 
 
 def test_resume_is_exact(tmp_path):
