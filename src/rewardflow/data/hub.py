@@ -45,13 +45,3 @@ def hub_rows(spec: str, split: str):
         raise DataError(f"{spec} (split {split!r}): the datasets library could not load it: {type(e).__name__}: {text}") from None
     for n, row in enumerate(ds, 1):
         yield n, row
-
-
-def hub_reader(split: str):
-    """A `reader(spec, parse)` for data/jsonl.py's loader: parsed rows, errors naming the dataset, split and row."""
-    from .jsonl import _parsed
-
-    def reader(spec, parse):
-        yield from _parsed(spec, hub_rows(spec, split), parse, where=lambda n: f"split {split!r} row {n}")
-
-    return reader

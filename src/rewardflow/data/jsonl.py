@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .chat import is_messages, render_messages
-from .hub import hub_reader, hub_task_name, is_hub_name
+from .hub import hub_rows, hub_task_name, is_hub_name
 from .problem import DataError, Problem
 
 
@@ -205,7 +205,7 @@ def row_reader(path, split: str = "train"):
     """The `reader(path, parse)` for a data file (by suffix) or a `datasets` name (hf:NAME, its `split`): it yields
     (line or row number, parse(row)) and raises DataError naming the file and line of a malformed row."""
     if is_hub_name(path):
-        return hub_reader(split)
+        return lambda spec, parse: _parsed(spec, hub_rows(spec, split), parse, where=lambda n: f"split {split!r} row {n}")
     suffix = Path(path).suffix.lower()
     readers = {".jsonl": read_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
     if suffix not in readers:

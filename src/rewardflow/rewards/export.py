@@ -14,7 +14,7 @@ What the head means (RewardModel reads a scalar head at the last token of each s
 - ORM on an encoder (BERT, MiniLM) -> AutoModelForTokenClassification, read at the last real token: an encoder's
   sequence-classification head pools the first token through an extra layer, which our ORM never trained.
 A PRM on an encoder keeps `is_decoder: true` in config.json, so transformers builds it with the causal mask it
-was trained with. `load_classification(dir)` turns such a directory back into a RewardModel (same scores).
+was trained with. `load_classification(dir)` reads such a directory back into the parts of a RewardModel (same scores).
 An architecture transformers has no such class for (OPT has no token classifier) is saved as backbone/ +
 head.safetensors + scorer.json instead, the layout rewardflow wrote before; RewardModel.load reads both.
 """
@@ -105,18 +105,13 @@ def save_backbone_and_head(rm, out: str | Path) -> Path:
     return Path(out)
 
 
-def load_classification(path: str | Path, meta: dict):
-    """The RewardModel saved by `save_classification` in `path` (meta: its scorer.json)."""
+def load_classification(path: str | Path, meta: dict) -> tuple[nn.Module, object, torch.Tensor, float]:
+    """What `save_classification` wrote in `path` (meta: its scorer.json), as the parts a RewardModel is built from:
+    (backbone, tokenizer, head weight [1, H], head bias with scorer.json's logit_bias folded in)."""
     import transformers
-
-    from .models import RewardModel
 
     auto_name = "AutoModelForSequenceClassification" if meta.get("head") == "sequence" else "AutoModelForTokenClassification"
     model = getattr(transformers, auto_name).from_pretrained(path, dtype=torch.float32)
-    rm = RewardModel(model.base_model, transformers.AutoTokenizer.from_pretrained(path), kind=meta["kind"],
-                     max_length=meta["max_length"], causal=meta["causal"], init=meta.get("init", ""))
     linear = _head_module(model)
-    with torch.no_grad():
-        rm.head.weight.copy_(linear.weight)
-        rm.head.bias.fill_(float(meta.get("logit_bias", 0.0)) + (float(linear.bias.item()) if linear.bias is not None else 0.0))
-    return rm.eval()
+    bias = float(meta.get("logit_bias", 0.0)) + (float(linear.bias.item()) if linear.bias is not None else 0.0)
+    return model.base_model, transformers.AutoTokenizer.from_pretrained(path), linear.weight.detach(), bias

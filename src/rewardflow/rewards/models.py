@@ -111,7 +111,12 @@ class RewardModel(nn.Module):
         if not (path / "backbone").is_dir():
             from .export import load_classification
 
-            return load_classification(path, meta)
+            backbone, tokenizer, weight, bias = load_classification(path, meta)
+            rm = cls(backbone, tokenizer, kind=meta["kind"], max_length=meta["max_length"], causal=meta["causal"], init=meta.get("init", ""))
+            with torch.no_grad():
+                rm.head.weight.copy_(weight)
+                rm.head.bias.fill_(bias)
+            return rm.eval()
         return cls._load_legacy(path, meta)
 
     @classmethod
