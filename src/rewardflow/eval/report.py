@@ -68,6 +68,19 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
+def read_samples(path: Path) -> list[dict]:
+    """The rows of a samples.jsonl (a cut-short last line, from a process killed mid-write, is skipped)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 SAMPLES_SHOWN = 3  # per evaluation and for the last RL steps: enough to read what the policy writes
 
 
@@ -76,8 +89,6 @@ def _sample_rows(results: dict, samples_file: Path) -> list[tuple[str, dict]]:
     samples.jsonl (train/tracking.py), when the run wrote one."""
     out = [(f"eval after {phase.upper()}", s) for phase in ("sft", "rl") for s in (results.get(phase, {}).get("samples") or [])[:SAMPLES_SHOWN]]
     if samples_file.is_file():
-        from ..train.tracking import read_samples
-
         rl = [r for r in read_samples(samples_file) if r.get("phase") == "rl"]
         out += [(f"RL step {r.get('step')}", r) for r in rl[-SAMPLES_SHOWN:]]
     return out

@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from ..eval.report import read_samples  # samples.jsonl is read by the report too; eval/ sits below train/
+
 TEXT_CHARS = 2000  # a sample's prompt / completion is cut here: samples.jsonl is for reading, not a dataset
 
 
@@ -135,16 +137,3 @@ class SampleLog:
             rows.append({"id": p.id, "prompt": p.prompt, "completion": c.text, "answer": p.answer, "pred": rollout.answers[b][0],
                          "reward": float(rollout.rewards[b, 0].item()), "correct": correct})
         self.write(step, "rl", rows)
-
-
-def read_samples(path: Path) -> list[dict]:
-    """The rows of a samples.jsonl (a cut-short last line, from a process killed mid-write, is skipped)."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
