@@ -65,7 +65,11 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="a real model instead of --sizes, e.g. smollm2-135m-instruct (used as it is, no warm-start)")
     p.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on both frameworks (default 0: full fine-tuning on both)")
     p.set_defaults(func=_trl)
+    _register_speed(bench_sub, fmt)
 
+
+def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
+    """bench sampler, mfu and async: the decode path, this machine's limits, and overlapped RL."""
     s = bench_sub.add_parser("sampler", formatter_class=fmt, help="our sampler vs transformers' model.generate -> JSON",
                              description="Tokens/s of HFPolicy.generate against model.generate on the same model, dtype and batch, greedy\n"
                              "and sampled, with MFU against the measured fp32 peak, the memory-bandwidth bound\n"
