@@ -136,3 +136,12 @@ def test_config_validation(user_file):
     cfg.reward.function_timeout = 0
     with pytest.raises(ConfigError, match="function_timeout"):
         validate(cfg)
+
+
+def test_reward_functions_without_weights_weigh_one_each(tmp_path):
+    """As TRL: reward.functions alone gives every function weight 1 (a count mismatch stays an error)."""
+    from rewardflow.recipes.config_loader import load_config
+
+    (tmp_path / "a.py").write_text("def f(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
+    cfg = load_config(None, [f"reward.functions=[{tmp_path}/a.py:f,{tmp_path}/a.py:f]"])
+    assert cfg.reward.function_weights == [1.0, 1.0]

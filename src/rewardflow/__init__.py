@@ -25,6 +25,7 @@ _API = {
     "HFPolicy": ".policy.hf",
     "load_config": ".recipes.config_loader",
     "ConfigError": ".recipes.config_loader",
+    "run_pipeline": ".recipes.pipeline",
 }
 
 __all__ = ["__version__", *_API]

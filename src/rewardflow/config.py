@@ -214,7 +214,7 @@ class RewardConfig:
     # plain-Python reward functions (TRL style), 'path/to/file.py:name' or 'package.module:name':
     # fn(prompts, completions, **columns) -> list[float | None]; columns: answer, task, id; None counts as 0 (rewards/functions.py)
     functions: list[str] = field(default_factory=list)
-    function_weights: list[float] = field(default_factory=list)  # one per function: reward += sum_j function_weights[j] * f_j
+    function_weights: list[float] = field(default_factory=list)  # one per function: reward += sum_j function_weights[j] * f_j ([]: 1 each)
     function_timeout: float = 30.0  # seconds one function may take on one batch (it runs in a worker process) before the run stops
     remote_url: str | None = None  # a reward server: POST {prompts, completions, answer, task, id} -> {"rewards": [float | None]} (rewards/remote.py)
     remote_weight: float = 1.0  # reward += remote_weight * the server's reward (None counts as 0)

@@ -223,6 +223,8 @@ def _validate_reward(cfg: Config) -> None:
     _choices("reward.transform", rw.transform, TRANSFORMS)
     if len(rw.weights) != len(rw.scorers):
         raise ConfigError(f"reward.weights={list(rw.weights)} needs one weight per entry of reward.scorers={list(rw.scorers)}")
+    if rw.functions and not rw.function_weights:
+        rw.function_weights = [1.0] * len(rw.functions)  # as TRL: every function weighs 1 unless weights are given
     if len(rw.function_weights) != len(rw.functions):
         raise ConfigError(f"reward.function_weights={list(rw.function_weights)} needs one weight per entry of reward.functions={list(rw.functions)}")
     if rw.functions and not rw.function_timeout > 0:
