@@ -34,7 +34,6 @@ def test_a_cap_above_the_ratio_leaves_it_untouched_and_direction_matters():
     # exp(0.5) = 1.648721, exp(-0.2) = 0.818731: the ratio is pi_prox / pi_behav, not its inverse
     torch.testing.assert_close(w, torch.tensor([[math.exp(0.5), math.exp(-0.2)]]), rtol=0, atol=1e-6)
     assert st["tis/capped_frac"] == 0.0
-    assert not torch.allclose(w, torch.tensor([[math.exp(-0.5), math.exp(0.2)]]))
 
 
 def test_weights_carry_no_gradient():
@@ -111,3 +110,15 @@ def test_fused_correction_uses_the_first_forward_and_skips_later_epochs():
     st = tis.stats()  # over the 3 valid tokens: weights 1, 1.5, 0.6065; one capped; behav - prox = 0, -0.5, 0.5
     assert st["tis/weight_mean"] == pytest.approx((1 + 1.5 + math.exp(-0.5)) / 3, abs=1e-6)
     assert st["tis/capped_frac"] == pytest.approx(1 / 3) and st["tis/behav_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_tis_is_refused_where_the_loss_has_no_token_weights():
+    """raft, raft_pp and rover ignore p.adv (ALGORITHMS' token_weights flag): a TIS cap there is a config error."""
+    import pytest
+
+    from rewardflow.recipes.config_loader import ConfigError, load_config
+
+    for name in ("raft", "raft_pp", "rover"):
+        with pytest.raises(ConfigError, match="no per-token advantage"):
+            load_config(overrides=[f"algo.name={name}", "algo.tis_cap=2"])
+    assert load_config(overrides=["algo.name=grpo", "algo.tis_cap=2"]).algo.tis_cap == 2

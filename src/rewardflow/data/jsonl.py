@@ -140,7 +140,7 @@ def _mapped(prompt_key: str | None, answer_key: str | None):
         return row[key]
 
     def parse(row: dict) -> tuple[str, str, dict]:
-        question = field_of(row, prompt_key, "data.prompt_key") if prompt_key else row.get("question", row.get("problem"))
+        question = field_of(row, prompt_key, "data.prompt_key") if prompt_key else row.get("question", row.get("problem", row.get("messages")))
         answer = field_of(row, answer_key, "data.answer_key") if answer_key else row.get("answer", row.get("gt"))
         if question is None:
             raise KeyError("needs 'question' or 'problem' (or set data.prompt_key)")
@@ -213,7 +213,7 @@ def row_reader(path, split: str = "train"):
     return readers[suffix]
 
 
-def _parsed(path: Path, rows, parse, what: str = "row", where=lambda n: f"row {n}"):
+def _parsed(path: Path, rows, parse, where=lambda n: f"row {n}"):
     """(n, parse(row)) for numbered dict rows, with read_rows' errors: DataError naming file and row."""
     for n, row in rows:
         try:
@@ -223,7 +223,7 @@ def _parsed(path: Path, rows, parse, what: str = "row", where=lambda n: f"row {n
         except DataError:
             raise
         except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: {where(n)}: malformed {what}: {_one_line(e)}") from e
+            raise DataError(f"{path}: {where(n)}: malformed row: {_one_line(e)}") from e
         yield n, item
 
 

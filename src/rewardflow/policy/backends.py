@@ -24,7 +24,10 @@ def _load_hf(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs
 
 
 def _load_vllm(path, *, device: str, dtype: torch.dtype | None, behaviour_logprobs: bool, **hf_kwargs):
+    from .resolve import resolve_model
     from .vllm import VLLMPolicy
+
+    path = resolve_model(path)  # the engine needs a transformers directory, not a name or a .gguf (HFPolicy resolves its own)
 
     # With truncated importance sampling on (algo.tis_cap > 0) the engine's own logprobs are kept as the behaviour
     # policy's and the trainer corrects the mismatch; without it they are made exact by teacher forcing when needed.

@@ -60,9 +60,9 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [n, V]
-        cum = sorted_logits.softmax(-1).cumsum(-1)  # [n, V]
+        probs = sorted_logits.softmax(-1)  # [n, V]
         # drop a token when the mass before it already reaches top_p (the first token always stays)
-        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p  # [n, V]
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p  # [n, V]
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

@@ -263,9 +263,8 @@ def _cli(args) -> int:
     from .config_loader import load_config
     from .run_dir import owned_run_dir
 
-    cfg = load_config(args.config, [f"trainer.seed={args.seed}", *args.overrides])
-    if args.model:
-        cfg.model.path = args.model
+    model = [f"model.path={args.model}"] if args.model else []  # an override, so it is validated with the rest
+    cfg = load_config(args.config, [f"trainer.seed={args.seed}", *args.overrides, *model])
     with owned_run_dir(args) as out:
         res = run_autocei(cfg, out, show_progress=not args.quiet)
     for name, m in res["methods"].items():

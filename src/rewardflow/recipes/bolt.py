@@ -17,7 +17,6 @@ length, the shares of completions in the long-CoT form, that reflect and that ba
 """
 from __future__ import annotations
 
-import copy
 import json
 import platform
 import random
@@ -199,8 +198,7 @@ def run_bolt(cfg: Config, out: Path, *, show_progress: bool = True) -> dict:
             sft_dir = sft_arm(cfg, init, pairs, out / arm / "sft", log, bar)
             res = results["arms"]
             res[f"{arm}_sft"] = evaluate_longcot(HFPolicy.from_pretrained(sft_dir, device=cfg.model.device), verifier, source.eval_problems, cfg)
-            rl_cfg = copy.deepcopy(cfg)
-            policy = online_arm(rl_cfg, sft_dir, out / arm / "rl", source, log, bar)
+            policy = online_arm(cfg, sft_dir, out / arm / "rl", source, log, bar)
             res[f"{arm}_rl"] = evaluate_longcot(policy, verifier, source.eval_problems, cfg)
             res[f"{arm}_rl"]["final_train_reward"] = [r for r in log.read() if "reward/mean" in r][-1]["reward/mean"]
             write_json(out / "results.json", results)

@@ -160,18 +160,18 @@ def _validate_model(cfg: Config) -> None:
     m = cfg.model
     if m.dtype == "float16":  # every config-driven verb trains; fp16 gradients underflow without a loss scaler
         raise ConfigError("model.dtype=float16 trains without loss scaling (gradients underflow); use model.dtype=bfloat16")
+    if m.lora.rank > 0 and m.backend == "vllm":  # the engine would get peft's unmerged weight names
+        raise ConfigError("model.lora.rank > 0 with model.backend=vllm is not supported: use model.backend=hf with LoRA")
     if m.lora.rank > 0 and not m.lora.targets:
         raise ConfigError("model.lora.targets is empty: name the modules that get adapters, e.g. [q_proj, v_proj]")
 
 
-# algorithms whose loss does not take the advantage as a per-token weight: truncated IS has nowhere to go
-NO_TIS = ("raft", "raft_pp", "rover")
-
-
 def _validate_async(cfg: Config) -> None:
     """trainer.async / algo.tis_cap / model.backend combinations that cannot work."""
+    from ..train.algorithms import ALGORITHMS
+
     tr, a = cfg.trainer, cfg.algo
-    if a.tis_cap > 0 and a.name in NO_TIS:
+    if a.tis_cap > 0 and not ALGORITHMS[a.name].token_weights:  # the loss ignores p.adv: nothing to weight
         raise ConfigError(f"algo.tis_cap={a.tis_cap}: {a.name}'s loss has no per-token advantage to weight; use algo.tis_cap=0")
     if tr.async_rl and cfg.reward.online_update:
         raise ConfigError("trainer.async=true with reward.online_update=true: the scorers would learn while the producer scores with them")
@@ -195,18 +195,12 @@ def _validate_byo(cfg: Config) -> None:
         raise ConfigError(f"data.mix_weights={list(d.mix_weights)} needs one weight per entry of data.mix={list(d.mix)}")
     if d.mix and (any(w < 0 for w in d.mix_weights) or sum(d.mix_weights) <= 0):
         raise ConfigError(f"data.mix_weights={list(d.mix_weights)} must be >= 0 with a positive sum")
-    if d.mix and is_data_file(d.task) and not d.eval_path:
-        raise ConfigError("data.mix trains on its sources; eval needs data.eval_path, or data.task naming a reasoning-gym task")
     if d.template is not None and "{prompt}" not in d.template:
         raise ConfigError(f"data.template={d.template!r} must contain '{{prompt}}' where the question goes")
     if cfg.sft.data is not None and not is_data_file(cfg.sft.data):
         raise ConfigError(f"sft.data={cfg.sft.data!r} must be a .jsonl/.json/.csv/.parquet file or hf:NAME")
     if rw.remote_url is not None and not str(rw.remote_url).startswith(("http://", "https://")):
         raise ConfigError(f"reward.remote_url={rw.remote_url!r} must be an http:// or https:// URL")
-    from ..train.algorithms import ALGORITHMS
-
-    if rw.remote_url is not None and ALGORITHMS[cfg.algo.name].greedy_baseline:
-        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.remote_url")
     bad = [t for t in cfg.logging.trackers if t not in ("tensorboard", "wandb")]
     if bad:
         raise ConfigError(f"logging.trackers={list(cfg.logging.trackers)}: {bad[0]!r} is not a tracker; choose from: tensorboard, wandb")
@@ -250,10 +244,9 @@ def _validate_reward(cfg: Config) -> None:
     if not rw.scorers and ALGORITHMS[cfg.algo.name].needs_scorer:
         raise ConfigError(f"algo.name={cfg.algo.name!r} reads an implicit PRM from reward.scorers, which is empty "
                           "(rewardflow rm train --kind implicit --out DIR, then 'reward.scorers=[DIR]' 'reward.weights=[0]')")
-    if rw.scorers and ALGORITHMS[cfg.algo.name].greedy_baseline:
-        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.scorers")
-    if rw.functions and ALGORITHMS[cfg.algo.name].greedy_baseline:
-        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with reward.functions")
+    extra = [name for name, on in (("reward.scorers", rw.scorers), ("reward.functions", rw.functions), ("reward.remote_url", rw.remote_url)) if on]
+    if extra and ALGORITHMS[cfg.algo.name].greedy_baseline:
+        raise ConfigError(f"algo.name={cfg.algo.name!r} scores its greedy baseline with the verifier alone; it cannot be combined with {extra[0]}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

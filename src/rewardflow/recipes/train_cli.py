@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .bench_cli import lazy_bench
 from .run_dir import add_overwrite, owned_run_dir
 
 PREFERENCE_HELP = """Preference optimisation from a policy checkpoint (model.path).
@@ -125,12 +126,6 @@ examples:
 """
 
 
-def _bench_real(args) -> int:
-    from .bench.real import run_from_args
-
-    return run_from_args(args)
-
-
 def register_bench(bench_sub) -> None:
     """Adds `algos` and `real` to the `bench` subparsers."""
     r = bench_sub.add_parser("real", help="SmolLM2-135M-Instruct: GSM8K, RL with LoRA, best-of-N, an ORM on its own samples.",
@@ -141,7 +136,7 @@ def register_bench(bench_sub) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of problems, sampling and training (default: 0)")
     r.add_argument("--data-root", default=None, help="benchmark data folder holding gsm8k/ (default: $REWARDFLOW_DATA or ../shared/data)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    r.set_defaults(func=_bench_real)
+    r.set_defaults(func=lazy_bench("real"))
     b = bench_sub.add_parser("algos", help="Compare every online RL algorithm from one SFT checkpoint.",
                              description=BENCH_HELP.replace("%", "%%"), formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--out", default="runs/bench_algos", help="output directory (default: runs/bench_algos)")

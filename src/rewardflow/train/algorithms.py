@@ -70,6 +70,7 @@ class OnlineAlgorithm:
     needs_group: bool = False  # compares a sample with its group: rollout.group_size >= 2
     greedy_baseline: bool = False  # the rollout also decodes each prompt greedily and scores it (ReMax's baseline)
     needs_scorer: bool = False  # reads a learned scorer of reward.scorers (PRIME's implicit PRM)
+    token_weights: bool = True  # the loss weights tokens by p.adv, so truncated IS (algo.tis_cap) can scale them
 
 
 # Inputs each advantage estimator takes besides the rewards (one table, looked up once per step).
@@ -253,10 +254,11 @@ ALGORITHMS: dict[str, OnlineAlgorithm] = {
     **{name: _policy_gradient("grpo") for name in ("gspo", "dual_clip", "dapo", "d3s")},
     "ppo": OnlineAlgorithm(_ppo_prepare, _ppo_loss, hidden=True, critic=True, all_rows=True),
     # RAFT's loss ignores p.adv: every kept row trains (the mask already holds only kept rows)
-    "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_loss, all_rows=True),
-    "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_pp_loss, all_rows=True),
+    "raft": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_loss, all_rows=True, token_weights=False),
+    "raft_pp": OnlineAlgorithm(_keep_prepare(lambda r, cfg: RAFT_KEEP[cfg.algo.raft.keep](r)), _raft_pp_loss, all_rows=True,
+                           token_weights=False),
     "reinforce_rej": OnlineAlgorithm(_keep_prepare(lambda r, cfg: reinforce_rej_keep(r)), _reinforce_rej_loss),
-    "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True, needs_group=True),
+    "rover": OnlineAlgorithm(_rover_prepare, _rover_loss, logits=True, all_rows=True, needs_group=True, token_weights=False),
     "prime": OnlineAlgorithm(_prime_prepare, _pg_loss, needs_group=True, needs_scorer=True),
 }
 

@@ -52,7 +52,7 @@ class OffPolicyCorrection:
     def __init__(self, p, cfg):
         self.cap = cfg.algo.tis_cap
         self.behav = p.old_logp.clone()  # [N, T] the sampler's logprobs
-        self.done = torch.zeros(len(p.mask), dtype=torch.bool)  # [N] rows already corrected
+        self.done = torch.zeros(len(p.mask), dtype=torch.bool, device=p.mask.device)  # [N] rows already corrected (mb's device)
         p.adv = (p.adv[:, None] if p.adv.dim() == 1 else p.adv).expand_as(p.mask).clone()  # [N, T]: each token its own weight
         self.totals = {"tis/weight_mean": 0.0, "tis/capped_frac": 0.0, "tis/behav_kl": 0.0}
         self.tokens = 0
@@ -64,7 +64,7 @@ class OffPolicyCorrection:
         rows = mb[todo]
         prox = fw.logp.detach()[todo].to(p.old_logp.dtype)  # [r, T] pi before this update
         weight, stats = truncated_is_weights(prox, self.behav[rows], p.mask[rows], cap=self.cap)  # [r, T]
-        p.old_logp[rows] = prox
+        p.old_logp[rows] = prox.to(p.old_logp.device)
         p.adv[rows] = importance_weighted_advantages(p.adv[rows], weight)
         self.done[rows] = True
         tokens = int(p.mask[rows].sum().item())

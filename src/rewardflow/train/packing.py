@@ -25,8 +25,9 @@ def pack_examples(prompt_ids: list[list[int]], completion_ids: list[list[int]], 
         if ids and len(ids) + len(p) + len(c) > max_len:
             rows.append((ids, mask))
             ids, mask = [], []
-        ids = ids + list(p) + list(c)
-        mask = mask + [0] * len(p) + [1] * len(c)
+        ids.extend(p)
+        ids.extend(c)
+        mask.extend([0] * len(p) + [1] * len(c))
         if len(ids) >= max_len:
             rows.append((ids[:max_len], mask[:max_len]))
             ids, mask = [], []

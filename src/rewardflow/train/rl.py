@@ -242,6 +242,8 @@ def train_rl(cfg: Config, policy, ref_policy, source, scorer, run_dir: Path, *, 
     finally:
         if producer is not None:
             producer.close()
+        if reward_scorers.functions is not None:  # the user's reward-function worker process
+            reward_scorers.functions.close()
         if fleet is not None:
             fleet.shutdown()
         if log is not given_log:  # trackers opened here: their files (TensorBoard events, the W&B run) are complete

@@ -200,7 +200,7 @@ def deepen_backbone(init: str | Path, extra_layers: int, out: str | Path, *, see
     deep = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = deep.load_state_dict(policy.state_dict(), strict=False)
     layers = getattr(getattr(deep, "model", None), "layers", None)
-    if unexpected or layers is None or any(not k.startswith(f"model.layers.{i}.") for k in missing for i in [k.split(".")[2]]) \
+    if unexpected or layers is None or any(not k.startswith("model.layers.") or int(k.split(".")[2]) < n for k in missing) \
             or not all(hasattr(b, "self_attn") and hasattr(b.self_attn, "o_proj") and hasattr(b, "mlp") for b in layers):
         raise ValueError(f"{path}: deepening needs a Llama-style decoder (model.layers[i].self_attn.o_proj, .mlp.down_proj)")
     with torch.no_grad():

@@ -53,14 +53,6 @@ def n_operations(expr: tuple) -> int:
     return inner + len(expr[1]) - (1 if op == "sum" else 0)
 
 
-def doc_indices(expr: tuple) -> set[int]:
-    """The documents the expression reads."""
-    if expr[0] == "fact":
-        return {expr[1]}
-    parts = expr[1:] if expr[0] in ("+", "-") else expr[1]
-    return set().union(*(doc_indices(e) for e in parts))
-
-
 def answer_text(value: Fraction) -> str:
     """An exact answer as a plain number: '12', '-7', '40.5'. A value with no terminating decimal is refused."""
     if value.denominator == 1:
