@@ -7,7 +7,7 @@ from collections import defaultdict
 from ..data.problem import Problem
 from .metrics import mean_ci, wilson_ci
 
-GROUP_KEYS = ("task_type", "length", "placement")  # the fields data/mathhay rows carry (data.mathhay.GROUP_FIELDS)
+from ..data.mathhay.build import GROUP_FIELDS as GROUP_KEYS  # the fields data/mathhay rows carry
 CROSSED = ("task_type", "length")  # the table a long-context benchmark reports: accuracy per type at each length
 
 

@@ -12,11 +12,15 @@ from .metrics import maj_at_k, mean_ci, pass_at_k, wilson_ci
 MAX_BATCH_TOKENS = 65_536
 
 
-def _batches(policy, problems: list[Problem], chunk: int, params: SamplingParams):
-    """Consecutive slices of `problems`: at most `chunk` problems and MAX_BATCH_TOKENS padded tokens each (one at least)."""
+def prompt_lengths(policy, problems: list[Problem]) -> list[int]:
+    """Each prompt's token count as the policy renders it (about 4 characters a token for a policy that cannot say)."""
     prompts = [p.prompt for p in problems]
     encode = getattr(policy, "encode_prompts", None)
-    lengths = [len(ids) for ids in encode(prompts)] if encode else [len(t) // 4 + 1 for t in prompts]
+    return [len(ids) for ids in encode(prompts)] if encode else [len(t) // 4 + 1 for t in prompts]
+
+
+def _batches(problems: list[Problem], lengths: list[int], chunk: int, params: SamplingParams):
+    """Consecutive slices of `problems`: at most `chunk` problems and MAX_BATCH_TOKENS padded tokens each (one at least)."""
     start = 0
     while start < len(problems):
         end, longest = start, 0
@@ -29,12 +33,12 @@ def _batches(policy, problems: list[Problem], chunk: int, params: SamplingParams
         start = end
 
 
-def _sample_verdicts(policy, verifier, problems: list[Problem], params: SamplingParams, chunk: int, progress=None, keep: list | None = None,
-                     keep_n: int = 0):
+def _sample_verdicts(policy, verifier, problems: list[Problem], lengths: list[int], params: SamplingParams, chunk: int, progress=None,
+                     keep: list | None = None, keep_n: int = 0):
     """For each problem, the (answer, correct) pair of each of params.n samples. `keep` (a list) receives the first
     sample of each of the first `keep_n` problems as a readable row."""
     verdicts = []
-    for batch in _batches(policy, problems, chunk, params):
+    for batch in _batches(problems, lengths, chunk, params):
         groups = policy.generate([p.prompt for p in batch], params)
         flat_problems = [p for p, g in zip(batch, groups) for _ in g]
         results = verifier.verify(flat_problems, [c.text for g in groups for c in g])
@@ -55,7 +59,8 @@ def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int
     the first sampled completion of the first `samples` problems with answer, verdict and reward (0/1), to read."""
     params = SamplingParams(n=n_samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     kept: list = []
-    verdicts = _sample_verdicts(policy, verifier, problems, params, max(1, chunk * 8 // n_samples), progress, kept, samples)
+    lengths = prompt_lengths(policy, problems)  # once, for both passes
+    verdicts = _sample_verdicts(policy, verifier, problems, lengths, params, max(1, chunk * 8 // n_samples), progress, kept, samples)
     out: dict = {"n_problems": len(problems), "n_samples": n_samples, "temperature": temperature, "samples": kept}
     for k in ks:
         per_problem = [pass_at_k(n_samples, sum(ok for _, ok in v), k) for v in verdicts]
@@ -71,7 +76,7 @@ def evaluate_policy(policy, verifier, problems: list[Problem], *, n_samples: int
     if greedy:
         # one sample at temperature 0 is already the greedy decode: long contexts (MathHay) should not pay it twice
         g = verdicts if (n_samples == 1 and temperature <= 0) else _sample_verdicts(
-            policy, verifier, problems, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), chunk * 8)
+            policy, verifier, problems, lengths, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), chunk * 8)
         mean, lo, hi = wilson_ci(sum(v[0][1] for v in g), len(g))
         out["greedy"], out["greedy_ci"] = mean, [lo, hi]
     per_problem = {"pass@1": out.get("pass@1_per_problem"), "greedy": [float(v[0][1]) for v in g] if greedy else None}

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..algos.ragged import pad_ragged
 from ..data.problem import Problem
 from .base import StepScores, forward_flops
 
@@ -114,11 +115,15 @@ class PublishedScorer(torch.nn.Module):
             sols = solutions[i : i + self.batch_size]
             built = [self.build(p.prompt, s or [""]) for p, s in zip(problems[i : i + self.batch_size], sols)]
             pad = self.pad_id([b[0] for b in built])
-            ids, mask = _pad([b[0] for b in built], pad)  # [n, L], [n, L]
+            ids, valid = pad_ragged([b[0] for b in built], fill=pad, dtype=torch.long)  # [n, L] right-padded
+            mask = valid.long()  # [n, L]
             self.flops_spent += forward_flops(self.num_params, mask)
             logits = self._forward(ids, mask, pad)  # [n, L, V'] on the model's device
-            for j, (steps, (_, pos)) in enumerate(zip(sols, built)):
-                scores = self.read(logits[j, pos]).cpu().tolist()  # [len(pos)]: only these rows leave the device
+            rows = [j for j, (_, pos) in enumerate(built) for _ in pos]
+            cols = [c for _, pos in built for c in pos]
+            flat = self.read(logits[rows, cols]).cpu().tolist()  # only the read-out positions leave the device, at once
+            for steps, (_, pos) in zip(sols, built):
+                scores, flat = flat[: len(pos)], flat[len(pos):]
                 out.append(StepScores(steps=[] if self.outcome_only or not steps else scores, outcome=scores[-1]))
         return out
 
@@ -261,13 +266,4 @@ def hub_snapshot(name: str) -> Path:
     except Exception as e:  # offline, no such repository, gated: say which, in one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"scorer {name!r}: not a local directory, and the hub could not provide it ({type(e).__name__}: {first})") from None
-
-
-def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    L = max(map(len, rows))
-    ids = torch.full((len(rows), L), pad, dtype=torch.long)  # [n, L] right-padded
-    mask = torch.zeros(len(rows), L, dtype=torch.long)  # [n, L]
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
 
