@@ -1,7 +1,8 @@
 """bench real's arithmetic (recipes/bench/real.py) on hand-worked groups; the run itself needs the 93 MB model."""
 import pytest
 
-from rewardflow.recipes.bench.real import compute_curve, group_metrics, paired_delta
+from rewardflow.eval.metrics import paired_delta
+from rewardflow.recipes.bench.real import compute_curve, group_metrics
 
 
 def _groups():
@@ -36,9 +37,9 @@ def test_compute_curve_by_hand():
 
 def test_paired_delta_by_hand():
     # differences 0.5, 0, 0.25, 0.25: mean 0.25; the interval is centred on it and excludes nothing by construction
-    d = paired_delta([0.0, 0.5, 0.25, 0.5], [0.5, 0.5, 0.5, 0.75])
+    d = paired_delta([[0.5, 0.5, 0.5, 0.75]], [[0.0, 0.5, 0.25, 0.5]])  # after, before
     assert d["mean"] == pytest.approx(0.25, abs=1e-12) and d["n"] == 4
     lo, hi = d["ci95"]
     assert lo < 0.25 < hi and hi - 0.25 == pytest.approx(0.25 - lo, abs=1e-12)
     with pytest.raises(ValueError, match="same problems"):
-        paired_delta([0.0], [0.0, 1.0])
+        paired_delta([[0.0, 1.0]], [[0.0]])

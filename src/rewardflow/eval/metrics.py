@@ -105,6 +105,17 @@ def mean_ci(values: Sequence[float], clip: bool = True) -> tuple[float, float, f
     return (mean, max(0.0, mean - half), min(1.0, mean + half)) if clip else (mean, mean - half, mean + half)
 
 
+def paired_delta(after_runs: Sequence[Sequence[float]], before_runs: Sequence[Sequence[float]]) -> dict:
+    """Per-problem metric after minus before on the same problems (each side averaged over its runs first), with its
+    95% interval over problems: far tighter than two unpaired intervals, because problem difficulty cancels."""
+    n = len(before_runs[0])
+    if any(len(r) != n for r in [*after_runs, *before_runs]):
+        raise ValueError(f"paired delta needs the same problems in every run ({sorted({len(r) for r in [*after_runs, *before_runs]})})")
+    avg = lambda runs, j: sum(r[j] for r in runs) / len(runs)  # noqa: E731
+    mean, lo, hi = mean_ci([avg(after_runs, j) - avg(before_runs, j) for j in range(n)], clip=False)
+    return {"mean": mean, "ci95": [lo, hi], "n": n}
+
+
 def wilson_ci(successes: float, n: int) -> tuple[float, float, float]:
     """Proportion with the Wilson score 95% interval (Wilson 1927): sane at 0 and n successes."""
     if n == 0:

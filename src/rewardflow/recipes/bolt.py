@@ -143,15 +143,15 @@ def sft_arm(cfg: Config, init: Path, pairs: list[tuple[str, str]], path: Path, l
 
 def online_arm(cfg: Config, sft_dir: Path, run_dir: Path, source, log, bar):
     """Stage 3: online RL (train/rl.train_rl, algo.name) from an SFT checkpoint with the verifier's reward."""
-    from ..policy.hf import HFPolicy
     from ..rewards.verifier import VerifierScorer
     from ..train.rl import train_rl
+    from .pipeline import load_rl_models
 
-    policy = HFPolicy.from_pretrained(sft_dir, device=cfg.model.device)
-    ref = HFPolicy.from_pretrained(sft_dir, device=cfg.model.device) if cfg.algo.kl_coef > 0 else None
+    policy, ref, autocast = load_rl_models(cfg, sft_dir, cfg.model.device)  # model.lora / dtype / backend as in `train`
     scorer = VerifierScorer()
     try:
-        train_rl(cfg, policy, ref, source, scorer, run_dir, log=log, progress=bar(f"RL {run_dir.parent.name} ({cfg.algo.name})", cfg.trainer.steps))
+        with autocast:
+            train_rl(cfg, policy, ref, source, scorer, run_dir, log=log, progress=bar(f"RL {run_dir.parent.name} ({cfg.algo.name})", cfg.trainer.steps))
     finally:
         scorer.verifier.close()
     return policy

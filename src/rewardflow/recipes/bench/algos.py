@@ -64,13 +64,11 @@ def paired_delta(evals: list[dict], base: dict) -> dict | None:
     """pass@1 change from `base` problem by problem (the same held-out problems): d_j = mean over runs of
     pass@1_j minus base pass@1_j, with its 95% interval over problems. Far tighter than comparing two unpaired
     intervals, because problem difficulty cancels."""
-    from ...eval.metrics import mean_ci
+    from ...eval.metrics import paired_delta as paired
 
     if "pass@1_per_problem" not in base or any("pass@1_per_problem" not in e for e in evals):
         return None
-    d = [sum(e["pass@1_per_problem"][j] for e in evals) / len(evals) - b for j, b in enumerate(base["pass@1_per_problem"])]
-    mean, lo, hi = mean_ci(d, clip=False)
-    return {"mean": mean, "ci95": [lo, hi]}
+    return paired([e["pass@1_per_problem"] for e in evals], [base["pass@1_per_problem"]])
 
 
 def _job(overrides: list[str], data_seed: int, sft_dir: str, run_dir: str, n_eval: int, progress=None) -> dict:

@@ -67,12 +67,10 @@ def _run_mode(name: str, base_overrides: list[str], sft_dir: Path, source, eval_
 
 def _paired(a: list[dict], b: list[dict]) -> dict:
     """pass@1 of mode a minus mode b, problem by problem (each averaged over repetitions), with its 95% interval."""
-    from ...eval.metrics import mean_ci
+    from ...eval.metrics import paired_delta
 
-    n = len(a[0]["pass@1_per_problem"])
-    avg = lambda runs, j: sum(r["pass@1_per_problem"][j] for r in runs) / len(runs)  # noqa: E731
-    mean, lo, hi = mean_ci([avg(a, j) - avg(b, j) for j in range(n)], clip=False)
-    return {"mean": mean, "ci95": [lo, hi], "zero_inside": lo <= 0 <= hi}
+    d = paired_delta([r["pass@1_per_problem"] for r in a], [r["pass@1_per_problem"] for r in b])
+    return {**d, "zero_inside": d["ci95"][0] <= 0 <= d["ci95"][1]}
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ...eval.metrics import paired_delta
 from .common import machine_note, measure_peak, peak_rss_mb, throughput_mfu, write_json
 
 MODEL = "smollm2-135m-instruct"
@@ -87,16 +88,6 @@ def compute_curve(groups: list[dict], params: int, prompt_tokens_per_sample: flo
                      "best_of_n_verifier": sum(any(g["correct"][:n]) for g in groups) / len(groups),
                      "majority_vote": sum(maj_at_k(g["answers"][:n], g["correct"][:n], n) for g in groups) / len(groups)})
     return rows
-
-
-def paired_delta(before: list[float], after: list[float]) -> dict:
-    """Mean of after - before over the same problems, with its 95% interval (normal approximation)."""
-    from ...eval.metrics import mean_ci
-
-    if len(before) != len(after):
-        raise ValueError(f"paired delta needs the same problems before and after ({len(before)} vs {len(after)})")
-    mean, lo, hi = mean_ci([a - b for a, b in zip(after, before)], clip=False)
-    return {"mean": mean, "ci95": [lo, hi], "n": len(before)}
 
 
 def gsm8k_problems(data_root: Path, n: int):
@@ -245,7 +236,7 @@ def run_bench(out: Path, *, quick: bool, threads: int, seed: int = 0, data_root:
         problems = GymSource(TASK, seed=seed, eval_size=plan["task_eval"], **TASK_KWARGS).eval_problems
         after, _ = sample_groups(trained, verifier, problems, k=plan["task_k"], max_new_tokens=plan["task_tokens"], seed=seed)
     report["rl"] = {**rl_stats, "eval": group_metrics(after, plan["task_k"])}
-    report["delta_pass@1"] = paired_delta(report["base"][TASK]["pass@1_per_problem"], report["rl"]["eval"]["pass@1_per_problem"])
+    report["delta_pass@1"] = paired_delta([report["rl"]["eval"]["pass@1_per_problem"]], [report["base"][TASK]["pass@1_per_problem"]])
     gen_tok_s = gen["gen_tokens"] / gen["seconds"]
     report.update({"wall_seconds": time.perf_counter() - t_start, "peak_rss_mb": peak_rss_mb(), "gen_tok_per_s": gen_tok_s,
                    **throughput_mfu(report["params"], peak["peak_gflops"], gen_tok_per_s=gen_tok_s, train_tok_per_s=rl_stats["train_tok_per_s"])})
