@@ -16,9 +16,14 @@ class NonFiniteError(ValueError):
     """A loss or gradient norm is nan or inf; raised before the optimiser step, so the weights are still finite."""
 
 
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    """What trains: every parameter that requires a gradient (with LoRA only the adapters)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, schedule: str = "constant"):
     # only what trains: with LoRA the frozen base gets no AdamW moments (two fp32 copies of 135M weights saved)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     if not params:
         raise ValueError("the model has no trainable parameters (every weight is frozen)")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..algos import sft_nll_loss
-from ..optim import optimizer_step
+from ..optim import optimizer_step, trainable_parameters
 
 
 def rank_world() -> tuple[int, int]:
@@ -87,7 +87,7 @@ def allreduce_gradients(model: torch.nn.Module) -> None:
     rides along in the same all-reduce and counts the ranks that had a gradient."""
     if rank_world()[1] == 1:
         return
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     if not params:
         return
     present = torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype, device=params[0].device)  # [P]

@@ -70,10 +70,6 @@ def prepare_model(policy, model_cfg, *, seed: int = 0) -> None:
         # so a saved checkpoint generates with a cache elsewhere)
 
 
-def trainable_parameters(model) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 @contextmanager
 def adapters_disabled(model):
     """Run `model` as its frozen base: every adapter is bypassed inside the block (no weights are copied)."""

@@ -15,11 +15,8 @@ from .config_loader import ConfigError, to_dict
 
 
 def _start(cfg: Config, out: Path, verb: str):
+    from .pipeline import load_rl_models
     from .warmstart import make_source
-    from ..optim import mixed_precision
-    from ..policy.backends import load_policy
-    from ..policy.hf import HFPolicy
-    from ..policy.lora import prepare_model, reference_for
     from ..train.metrics import MetricsLog
 
     if not cfg.model.path:
@@ -27,13 +24,9 @@ def _start(cfg: Config, out: Path, verb: str):
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     torch.manual_seed(cfg.trainer.seed)
-    # fp32 master weights (model.dtype is the autocast compute dtype); LoRA / gradient checkpointing from config `model`;
-    # the reference is the frozen base of a LoRA policy, else a second copy
-    load = lambda: HFPolicy.from_pretrained(cfg.model.path, device=cfg.model.device, dtype=torch.float32)
-    policy = load_policy(cfg.model.path, cfg.model.backend, device=cfg.model.device, dtype=torch.float32)  # hf | vllm (the reference stays hf)
-    prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
-    autocast = mixed_precision(policy.model, cfg.model.dtype)
-    return make_source(cfg), policy, reference_for(policy, load), MetricsLog(out / "metrics.jsonl"), autocast
+    # fp32 master weights with model.dtype autocast, LoRA from config `model`, and the reference DPO / OREO always need
+    policy, ref, autocast = load_rl_models(cfg, Path(cfg.model.path), cfg.model.device, need_ref=True)
+    return make_source(cfg), policy, ref, MetricsLog(out / "metrics.jsonl"), autocast
 
 
 def _evaluate(policy, problems, cfg: Config, bar, name: str) -> dict:

@@ -21,10 +21,10 @@ from ..config import Config
 from ..distributed.ddp import device_for_rank, init_distributed
 from ..eval.report import plot_pass_at_k, plot_rl_curves, write_html
 from ..eval.runner import evaluate_policy
-from ..optim import mixed_precision
+from ..optim import mixed_precision, trainable_parameters
 from ..policy.backends import load_policy
 from ..policy.hf import HFPolicy
-from ..policy.lora import prepare_model, reference_for, trainable_parameters
+from ..policy.lora import prepare_model, reference_for
 from ..progress import progress_bars
 from ..rewards.verifier import VerifierScorer
 from ..train.metrics import MetricsLog
@@ -82,15 +82,15 @@ def run_pipeline(cfg: Config, out: Path, *, resume: bool = False, show_progress:
     return results
 
 
-def load_rl_models(cfg: Config, start: Path, device: str):
+def load_rl_models(cfg: Config, start: Path, device: str, *, need_ref: bool = False):
     """(policy, reference or None, autocast context) for RL from checkpoint `start`: fp32 master weights with
     model.dtype as the autocast compute dtype, LoRA and gradient checkpointing from config `model`, and the KL
-    reference (algo.kl_coef > 0): the frozen base of a LoRA policy (no second copy), else a second load of `start`."""
+    reference (algo.kl_coef > 0, or need_ref: DPO and OREO): the frozen base of a LoRA policy (no second copy), else a second load of `start`."""
     policy = load_policy(start, cfg.model.backend, device=device, dtype=torch.float32, behaviour_logprobs=cfg.algo.tis_cap > 0)  # hf | vllm
     prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
     autocast = mixed_precision(policy.model, cfg.model.dtype)
     load_ref = lambda: HFPolicy.from_pretrained(start, device=device, dtype=torch.float32)
-    ref = reference_for(policy, load_ref) if cfg.algo.kl_coef > 0 else None
+    ref = reference_for(policy, load_ref) if need_ref or cfg.algo.kl_coef > 0 else None
     return policy, ref, autocast
 
 

@@ -103,7 +103,7 @@ def save_value(value: Critic, tokenizer, path: str | Path, *, beta: float) -> Pa
     path.mkdir(parents=True, exist_ok=True)
     backbone = value.backbone
     # a LoRA value model is saved with its adapters merged: the directory loads as a plain transformers model
-    backbone.save_pretrained(path, state_dict=merged_state_dict(backbone)) if is_lora(backbone) else backbone.save_pretrained(path)
+    backbone.save_pretrained(path, state_dict=merged_state_dict(backbone) if is_lora(backbone) else None)
     tokenizer.save_pretrained(path)
     torch.save(value.head.state_dict(), path / "head.pt")
     (path / "scorer.json").write_text(json.dumps({"kind": "oreo_value", "beta": beta}))
