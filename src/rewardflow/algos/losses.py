@@ -184,12 +184,11 @@ def truncated_is_weights(
         m = mask.bool()
         raw = torch.exp(prox_logp - behav_logp)  # [N, T]
         weight = raw.clamp(max=cap) * m  # [N, T]
-        stats = {
-            "tis/weight_mean": weight[m].mean().item() if m.any() else 1.0,
-            "tis/capped_frac": (raw[m] > cap).float().mean().item() if m.any() else 0.0,
-            # k1 estimate of KL(behav || prox) per token: how far sampler and trainer disagree
-            "tis/behav_kl": (behav_logp - prox_logp)[m].mean().item() if m.any() else 0.0,
-        }
+        if not m.any():
+            return weight, {"tis/weight_mean": 1.0, "tis/capped_frac": 0.0, "tis/behav_kl": 0.0}
+        # one host sync for the three statistics; behav_kl: k1 estimate of KL(behav || prox) per token
+        means = torch.stack([weight[m].mean(), (raw[m] > cap).float().mean(), (behav_logp - prox_logp)[m].mean()]).tolist()
+        stats = dict(zip(("tis/weight_mean", "tis/capped_frac", "tis/behav_kl"), means))
     return weight, stats
 
 

@@ -58,6 +58,12 @@ def smollm2_135m_instruct() -> Path:
 KNOWN_MODELS = {"smollm2-135m-instruct": smollm2_135m_instruct}
 
 
+def is_hub_id(spec: str) -> bool:
+    """`org/name` that is not a local path (runs/typo, whose first part is a local directory, stays a path error)."""
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not Path(parts[0]).is_dir()
+
+
 def resolve_model(spec: str | Path) -> Path:
     """A transformers checkpoint directory for `spec` (see the module docstring); a hub id comes back as
     `Path(spec)`, which transformers reads as the id."""
@@ -72,10 +78,7 @@ def resolve_model(spec: str | Path) -> Path:
         return gguf_to_transformers(path)
     if path.exists():
         raise ValueError(f"{spec}: a file, but not a .gguf file; give a transformers directory, a .gguf file or a known model name ({', '.join(KNOWN_MODELS)})")
-    parts = str(spec).split("/")
-    # org/name: transformers loads it (hub cache or download) or says why not; runs/typo, whose first part is a
-    # local directory, is a mistyped path and gets our error
-    if len(parts) == 2 and all(parts) and not str(spec).startswith((".", "~")) and not Path(parts[0]).is_dir():
+    if is_hub_id(str(spec)):  # transformers loads it (hub cache or download) or says why not
         return Path(spec)
     raise FileNotFoundError(f"{spec}: not a directory, .gguf file or known model name ({', '.join(KNOWN_MODELS)})")
 

@@ -83,9 +83,10 @@ def load_scorer(spec: str) -> Scorer:
 
 
 def hub_id(spec: str) -> bool:
-    """`org/name` that is not a local path (a typo'd `runs/x` whose `runs` exists stays a path error)."""
-    parts = spec.split("/")
-    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not Path(parts[0]).is_dir()
+    """`org/name` that is not a local path: the same rule as models (policy/resolve.is_hub_id)."""
+    from ..policy.resolve import is_hub_id
+
+    return is_hub_id(spec)
 
 
 def read_meta(path: str | Path) -> dict:
