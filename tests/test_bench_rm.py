@@ -1,5 +1,7 @@
 """recipes/bench/rm.py: the selection metrics by hand (the end-to-end run is the benchmark itself, see README). Best-of-N
 and weighted voting are eval.metrics' one implementation, which search and reward-model evaluation use too."""
+import json
+
 import pytest
 
 from rewardflow.eval.metrics import best_of_n, weighted_vote
@@ -45,7 +47,7 @@ def test_selection_metrics_on_two_problems():
 def test_bench_rm_end_to_end_at_toy_size(tmp_path):
     """Every stage runs (policy, labels, ORM, PRM, held-out selection) and a rerun resumes from the cache."""
     kw = dict(seed=0, sft_steps=4, model_size="small", train_problems=4, samples=2, rollouts=2, rm_epochs=1,
-              eval_problems=3, n=4, show_progress=False)
+              eval_problems=3, n=4, synthetic=6, show_progress=False)
     res = bench_rm.run_bench(tmp_path, **kw)
     m = res["metrics"]
     for key in ("pass@1", "pass@4", "maj@4", "orm@4", "prm_min@4", "prm_prod@4", "prm_last@4", "prm_mean@4", "implicit@4", "implicit_min@4",
@@ -53,7 +55,8 @@ def test_bench_rm_end_to_end_at_toy_size(tmp_path):
         assert 0.0 <= m[key]["value"] <= 1.0 and m[key]["n"] == 3, key
     # a selector never beats pass@n, and every selector's value is a count over the three problems
     assert all(m[k]["value"] <= m["pass@4"]["value"] + 1e-9 for k in m if k.endswith("@4") and k != "pass@4")
-    assert res["labels"]["solutions"] == 4 * 2
+    assert res["labels"]["solutions"] == 4 * 2 and res["sizes"]["synthetic_rows"] == 6 * 4
+    assert json.loads((tmp_path / "prm" / "scorer.json").read_text())["readout"] == "logprob"  # the default read-out
     for cached in ("sft/DONE", "labels.jsonl", "orm/scorer.json", "prm/scorer.json", "implicit/scorer.json", "candidates.json", "rm.json"):
         assert (tmp_path / cached).exists(), cached
     again = bench_rm.run_bench(tmp_path, **kw)

@@ -118,7 +118,13 @@ def register_bench(bench_sub) -> None:
     p.add_argument("--rollouts", type=int, default=8, help="K rollouts per step prefix (default 8)")
     p.add_argument("--method", default="mc-soft", choices=["mc-hard", "mc-soft", "er", "omega", "oracle"],
                    help="step-label kind for the PRM; oracle: exact labels from the worked solution, no rollouts (a diagnosis) (default mc-soft)")
-    p.add_argument("--rm-epochs", type=int, default=3, help="passes over the labelled data when training each RM (default 3)")
+    p.add_argument("--rm-epochs", type=int, default=2, help="passes over the labelled data when training each RM (default 2)")
+    p.add_argument("--readout", default="logprob", choices=["linear", "logprob"],
+                   help="both RMs' read-out: linear (a fresh scalar head) or logprob (the backbone's own LM head: the lowest "
+                        "token log-probability so far, calibrated; default logprob)")
+    p.add_argument("--synthetic", type=int, default=10_000,
+                   help="also train both RMs on 4 slipped worked solutions of each of N more training problems, labelled "
+                        "exactly (rewards/synthetic.py); 0: only the policy's own labelled samples (default 10000)")
     p.add_argument("--rm-lr", type=float, default=3e-4, help="peak learning rate of both reward models (default 3e-4)")
     p.add_argument("--eval-problems", type=int, default=100, help="held-out problems scored at N=16 (default 100)")
     p.add_argument("--n", type=int, default=16, help="samples per held-out problem for maj@N / orm@N / prm@N (default 16)")

@@ -58,6 +58,9 @@ def register_rm(rm_sub) -> None:
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4; implicit 1e-5)")
     t.add_argument("--batch-size", type=int, default=16, help="solutions (or pairs) per step (default 16)")
     t.add_argument("--max-length", type=int, default=None, help="token limit of prompt + solution (default: the backbone's, at most 2048)")
+    t.add_argument("--readout", default="linear", choices=["linear", "logprob"],
+                   help="orm/prm: linear (a fresh scalar head, default) or logprob (a causal LM backbone's own next-token head: the "
+                        "lowest token log-probability of the solution so far, calibrated; selects far better on chain arithmetic)")
     t.add_argument("--beta", type=float, default=0.05, help="implicit only: beta of r = beta log pi/pi_ref (default 0.05)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="directory to save the reward model to (written atomically)")
@@ -112,7 +115,7 @@ def _train(args) -> int:
         from ..train.rm import RMTrainConfig, steps_total, train_reward_model
 
         cfg = RMTrainConfig(kind=args.kind, loss=args.loss, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size,
-                            max_length=args.max_length, seed=args.seed)
+                            max_length=args.max_length, seed=args.seed, readout=args.readout)
         cfg.validate()
         tick = bar(f"train {args.kind} ({len(rows)} rows)", steps_total(rows, cfg))
         _, history = train_reward_model(args.init, rows, args.out, cfg, progress=tick)

@@ -50,6 +50,8 @@ def save_classification(rm, out: str | Path) -> Path:
     """Write `rm` (a RewardModel) to `out` as a transformers classification checkpoint + scorer.json, atomically."""
     import transformers
 
+    if rm.readout == "logprob":
+        return save_causal_lm(rm, out)
     config = rm.backbone.config.__class__.from_dict(rm.backbone.config.to_dict())  # a copy: the live model keeps its own
     # RewardModel.new: causal = decoder LM, or an encoder given is_decoder=True to serve as a PRM
     decoder_lm = rm.causal and not getattr(config, "is_decoder", False)
@@ -115,3 +117,28 @@ def load_classification(path: str | Path, meta: dict) -> tuple[nn.Module, object
     linear = _head_module(model)
     bias = float(meta.get("logit_bias", 0.0)) + (float(linear.bias.item()) if linear.bias is not None else 0.0)
     return model.base_model, transformers.AutoTokenizer.from_pretrained(path), linear.weight.detach(), bias
+
+
+def save_causal_lm(rm, out: str | Path) -> Path:
+    """A logprob read-out reward model (rewards/models.py): its causal LM as plain transformers saves it
+    (AutoModelForCausalLM loads it) + scorer.json with the two calibration numbers, atomically."""
+    scale, bias = (float(x) for x in rm.calibration.detach().cpu())
+    meta = {"kind": rm.kind, "layout": "causal-lm", "readout": "logprob", "scale": scale, "bias": bias, "max_length": rm.max_length,
+            "causal": True, "init": rm.init,
+            "input": "chat-templated prompt (generation prompt added), then the steps joined by newlines; the logit at token t "
+                     "is scale * (lowest log-probability the LM gives any solution token up to t) + bias, read at the last token "
+                     "of each step (PRM) or of the text (ORM), through a sigmoid"}
+    with atomic_path(out) as tmp:
+        rm.lm.save_pretrained(tmp)
+        rm.tokenizer.save_pretrained(tmp)
+        (tmp / "scorer.json").write_text(json.dumps(meta, indent=2))
+    return Path(out)
+
+
+def load_causal_lm(path: str | Path) -> tuple[nn.Module, object, torch.Tensor]:
+    """What `save_causal_lm` wrote: (causal LM, tokenizer, calibration [scale, bias])."""
+    import transformers
+
+    meta = json.loads((Path(path) / "scorer.json").read_text())
+    lm = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return lm, transformers.AutoTokenizer.from_pretrained(path), torch.tensor([meta["scale"], meta["bias"]])

@@ -41,6 +41,7 @@ class RMTrainConfig:
     max_pairs_per_prompt: int = 8  # Bradley-Terry: cap on correct x wrong pairs drawn from one prompt
     val_frac: float = 0.1  # fraction of prompts held out for the per-epoch validation line
     seed: int = 0
+    readout: str = "linear"  # linear (a fresh scalar head) | logprob (the backbone's own LM head; rewards/models.py)
 
     def validate(self) -> None:
         if self.kind not in LOSSES:
@@ -51,6 +52,8 @@ class RMTrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and val_frac in [0, 1)")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ValueError(f"max_grad_norm: {self.max_grad_norm}; must be a positive finite number")
+        if self.readout not in ("linear", "logprob"):
+            raise ValueError(f"readout: {self.readout!r}; valid: linear, logprob")
 
 
 def check_rows(rows: list[dict], kind: str, where: str = "rows") -> None:
@@ -138,7 +141,7 @@ def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg:
     torch.manual_seed(cfg.seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rm = RewardModel.new(init, cfg.kind, max_length=cfg.max_length)
+    rm = RewardModel.new(init, cfg.kind, max_length=cfg.max_length, readout=cfg.readout)
     train_rows, val_rows = split_by_prompt(rows, cfg.val_frac, cfg.seed)
     items = bt_pairs(train_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else train_rows
     val_items = bt_pairs(val_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else val_rows

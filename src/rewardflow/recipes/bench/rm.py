@@ -31,6 +31,7 @@ from ...atomic import write_json
 # ---------------------------------------------------------------- stages
 
 
+SYNTHETIC_OFFSET = 3_000_000  # synthetic rows' problems: past RL's (from 0), before SFT's (warmstart.SFT_OFFSET)
 SIZES = {  # tiny-model shapes: the quickstart model (1.07M params) and a smaller one for quick runs
     "quickstart": [],
     "small": ["model.hidden_size=64", "model.layers=2", "model.heads=2", "model.intermediate_size=256"],
@@ -97,11 +98,12 @@ def selection_metrics(cands: list[dict], scores: dict[str, list[list[float]]], n
 
 
 def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str = "quickstart", train_problems: int = 256, samples: int = 4,
-              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 3, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16,
-              rm_extra_layers: int = 0, show_progress: bool = True) -> dict:
+              rollouts: int = 8, method: str = "mc-soft", rm_epochs: int = 2, rm_lr: float = 3e-4, eval_problems: int = 100, n: int = 16,
+              rm_extra_layers: int = 0, readout: str = "logprob", synthetic: int = 10_000, show_progress: bool = True) -> dict:
     from ..config_loader import load_config
     from ...progress import progress_bars
     from ...rewards.label import LabelConfig, label_solutions, read_labels, sample_solutions
+    from ...rewards.synthetic import synthetic_rows
     from ...verify import Verifier
 
     out = Path(out)
@@ -133,7 +135,10 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
             rm_init = out / f"rm_init_deep{rm_extra_layers}"
             if not (rm_init / "config.json").exists():
                 deepen_backbone(out / "sft", rm_extra_layers, rm_init, seed=seed)
-        orm, prm = train_reward_models(rows, out, init=rm_init, epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr, extra_layers=rm_extra_layers)
+        # + slipped worked solutions of `synthetic` more training problems, exactly labelled (rewards/synthetic.py)
+        syn = synthetic_rows(source.train_problems(range(SYNTHETIC_OFFSET, SYNTHETIC_OFFSET + synthetic)), 4, seed=seed) if synthetic else []
+        orm, prm = train_reward_models(rows + syn, out, init=rm_init, epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr,
+                                       extra_layers=rm_extra_layers, readout=readout)
         implicit = train_implicit(rows, out, init=out / "sft", epochs=rm_epochs, seed=seed, bar=bar)
         cost["rm_train_seconds"] = time.perf_counter() - t0
 
@@ -143,13 +148,17 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
         cands = eval_candidates(policy, verifier, eval_set, n, max_new_tokens=max_new, seed=seed, out=out, bar=bar)
         scores = score_candidates(cands, eval_set, orm, prm, implicit, n) | stacked_selector(rows, cands, eval_set, orm, prm, policy, n, seed)
         cost["eval_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probes = consistency_probes(cands, eval_set, {"orm": (orm, "outcome"), "prm": (prm, "min"), "implicit": (implicit, "outcome")}, seed)
+        cost["probe_seconds"] = time.perf_counter() - t0
 
     labels_summary = _label_summary(rows)
     result = {"task": cfg.data.task, "task_kwargs": cfg.data.task_kwargs, "policy_params": policy.num_params, "n": n,
               "metrics": selection_metrics(cands, scores, n), "labels": labels_summary,
-              "rm_diagnostics": _rm_diagnostics(cands, scores),
+              "rm_diagnostics": _rm_diagnostics(cands, scores), "probes": probes,
               "sizes": {"sft_steps": sft_steps, "model_size": model_size, "train_problems": train_problems, "samples": samples,
                         "rollouts": rollouts, "method": method, "rm_epochs": rm_epochs, "rm_lr": rm_lr, "rm_extra_layers": rm_extra_layers,
+                        "readout": readout, "synthetic_problems": synthetic, "synthetic_rows": len(syn),
                         "eval_problems": eval_problems},
               "cost": cost, "machine": f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"}
     write_json(out / "rm.json", result)
@@ -243,6 +252,18 @@ def stacked_selector(rows: list[dict], cands: list[dict], eval_set, orm, prm, po
     return out
 
 
+def consistency_probes(cands: list[dict], eval_set, scorers: dict, seed: int) -> dict[str, list[dict]]:
+    """Shen et al. 2025's probes (eval/rm/probes.py: drop the question, change its numbers, shuffle or truncate the
+    steps) on the held-out candidates, per reward model (name -> (scorer, aggregation)): does its score follow the
+    question, or only the solution's own consistency?"""
+    from ...eval.rm.probes import probe_table
+
+    by_id = {p.id: p for p in eval_set}
+    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
+    flat_s = [s for c in cands for s in c["steps"]]
+    return {name: probe_table(scorer, flat_p, flat_s, how=how, seed=seed) for name, (scorer, how) in scorers.items()}
+
+
 def _regroup(flat: list[float], n: int) -> list[list[float]]:
     return [flat[i : i + n] for i in range(0, len(flat), n)]
 
@@ -277,16 +298,19 @@ def _rm_diagnostics(cands: list[dict], scores: dict[str, list[list[float]]]) -> 
     return out
 
 
-def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4, extra_layers: int = 0):
+def train_reward_models(rows: list[dict], out: Path, *, init: Path, epochs: int, seed: int, bar, lr: float = 3e-4, extra_layers: int = 0,
+                        readout: str = "linear"):
     """An ORM on the samples' correctness (pointwise cross-entropy) and a PRM on their step labels, both on the
-    SFT policy's backbone with a fresh scalar head (train/rm.py); cached in OUT/orm and OUT/prm."""
+    SFT policy's backbone with a fresh scalar head or its own LM head (readout, rewards/models.py); cached in
+    OUT/orm and OUT/prm."""
     from ...rewards.models import RewardModel
     from ...train.rm import RMTrainConfig, steps_total, train_reward_model
 
-    models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed} | ({"extra_layers": extra_layers} if extra_layers else {}))
+    models, stamp = [], json.dumps({"epochs": epochs, "lr": lr, "rows": len(rows), "seed": seed} | ({"extra_layers": extra_layers} if extra_layers else {})
+                                   | ({"readout": readout} if readout != "linear" else {}))
     for kind in ("orm", "prm"):
         path = out / kind
-        cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed)
+        cfg = RMTrainConfig(kind=kind, loss="bce", epochs=epochs, lr=lr, batch_size=16, seed=seed, readout=readout)
         if (path / "scorer.json").exists():
             _same_settings(path / "stamp.json", stamp)
             models.append(RewardModel.load(path))
@@ -313,13 +337,14 @@ def train_implicit(rows: list[dict], out: Path, *, init: Path, epochs: int, seed
     return prm
 
 
-QUICK = dict(sft_steps=30, model_size="small", train_problems=16, samples=2, rollouts=2, rm_epochs=1, eval_problems=10, n=4)  # --quick: a smoke test
+QUICK = dict(sft_steps=30, model_size="small", train_problems=16, samples=2, rollouts=2, rm_epochs=1, eval_problems=10, n=4, synthetic=50)  # --quick: a smoke test
 
 
 def run_from_args(args) -> int:
     kw = dict(seed=args.seed, sft_steps=args.sft_steps, model_size=args.model_size, train_problems=args.train_problems,
               samples=args.samples, rollouts=args.rollouts, method=args.method, rm_epochs=args.rm_epochs, rm_lr=args.rm_lr,
-              eval_problems=args.eval_problems, n=args.n, rm_extra_layers=getattr(args, "rm_extra_layers", 0))
+              eval_problems=args.eval_problems, n=args.n, rm_extra_layers=getattr(args, "rm_extra_layers", 0),
+              readout=getattr(args, "readout", "logprob"), synthetic=getattr(args, "synthetic", 10_000))
     res = run_bench(Path(args.out), **(kw | (QUICK if getattr(args, "quick", False) else {})), show_progress=not args.quiet)
     from ...progress import console
 
