@@ -198,6 +198,7 @@ class DistConfig:
     rollout_workers: int = 0  # Ray actors that generate and score rollouts with policy replicas (0: in-process, no Ray)
     worker_cpus: float = 1.0  # CPUs Ray reserves for each rollout worker (also its torch threads, at least 1)
     worker_gpus: float = 0.0  # GPUs Ray reserves for each rollout worker (fractions share one GPU)
+    rollout_backend: str = "ray"  # ray (actors, any cluster) | process (child processes on this machine, no Ray; CPU only)
 
 
 @dataclass

@@ -17,57 +17,13 @@ is also usable (and tested) in-process.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
-import torch
+
+from .fleet import Fleet, RolloutWorker, WorkerLost, split_evenly  # noqa: F401  (re-exported: the worker runs in Ray actors)
 
 
-def _default_scorer():
-    from ..rewards.verifier import VerifierScorer
-
-    return VerifierScorer()
-
-
-class RolloutWorker:
-    """One policy replica and one scorer (a Ray actor once wrapped by `ray.remote`)."""
-
-    def __init__(self, policy, scorer_factory: Callable | None = None, num_threads: int = 1):
-        torch.set_num_threads(num_threads)
-        self.policy = policy
-        self.policy.model.eval()
-        self.scorer = (scorer_factory or _default_scorer)()
-        self.version = 0  # weight pushes received
-
-    def set_weights(self, state_dict: dict) -> int:
-        self.policy.model.load_state_dict(state_dict)
-        self.version += 1
-        return self.version
-
-    def generate(self, prompts: list[str], params, prefixes: list[str] | None, prompt_seeds: list[int]):
-        return self.policy.generate(prompts, params, prefixes, prompt_seeds=prompt_seeds)
-
-    def score_texts(self, problems: list, texts: list[str]):
-        return self.scorer.score_texts(problems, texts)
-
-    def score(self, problems: list, solutions: list[list[str]]):
-        return self.scorer.score(problems, solutions)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def split_evenly(n: int, k: int) -> list[slice]:
-    """k contiguous slices covering range(n), sizes differing by at most one (empty ones dropped)."""
-    bounds = [n * i // k for i in range(k + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-class WorkerLost(RuntimeError):
-    """A rollout worker died (killed, out of memory, its node gone): the run stops, its checkpoints stay intact."""
-
-
-class RayRollouts:
+class RayRollouts(Fleet):
     """Fan generation and scoring out to `num_workers` Ray actors holding replicas of `policy`."""
 
     def __init__(self, policy, num_workers: int, scorer_factory: Callable | None = None, *, num_cpus_per_worker: float = 1,
@@ -87,42 +43,12 @@ class RayRollouts:
         self.workers = [actor.remote(policy_ref, scorer_factory, threads_per_worker) for _ in range(num_workers)]
         self.num_params = policy.num_params
 
-    # -- the Policy-side contract -------------------------------------------------------------------
-    def generate(self, prompts: list[str], params, prefixes: list[str] | None = None, *, prompt_seeds: list[int] | None = None):
-        from ..policy.hf import derive_prompt_seeds
+    def _map(self, method: str, args_per_worker: list[tuple]) -> list:
+        return self._get([getattr(w, method).remote(*a) for w, a in zip(self.workers, args_per_worker)])
 
-        seeds = prompt_seeds if prompt_seeds is not None else derive_prompt_seeds(params.seed, len(prompts))
-        parts = split_evenly(len(prompts), len(self.workers))
-        futures = [w.generate.remote(prompts[s], params, prefixes[s] if prefixes else None, seeds[s]) for w, s in zip(self.workers, parts)]
-        return [group for part in self._get(futures) for group in part]
-
-    def encode_prompts(self, prompts: list[str], prefixes: list[str] | None = None) -> list[list[int]]:
-        return self.policy.encode_prompts(prompts, prefixes)
-
-    def token_batch(self, prompt_ids, completion_ids):
-        return self.policy.token_batch(prompt_ids, completion_ids)
-
-    # -- the scorer-side contract -------------------------------------------------------------------
-    def score_texts(self, problems: list, texts: list[str]):
-        parts = split_evenly(len(texts), len(self.workers))
-        futures = [w.score_texts.remote(problems[s], texts[s]) for w, s in zip(self.workers, parts)]
-        return [v for part in self._get(futures) for v in part]
-
-    def score(self, problems: list, solutions: list[list[str]]):
-        """The Scorer contract (step scores), sharded over workers."""
-        parts = split_evenly(len(solutions), len(self.workers))
-        futures = [w.score.remote(problems[s], solutions[s]) for w, s in zip(self.workers, parts)]
-        return [v for part in self._get(futures) for v in part]
-
-    # -- weights ------------------------------------------------------------------------------------
-    def push_weights(self, model: torch.nn.Module | dict | None = None) -> int:
-        """Send weights to every worker (one object-store copy); returns the version. `model`: a module, a state
-        dict (the asynchronous trainer's snapshot, train/overlap.py), or by default the trainer's policy."""
-        source = model if isinstance(model, dict) else (model if model is not None else self.policy.model).state_dict()
-        state = {k: v.detach().to("cpu") for k, v in source.items()}
-        ref = self.ray.put(state)
-        versions = self._get([w.set_weights.remote(ref) for w in self.workers])
-        return versions[0]
+    def _send_weights(self, state: dict) -> list[int]:
+        ref = self.ray.put(state)  # one object-store copy, read by every worker
+        return self._get([w.set_weights.remote(ref) for w in self.workers])
 
     def _get(self, futures):
         """ray.get, with a dead worker reported in one line that says how to continue (not Ray's long traceback)."""

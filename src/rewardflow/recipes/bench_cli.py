@@ -100,7 +100,8 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
     a = bench_sub.add_parser("async", formatter_class=fmt, help="asynchronous vs synchronous RL on the same work -> DIR/async.json",
                              description="From one SFT warm-start of the quickstart model, GRPO for --steps steps in three modes, interleaved\n"
                              "in one process: sync (1 torch thread), async (trainer.async=true, max_staleness 1, algo.tis_cap 2:\n"
-                             "a generation thread and a training thread, 1 torch thread each) and sync_2threads. Writes samples/s\n"
+                             "a generation thread and a training thread, 1 torch thread each), sync_2threads, and async_process\n"
+                             "(the producer's generation and verification in a child process, 1 torch thread). Writes samples/s\n"
                              "per mode, the async/sync ratio per repetition, and held-out pass@1 after the same samples, compared\n"
                              "problem by problem with a 95% interval.\n\n"
                              "example: rewardflow bench async --out runs/bench_async --steps 20 --reps 2")
@@ -110,7 +111,8 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
     a.add_argument("--n", type=int, default=4, help="samples per held-out problem for pass@1 (default 4)")
     a.add_argument("--eval-size", type=int, default=200, help="held-out problems (default 200)")
     a.add_argument("--sft-steps", type=int, default=400, help="SFT warm-start steps (default 400, the quickstart's)")
-    a.add_argument("--modes", default="sync,async,sync_2threads", help="comma-separated subset of sync, async, sync_2threads (default: all)")
+    a.add_argument("--modes", default="sync,async,sync_2threads,async_process",
+                   help="comma-separated subset of sync, async, sync_2threads, async_process (default: all)")
     a.add_argument("overrides", nargs="*", help="dotted config overrides for every mode, e.g. rollout.prompts_per_step=16")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=lazy_bench("async_bench"))

@@ -148,6 +148,10 @@ def validate(cfg: Config) -> Config:
         # checked here, before rank 0 spends its time on SFT: each torchrun rank would start its own Ray fleet
         raise ConfigError(f"dist.rollout_workers={cfg.dist.rollout_workers} cannot be combined with torchrun (WORLD_SIZE="
                           f"{os.environ['WORLD_SIZE']}): ranks already split generation; set dist.rollout_workers=0")
+    if cfg.dist.rollout_backend not in ("ray", "process"):
+        raise ConfigError(f"dist.rollout_backend={cfg.dist.rollout_backend!r}; valid: ray, process")
+    if cfg.dist.rollout_backend == "process" and cfg.dist.worker_gpus > 0:
+        raise ConfigError("dist.rollout_backend=process runs CPU workers on this machine; GPU workers (dist.worker_gpus) need dist.rollout_backend=ray")
     _validate_model(cfg)
     _validate_reward(cfg)
     _validate_byo(cfg)

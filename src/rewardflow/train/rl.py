@@ -121,11 +121,16 @@ def rollout_metrics(rollout: Rollout, gen_seconds: float) -> dict:
 
 
 def start_fleet(policy, scorer, cfg: Config):
-    """Ray rollout workers (dist/ray_rollout.py), each with a replica of `policy` at its current weights and its
-    own unpickled copy of `scorer`. Sampling is seeded per prompt, so the fleet samples what `policy` would."""
+    """Rollout workers, each with a replica of `policy` at its current weights and its own unpickled copy of
+    `scorer`: Ray actors (distributed/ray_rollout.py) or, with dist.rollout_backend=process, child processes
+    (distributed/process_rollout.py). Sampling is seeded per prompt, so the fleet samples what `policy` would."""
+    d = cfg.dist
+    if d.rollout_backend == "process":
+        from ..distributed.process_rollout import ProcessRollouts
+
+        return ProcessRollouts(policy, d.rollout_workers, scorer, threads_per_worker=max(1, int(d.worker_cpus)))
     from ..distributed.ray_rollout import RayRollouts  # imports ray itself, only now
 
-    d = cfg.dist
     return RayRollouts(policy, d.rollout_workers, lambda: scorer, num_cpus_per_worker=d.worker_cpus, num_gpus_per_worker=d.worker_gpus,
                        threads_per_worker=max(1, int(d.worker_cpus)))
 
