@@ -10,7 +10,8 @@
 Sampling is seeded per prompt (`policy.hf.derive_prompt_seeds`): prompt i of a request seeded s draws
 from a stream that depends only on (s, i), so the fleet returns exactly what `policy.generate` returns in
 one process, for any number of workers. The driver keeps the trainer's policy; `encode_prompts` and
-`token_batch` (which the RL loop also calls on the generating object) are answered locally.
+`token_batch` (which the RL loop also calls on the generating object) are answered locally. The contract itself
+is fleet.Fleet's; dist.rollout_backend=process runs the same workers as child processes without Ray.
 
 Ray is imported lazily; the worker class is plain Python, wrapped with `ray.remote` at start-up, so it
 is also usable (and tested) in-process.
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .fleet import Fleet, RolloutWorker, WorkerLost, split_evenly
 
-from .fleet import Fleet, RolloutWorker, WorkerLost, split_evenly  # noqa: F401  (re-exported: the worker runs in Ray actors)
+__all__ = ["RayRollouts", "RolloutWorker", "WorkerLost", "split_evenly"]  # the worker and helpers live in fleet.py
 
 
 class RayRollouts(Fleet):
