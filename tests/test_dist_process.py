@@ -11,7 +11,7 @@ from rewardflow.data.problem import Problem
 from rewardflow.distributed.fleet import WorkerLost
 from rewardflow.distributed.process_rollout import ProcessRollouts
 from scorers import DigitScorer
-from test_dist_ray import EXACT, METRIC_ATOL, PARAMS, PROMPTS, WEIGHT_ATOL, _policy, _tokens
+from test_dist_ray import PARAMS, PROMPTS, _policy, _tokens, assert_same_training, check_weight_push
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -30,15 +30,7 @@ def test_two_process_workers_equal_in_process_rollouts():
         problems = [Problem(id=str(i), prompt=p, answer="3", task="t") for i, p in enumerate(PROMPTS) for _ in range(3)]
         texts = [c.text for g in local for c in g]
         assert fleet.score_texts(problems, texts) == DigitScorer().score_texts(problems, texts)
-        # an update on the trainer: workers keep sampling the old weights until the push
-        with torch.no_grad():
-            for p in pol.model.parameters():
-                p.mul_(1.5)
-        updated = pol.generate(PROMPTS, PARAMS)
-        assert _tokens(updated) != _tokens(local), "precondition: the update changes the samples"
-        assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(local)
-        assert fleet.push_weights(pol.model) == 1
-        assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(updated)
+        updated = check_weight_push(fleet, pol, local)
         with pytest.raises(RuntimeError, match="in a rollout worker process"):  # the worker's traceback comes back
             fleet._map("set_weights", [({"no.such.weight": torch.zeros(1)},)])
         assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(updated)  # and the worker keeps serving
@@ -52,17 +44,13 @@ def test_two_process_workers_equal_in_process_rollouts():
 
 
 def test_async_rl_with_a_process_worker_equals_in_process_sync(tmp_path):
-    from ddp_check import loop_differences, run_loop
+    from ddp_check import run_loop
 
     local = run_loop(tmp_path / "local")
     fleet = run_loop(tmp_path / "fleet", ["dist.rollout_workers=1", "dist.rollout_backend=process", "trainer.async=true",
                                           "trainer.max_staleness=0"])
     assert [r["async/staleness"] for r in fleet["metrics"]] == [0, 0]
-    diffs, weights = loop_differences(local, fleet)
-    assert all(diffs[k] == 0 for k in EXACT), {k: diffs[k] for k in EXACT}
-    assert max(diffs.values()) < METRIC_ATOL, diffs
-    assert weights < WEIGHT_ATOL, weights
-    assert any(r["loss/policy"] != 0 for r in local["metrics"]), "precondition: non-zero advantages"
+    assert_same_training(local, fleet)
 
 
 def test_config_refuses_an_unknown_backend_and_gpu_process_workers():

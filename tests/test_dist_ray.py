@@ -53,6 +53,32 @@ class ExactScorer:
         return [(p.id, len(s)) for p, s in zip(problems, solutions)]
 
 
+def check_weight_push(fleet, pol, local) -> list:
+    """An update on the trainer's policy: the fleet keeps sampling the old weights (`local`'s samples) until the push,
+    then samples the new ones. Returns the updated policy's samples."""
+    with torch.no_grad():
+        for p in pol.model.parameters():
+            p.mul_(1.5)
+    updated = pol.generate(PROMPTS, PARAMS)
+    assert _tokens(updated) != _tokens(local), "precondition: the update changes the samples"
+    assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(local)
+    assert fleet.push_weights(pol.model) == 1
+    assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(updated)
+    return updated
+
+
+def assert_same_training(local: dict, fleet: dict) -> None:
+    """Two ddp_check.run_loop results trained alike: identical rewards and lengths, metrics and weights within the
+    tolerances below."""
+    from ddp_check import loop_differences
+
+    diffs, weights = loop_differences(local, fleet)
+    assert all(diffs[k] == 0 for k in EXACT), {k: diffs[k] for k in EXACT}
+    assert max(diffs.values()) < METRIC_ATOL, diffs
+    assert weights < WEIGHT_ATOL, weights
+    assert any(r["loss/policy"] != 0 for r in local["metrics"]), "precondition: non-zero advantages"
+
+
 def test_split_evenly():
     assert split_evenly(5, 2) == [slice(0, 2), slice(2, 5)]
     assert split_evenly(2, 3) == [slice(0, 1), slice(1, 2)]  # no empty shards
@@ -119,15 +145,7 @@ def test_two_ray_workers_equal_in_process_rollouts():
         assert fleet.score(problems, steps) == ExactScorer().score(problems, steps)
         assert fleet.encode_prompts(PROMPTS) == pol.encode_prompts(PROMPTS)
 
-        # an update on the trainer: workers keep sampling the old weights until the push
-        with torch.no_grad():
-            for p in pol.model.parameters():
-                p.mul_(1.5)
-        updated = pol.generate(PROMPTS, PARAMS)
-        assert _tokens(updated) != _tokens(local), "precondition: the update changes the samples"
-        assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(local)
-        assert fleet.push_weights(pol.model) == 1
-        assert _tokens(fleet.generate(PROMPTS, PARAMS)) == _tokens(updated)
+        check_weight_push(fleet, pol, local)
         fleet.shutdown()
     finally:
         ray.shutdown()
@@ -148,7 +166,7 @@ EXACT = ("reward/mean", "reward/std", "reward/correct", "rollout/len", "rollout/
 
 def test_train_rl_with_two_ray_workers_equals_in_process(tmp_path):
     ray = _ray()
-    from ddp_check import loop_differences, run_loop
+    from ddp_check import run_loop
 
     local = run_loop(tmp_path / "local")
     started_here = not ray.is_initialized()
@@ -157,13 +175,9 @@ def test_train_rl_with_two_ray_workers_equals_in_process(tmp_path):
     if started_here:
         assert not ray.is_initialized(), "the fleet did not stop the Ray cluster it started"
     assert [r["step"] for r in fleet["metrics"]] == [1, 2]
-    diffs, weights = loop_differences(local, fleet)
-    assert all(diffs[k] == 0 for k in EXACT), {k: diffs[k] for k in EXACT}
-    assert max(diffs.values()) < METRIC_ATOL, diffs
-    assert weights < WEIGHT_ATOL, weights
+    assert_same_training(local, fleet)
     init = build(seed=1, max_positions=128).model.state_dict()
     assert max((local["state"][k] - init[k]).abs().max().item() for k in init) > 1e-2, "precondition: training moved the weights"
-    assert any(r["loss/policy"] != 0 for r in local["metrics"]), "precondition: non-zero advantages"
 
 
 def test_fleet_is_shut_down_when_training_fails(tmp_path, monkeypatch):
