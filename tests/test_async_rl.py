@@ -133,6 +133,24 @@ def test_async_replica_is_a_separate_copy(tiny_ckpt):
     assert prod.replica.tokenizer is not policy.tokenizer  # fast tokenizers must not be shared between threads
 
 
+def test_in_process_producer_splits_the_torch_threads(tiny_ckpt):
+    cfg = load_config(overrides=OVERRIDES + ["trainer.async=true", "trainer.steps=1"])
+    policy = HFPolicy.from_pretrained(tiny_ckpt)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        prod = make_producer(policy, policy, _DigitScorer(), None, None, cfg, [], start=1)
+        assert torch.get_num_threads() == 1  # producer thread + trainer thread: 1 + 1 on 2 cores, not 2 + 2
+        prod.close()
+        assert torch.get_num_threads() == 2  # restored for what follows (evaluation)
+        fleet = type("F", (), {"push_weights": lambda self, w: 0})()
+        prod = make_producer(policy, fleet, _DigitScorer(), fleet, None, cfg, [], start=1)  # workers: no thread split
+        assert torch.get_num_threads() == 2
+        prod.close()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_config_spells_async_and_rejects_what_cannot_work(tmp_path):
     assert load_config(overrides=["trainer.async=true"]).trainer.async_rl is True
     yaml = tmp_path / "a.yaml"

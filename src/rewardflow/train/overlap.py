@@ -102,8 +102,13 @@ class AsyncRollouts:
     """Rollouts of steps start+1 .. last made in a background thread, each from weights at most `max_staleness`
     updates old. `get(s)` blocks until step s's rollout is ready; `publish(s)` hands over the weights after update s."""
 
-    def __init__(self, replica, load_weights, judge, source, cfg, reward_scorers, policy, start: int):
+    def __init__(self, replica, load_weights, judge, source, cfg, reward_scorers, policy, start: int, *, split_threads: bool = False):
         self.replica, self.load_weights, self.judge, self.source = replica, load_weights, judge, source
+        # an in-process producer thread and the trainer thread each run torch's intra-op pool: split the threads
+        # between them (2 cores: 1 + 1) rather than run 2 x 2 on 2 cores; restored by close()
+        self.threads = torch.get_num_threads()
+        if split_threads:
+            torch.set_num_threads(max(1, self.threads // 2))
         self.cfg, self.reward_scorers, self.policy = cfg, reward_scorers, policy
         self.cond = threading.Condition()
         self.published, self.weights = start, snapshot(policy.model)  # version = updates applied
@@ -167,6 +172,7 @@ class AsyncRollouts:
             self.stopped = True
             self.cond.notify_all()
         self.thread.join()
+        torch.set_num_threads(self.threads)
         if hasattr(self.replica, "auto_sync"):  # a vLLM engine: later sampling (the final eval) pushes the final weights
             self.replica.auto_sync = True
 
@@ -188,4 +194,5 @@ def make_producer(policy, gen, judge, fleet, source, cfg, reward_scorers, start:
         load = lambda weights: replica.model.load_state_dict(weights)
     else:
         raise ValueError("trainer.async needs one process (or Ray rollout workers); under torchrun the ranks already share generation")
-    return AsyncRollouts(replica, load, judge, source, cfg, reward_scorers, policy, start)
+    in_process = fleet is None and replica is not policy  # a producer thread on a deep copy, in this process
+    return AsyncRollouts(replica, load, judge, source, cfg, reward_scorers, policy, start, split_threads=in_process)
