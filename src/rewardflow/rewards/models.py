@@ -13,7 +13,7 @@ Two read-outs (`readout=`):
   token of the solution so far. Untrained (scale 1, bias 0) it is the policy's own confidence; trained on step
   labels it raises the probability of tokens of right steps and lowers that of the slip in wrong ones, so it learns
   the check through the next-token predictions the LM already makes. On chain arithmetic a linear head learns
-  next to nothing from 3k-115k labelled steps, this read-out gets within-problem AUROC 0.78 from 41k
+  next to nothing from 3k-113k labelled steps; this read-out reaches within-problem AUROC 0.84 with 41k rows
   (docs/reward_models_selection.md). Needs a causal LM backbone.
 
 Saved layout (`save(dir)`): a transformers classification checkpoint that plain transformers loads
@@ -113,7 +113,7 @@ class RewardModel(nn.Module):
                 raise ValueError(f"{path}: readout 'logprob' reads a causal LM's next-token head; {config.model_type} is not a causal LM")
             lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             limit = max_length or min(getattr(config, "max_position_embeddings", 512), 2048)
-            return cls(lm.get_decoder(), AutoTokenizer.from_pretrained(path), kind=kind, max_length=limit, causal=True, init=str(init), lm=lm)
+            return cls(lm.base_model, AutoTokenizer.from_pretrained(path), kind=kind, max_length=limit, causal=True, init=str(init), lm=lm)
         causal = decoder_lm or kind == "prm"
         if causal and not decoder_lm:
             config.is_decoder = True  # encoder with a causal mask: step k sees steps 1..k only
@@ -139,7 +139,7 @@ class RewardModel(nn.Module):
             from .export import load_causal_lm
 
             lm, tokenizer, calibration = load_causal_lm(path)
-            rm = cls(lm.get_decoder(), tokenizer, kind=meta["kind"], max_length=meta["max_length"], causal=True, init=meta.get("init", ""), lm=lm)
+            rm = cls(lm.base_model, tokenizer, kind=meta["kind"], max_length=meta["max_length"], causal=True, init=meta.get("init", ""), lm=lm)
             with torch.no_grad():
                 rm.calibration.copy_(calibration)
             return rm.eval()
