@@ -17,6 +17,9 @@ A PRM on an encoder keeps `is_decoder: true` in config.json, so transformers bui
 was trained with. `load_classification(dir)` reads such a directory back into the parts of a RewardModel (same scores).
 An architecture transformers has no such class for (OPT has no token classifier) is saved as backbone/ +
 head.safetensors + scorer.json instead, the layout rewardflow wrote before; RewardModel.load reads both.
+A reward model with the logprob read-out (rewards/models.py) has no head to export: it saves as the causal LM it is
+(AutoModelForCausalLM loads it) + scorer.json {"layout": "causal-lm", "readout": "logprob", "scale", "bias"}; its
+logit at token t is scale * (lowest log-probability of a solution token up to t) + bias (`save_causal_lm`).
 """
 from __future__ import annotations
 
