@@ -77,8 +77,12 @@ class ProcessRollouts(Fleet):
             child.close()
             self.workers.append(parent)
             self.procs.append(proc)
-        for conn in self.workers:  # every worker built its replica (or the error says why not)
-            self._recv(conn)
+        try:
+            for conn in self.workers:  # every worker built its replica (or the error says why not)
+                self._recv(conn)
+        except BaseException:
+            self.shutdown()  # the workers that did start do not outlive the failed fleet
+            raise
 
     @staticmethod
     def _lost(e: BaseException) -> WorkerLost:
