@@ -128,13 +128,7 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
 
         # 3. outcome and process reward models (train/rm.py)
         t0 = time.perf_counter()
-        rm_init = out / "sft"
-        if rm_extra_layers:  # a reward model deeper than its policy (train/rm.py deepen_backbone); cached
-            from ...train.rm import deepen_backbone
-
-            rm_init = out / f"rm_init_deep{rm_extra_layers}"
-            if not (rm_init / "config.json").exists():
-                deepen_backbone(out / "sft", rm_extra_layers, rm_init, seed=seed)
+        rm_init = rm_backbone(out, rm_extra_layers, seed)
         # + slipped worked solutions of `synthetic` more training problems, exactly labelled (rewards/synthetic.py)
         syn = synthetic_rows(source.train_problems(range(SYNTHETIC_OFFSET, SYNTHETIC_OFFSET + synthetic)), 4, seed=seed) if synthetic else []
         orm, prm = train_reward_models(rows + syn, out, init=rm_init, epochs=rm_epochs, seed=seed, bar=bar, lr=rm_lr,
@@ -165,14 +159,25 @@ def run_bench(out: Path, *, seed: int = 0, sft_steps: int = 400, model_size: str
     return result
 
 
+def rm_backbone(out: Path, extra_layers: int, seed: int) -> Path:
+    """The reward models' init: the SFT policy, or with extra_layers a deeper copy of it (train/rm.py
+    deepen_backbone), cached in OUT."""
+    if not extra_layers:
+        return out / "sft"
+    from ...train.rm import deepen_backbone
+
+    path = out / f"rm_init_deep{extra_layers}"
+    if not (path / "config.json").exists():
+        deepen_backbone(out / "sft", extra_layers, path, seed=seed)
+    return path
+
+
 def score_candidates(cands: list[dict], eval_set, orm, prm, implicit, n: int) -> dict[str, list[list[float]]]:
     """Every selector's score of every candidate, grouped per problem: the ORM's outcome, the PRM under each step
     aggregation, and the implicit PRM as sigma(r)."""
     from ...rewards import AGGREGATIONS, aggregate
 
-    by_id = {p.id: p for p in eval_set}
-    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
-    flat_s = [s for c in cands for s in c["steps"]]
+    flat_p, flat_s = flat_candidates(cands, eval_set)
     prm_scores = prm.score(flat_p, flat_s)
     scores = {"orm": _regroup([aggregate(s, "outcome") for s in orm.score(flat_p, flat_s)], n)}
     for how in AGGREGATIONS:
@@ -238,9 +243,7 @@ def stacked_selector(rows: list[dict], cands: list[dict], eval_set, orm, prm, po
     from ...train.rm import split_by_prompt
 
     held = split_by_prompt(rows, 0.1, seed)[1]
-    by_id = {p.id: p for p in eval_set}
-    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
-    flat_s = [s for c in cands for s in c["steps"]]
+    flat_p, flat_s = flat_candidates(cands, eval_set)
     x_eval = _features(orm, prm, policy, flat_p, [p.prompt for p in flat_p], flat_s)  # [C, 4]
     out = {"policy_min_p": _regroup(x_eval[:, 2].exp().tolist(), n), "policy_mean_p": _regroup(x_eval[:, 3].exp().tolist(), n)}
     if held and 0 < sum(bool(r["correct"]) for r in held) < len(held):
@@ -258,10 +261,14 @@ def consistency_probes(cands: list[dict], eval_set, scorers: dict, seed: int) ->
     question, or only the solution's own consistency?"""
     from ...eval.rm.probes import probe_table
 
-    by_id = {p.id: p for p in eval_set}
-    flat_p = [by_id[c["id"]] for c in cands for _ in c["steps"]]
-    flat_s = [s for c in cands for s in c["steps"]]
+    flat_p, flat_s = flat_candidates(cands, eval_set)
     return {name: probe_table(scorer, flat_p, flat_s, how=how, seed=seed) for name, (scorer, how) in scorers.items()}
+
+
+def flat_candidates(cands: list[dict], eval_set) -> tuple[list, list[list[str]]]:
+    """Every held-out candidate as (its problem, its steps), problem by problem: what a Scorer takes."""
+    by_id = {p.id: p for p in eval_set}
+    return [by_id[c["id"]] for c in cands for _ in c["steps"]], [s for c in cands for s in c["steps"]]
 
 
 def _regroup(flat: list[float], n: int) -> list[list[float]]:
