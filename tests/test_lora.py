@@ -137,6 +137,13 @@ def test_mixed_precision_keeps_fp32_master_weights(small_ckpt):
     loss.backward()
     opt.step()
     assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
+    q_proj = policy.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(1, q_proj.in_features)
+    with autocast:  # one context over many steps, as a training run holds it: a forward reads the updated weights
+        before = q_proj(x)
+        with torch.no_grad():
+            q_proj.weight.add_(1.0)
+        assert not torch.equal(q_proj(x), before)  # autocast's weight cache would give the first bf16 copy again
     assert isinstance(mixed_precision(policy.model, "float32"), contextlib.nullcontext)  # fp32: no autocast at all
 
 

@@ -138,6 +138,40 @@ def test_steps_past_max_length_are_marked_and_not_trained_on(tiny_ckpt):
     assert not whole.step_cut.any()
 
 
+def _random_head(rm):
+    torch.manual_seed(0)
+    torch.nn.init.normal_(rm.head.weight, std=1.0)  # a fresh head scores 0.5 everywhere: make scores differ
+    return rm
+
+
+def test_a_long_solution_is_scored_in_windows_of_genuine_causal_scores(tiny_ckpt):
+    question = "What is 1 + 2 + 4 + 5 + 6 + 7 + 8 + 9?"
+    steps = ["1 + 2 = 3", "3 + 4 = 7", "7 + 5 = 12", "12 + 6 = 18", "18 + 7 = 25", "25 + 8 = 33", "33 + 9 = 42", "Answer: 42"]
+    rm = _random_head(RewardModel.new(tiny_ckpt, "prm", max_length=80))  # the templated question is ~50 tokens, a step ~11
+    first_cut = rm.encode([question], [steps]).step_cut[0].tolist().index(True)
+    assert 2 <= first_cut < len(steps) - 2  # several windows, each with room for context
+    got = rm.score([Problem(id="q", prompt=question, answer=None, task="t")], [steps])[0].steps
+    assert len(got) == len(steps)
+
+    def alone(sub):  # the score of sub's last step, read with sub as the whole solution
+        enc = rm.encode([question], [sub])
+        return None if enc.step_cut.any() else rm.score([Problem(id="q", prompt=question, answer=None, task="t")], [sub])[0].steps[-1]
+
+    for k in range(len(steps)):
+        # each step's score is that of a window that fits: the question, some earlier steps as context, then step k
+        candidates = [alone(steps[s : k + 1]) for s in range(k + 1)]
+        assert any(c is not None and c == pytest.approx(got[k], abs=1e-5) for c in candidates), k
+        if k < first_cut:
+            assert got[k] == pytest.approx(candidates[0], abs=1e-5)  # the first window is read as before
+    assert len(set(round(x, 6) for x in got[first_cut:])) > 1  # not the old copies of the last kept token
+
+
+def test_windows_end_when_even_the_question_does_not_fit(tiny_ckpt):
+    rm = _random_head(RewardModel.new(tiny_ckpt, "prm", max_length=8))
+    got = rm.score([Problem(id="q", prompt="What is 1 + 2 + 4 + 5 + 6 + 7 + 8 + 9?", answer=None, task="t")], [["1 + 2 = 3", "Answer: 3"]])[0]
+    assert len(got.steps) == 2 and all(0 < x < 1 for x in got.steps)
+
+
 def test_a_bf16_checkpoint_loads_in_fp32(tiny_ckpt, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -217,7 +251,7 @@ def test_prmbench_train_rows(shared_data):
     assert all(len(r["labels"]) == len(r["steps"]) for r in rows)
     assert all(0.0 in r["labels"] for r in modified) and all(set(r["labels"]) == {1.0} for r in originals)
     first = next(r for r in modified if r["id"] == "prm_train_p1_0:circular")
-    assert first["labels"] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]  # error_steps [2, 3, 4] of six steps
+    assert first["labels"] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # error_steps [2, 3, 4] of six steps: unsound from step 2 on
 
 
 def test_prmbench_variants_of_one_question_stay_on_one_side(shared_data):

@@ -144,3 +144,23 @@ def test_a_backbone_without_a_classification_class_keeps_the_backbone_and_head_l
     assert json.loads((tmp_path / "prm" / "scorer.json").read_text())["layout"] == "backbone+head"
     back = load_scorer(str(tmp_path / "prm"))
     assert [x for s in back.score([P, P], SOLS) for x in s.steps] == pytest.approx([x for s in rm.score([P, P], SOLS) for x in s.steps], abs=1e-6)
+
+
+def test_a_lora_reward_model_trains_adapters_and_head_only_and_saves_them_merged(tiny_ckpt, tmp_path):
+    from rewardflow.rewards.models import RewardModel
+    from rewardflow.train.rm import RMTrainConfig, train_reward_model
+
+    rows = [{"prompt": f"Q{i}", "steps": ["1 + 1 = 2", "Answer: 2"], "labels": [1.0, float(i % 2)]} for i in range(8)]
+    base = RewardModel.new(tiny_ckpt, "prm").backbone.state_dict()
+    cfg = RMTrainConfig(kind="prm", epochs=2, lr=1e-2, batch_size=4, val_frac=0.0, lora_rank=4)
+    rm, _ = train_reward_model(tiny_ckpt, rows, tmp_path / "prm", cfg)
+    live = {k.replace(".base_layer.", "."): v for k, v in rm.backbone.state_dict().items() if ".lora_" not in k}
+    assert live.keys() == base.keys() and all(torch.equal(live[k], base[k]) for k in base)  # the base stayed frozen
+    merged = rm.backbone_state()
+    moved = [k for k in base if not torch.equal(merged[k], base[k])]
+    assert moved and all(k.endswith(".weight") and "proj" in k for k in moved)  # the adapters learned, in linear layers only
+    loaded = RewardModel.load(tmp_path / "prm")  # a plain checkpoint: no adapter tensors, and it scores as the live model
+    assert not any(".lora_" in k for k in loaded.backbone.state_dict())
+    assert [x for s in loaded.score([P, P], SOLS) for x in s.steps] == pytest.approx([x for s in rm.score([P, P], SOLS) for x in s.steps], abs=1e-5)
+    with pytest.raises(ValueError, match="linear read-out"):
+        RewardModel.new(tiny_ckpt, "prm", readout="logprob").add_lora(4)

@@ -91,4 +91,6 @@ def mixed_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = No
     if dtype not in LOW_PRECISION:
         return contextlib.nullcontext()
     device = next(model.parameters()).device.type
-    return torch.autocast(device_type=device, dtype=dtype)
+    # no weight cache: autocast keeps the low-precision copy of each weight until its context exits, and our contexts
+    # span many optimizer steps (a whole run), so with the cache every forward would read the first step's weights
+    return torch.autocast(device_type=device, dtype=dtype, cache_enabled=False)

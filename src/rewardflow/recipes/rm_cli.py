@@ -27,7 +27,8 @@ examples:
   rewardflow rm label --policy runs/quickstart/sft --out runs/labels.jsonl
   rewardflow rm train --kind prm --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/prm
   rewardflow rm train --kind orm --loss bt --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/orm
-  rewardflow rm train --kind prm --init minilm --prmbench ../shared/data/prmbench --out runs/prm_minilm
+  rewardflow rm train --kind prm --init minilm --prmbench ../shared/data/prmbench --max-length 512 --epochs 3 \
+      --lr 5e-5 --dropout 0 --dtype bfloat16 --eval-every 50 --patience 3 --out runs/prm_minilm
   rewardflow rm eval --bench processbench --model runs/prm_minilm --out runs/pb_minilm
 """
 
@@ -61,6 +62,15 @@ def register_rm(rm_sub) -> None:
     t.add_argument("--readout", default="linear", choices=["linear", "logprob"],
                    help="orm/prm: linear (a fresh scalar head, default) or logprob (a causal LM backbone's own next-token head: the "
                         "lowest token log-probability of the solution so far, calibrated; selects far better on chain arithmetic)")
+    t.add_argument("--eval-every", type=int, default=0, help="optimizer steps between validations on the held-out tenth of questions (default: each epoch)")
+    t.add_argument("--patience", type=int, default=0,
+                   help="early stopping: stop after N validations without a lower held-out loss and save the best weights (default 0: off)")
+    t.add_argument("--dropout", type=float, default=None, help="replace the backbone's dropout rates (default: keep them; 0 trains a "
+                   "BERT-style encoder such as minilm 2.6x faster on CPU)")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="compute dtype; bfloat16 = autocast with fp32 master weights (2.2x faster for minilm on a CPU with avx512_bf16)")
+    t.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (and the head) instead of the whole "
+                   "backbone; saved merged (default 0: full fine-tuning)")
     t.add_argument("--beta", type=float, default=0.05, help="implicit only: beta of r = beta log pi/pi_ref (default 0.05)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="directory to save the reward model to (written atomically)")
@@ -115,11 +125,13 @@ def _train(args) -> int:
         from ..train.rm import RMTrainConfig, steps_total, train_reward_model
 
         cfg = RMTrainConfig(kind=args.kind, loss=args.loss, epochs=args.epochs, lr=args.lr or 1e-4, batch_size=args.batch_size,
-                            max_length=args.max_length, seed=args.seed, readout=args.readout)
+                            max_length=args.max_length, seed=args.seed, readout=args.readout,
+                            eval_every=args.eval_every, patience=args.patience,
+                            dropout=args.dropout, dtype=args.dtype, lora_rank=args.lora_rank)
         cfg.validate()
         tick = bar(f"train {args.kind} ({len(rows)} rows)", steps_total(rows, cfg))
         _, history = train_reward_model(args.init, rows, args.out, cfg, progress=tick)
-    console.print(json.dumps(history[-1], indent=2))
+    console.print("\n".join(json.dumps(h) for h in history[-2 if args.patience else -1 :]))  # the last validation (and the best)
     console.print(f"wrote {args.out}")
     return 0
 

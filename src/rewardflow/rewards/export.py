@@ -66,7 +66,7 @@ def save_classification(rm, out: str | Path) -> Path:
     if config.pad_token_id is None and rm.tokenizer.pad_token_id is not None:
         config.pad_token_id = rm.tokenizer.pad_token_id  # lets transformers pool a padded batch
     model = getattr(transformers, auto_name).from_config(config)
-    missing, unexpected = model.base_model.load_state_dict(rm.backbone.state_dict(), strict=False)
+    missing, unexpected = model.base_model.load_state_dict(rm.backbone_state(), strict=False)
     # an encoder's token-classification body has no pooler; our reward model never used it (it reads tokens)
     unexpected = [k for k in unexpected if not k.startswith("pooler.")]
     if missing or unexpected:
@@ -102,7 +102,7 @@ def save_backbone_and_head(rm, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
     with atomic_path(out) as tmp:
-        rm.backbone.save_pretrained(tmp / "backbone")
+        rm.backbone.save_pretrained(tmp / "backbone", state_dict=rm.backbone_state())
         rm.tokenizer.save_pretrained(tmp / "backbone")
         save_file({k: v.contiguous() for k, v in rm.head.state_dict().items()}, str(tmp / "head.safetensors"))
         meta = {"kind": rm.kind, "layout": "backbone+head", "max_length": rm.max_length, "causal": rm.causal, "init": rm.init}

@@ -21,7 +21,7 @@ import torch
 
 from ..algos.rm import bradley_terry_loss, pointwise_bce_loss, step_bce_loss
 from ..data.jsonl import step_list, text_field
-from ..optim import check_finite, make_optimizer, optimizer_step
+from ..optim import check_finite, make_optimizer, mixed_precision, optimizer_step
 from ..rewards.implicit import ImplicitPRM
 from ..rewards.models import RewardModel
 
@@ -42,16 +42,25 @@ class RMTrainConfig:
     val_frac: float = 0.1  # fraction of prompts held out for the per-epoch validation line
     seed: int = 0
     readout: str = "linear"  # linear (a fresh scalar head) | logprob (the backbone's own LM head; rewards/models.py)
+    eval_every: int = 0  # optimizer steps between validations (0: after each epoch)
+    dropout: float | None = None  # replaces the backbone's dropout rates (None: keep them; 0 is far faster for BERT-style encoders)
+    dtype: str = "float32"  # compute dtype: bfloat16 trains under autocast with fp32 master weights (optim.mixed_precision)
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank on every backbone linear layer, plus the head (0: the whole model)
+    patience: int = 0  # early stopping: stop after this many validations without a lower held-out loss, save the best weights (0: off)
 
     def validate(self) -> None:
         if self.kind not in LOSSES:
             raise ValueError(f"kind: {self.kind!r}; valid: {', '.join(LOSSES)}")
         if self.loss not in LOSSES[self.kind]:
             raise ValueError(f"loss: {self.loss!r} does not train a {self.kind}; valid: {', '.join(LOSSES[self.kind])}")
-        if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.val_frac < 1:
-            raise ValueError("epochs and batch_size must be >= 1 and val_frac in [0, 1)")
+        if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.val_frac < 1 or min(self.eval_every, self.patience, self.lora_rank) < 0:
+            raise ValueError("epochs and batch_size must be >= 1, val_frac in [0, 1), eval_every, patience and lora_rank >= 0")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ValueError(f"max_grad_norm: {self.max_grad_norm}; must be a positive finite number")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype: {self.dtype!r}; valid: float32, bfloat16")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: {self.dropout}; must be in [0, 1)")
         if self.readout not in ("linear", "logprob"):
             raise ValueError(f"readout: {self.readout!r}; valid: linear, logprob")
 
@@ -134,14 +143,47 @@ def evaluate(rm: RewardModel, items: list, cfg: RMTrainConfig) -> dict:
     return {f"val/{k.split('/')[-1]}": v / max(1, weight) for k, v in totals.items()} | {"val/n": weight}
 
 
+class BestWeights:
+    """Early stopping on the held-out loss: keeps a copy of the weights at the lowest validation loss so far and
+    says when `patience` validations in a row have not improved on it (patience 0: never stops, keeps nothing)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.loss, self.step, self.since, self.state, self.stopped = patience, math.inf, 0, 0, None, False
+
+    def update(self, rm: RewardModel, loss: float, step: int) -> bool:
+        """Record one validation loss; True when training should stop."""
+        if not self.patience:
+            return False
+        if loss < self.loss:
+            self.loss, self.step, self.since = loss, step, 0
+            self.state = {k: v.detach().clone() for k, v in rm.state_dict().items()}
+        else:
+            self.since += 1
+        self.stopped = self.since >= self.patience
+        return self.stopped
+
+
 def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg: RMTrainConfig, *, progress=None) -> tuple[RewardModel, list[dict]]:
-    """Train a fresh head + backbone from `init` on rows; save to out; return (model, per-epoch metrics)."""
+    """Train a fresh head + backbone from `init` on rows; save to out; return (model, one metrics line per validation).
+    Validation runs every `cfg.eval_every` steps (0: after each epoch); with `cfg.patience` the best weights are saved."""
     cfg.validate()
     check_rows(rows, cfg.kind)
     torch.manual_seed(cfg.seed)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rm = RewardModel.new(init, cfg.kind, max_length=cfg.max_length, readout=cfg.readout)
+    rm = RewardModel.new(init, cfg.kind, max_length=cfg.max_length, readout=cfg.readout, dropout=cfg.dropout)
+    if cfg.lora_rank:
+        rm.add_lora(cfg.lora_rank, seed=cfg.seed)
+    with mixed_precision(rm, cfg.dtype):
+        history = _fit(rm, rows, cfg, progress)
+    rm.save(out)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    (out / "train_config.json").write_text(json.dumps({**cfg.__dict__, "init": str(init), "rows": len(rows)}, indent=2))
+    return rm.eval(), history
+
+
+def _fit(rm: RewardModel, rows: list[dict], cfg: RMTrainConfig, progress) -> list[dict]:
+    """The training loop of train_reward_model: returns its metrics lines; leaves the best (or last) weights in rm."""
     train_rows, val_rows = split_by_prompt(rows, cfg.val_frac, cfg.seed)
     items = bt_pairs(train_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else train_rows
     val_items = bt_pairs(val_rows, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else val_rows
@@ -150,31 +192,37 @@ def train_reward_model(init: str | Path, rows: list[dict], out: str | Path, cfg:
     steps_per_epoch = -(-len(items) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt, sched = make_optimizer(rm, cfg.lr, cfg.weight_decay, max(1, total // 20), total, "linear")
-    rng, history = random.Random(cfg.seed), []
+    rng, history, best, step = random.Random(cfg.seed), [], BestWeights(cfg.patience if val_items else 0), 0
+    running: dict[str, list[float]] = {}  # train metrics since the last validation
     rm.train()
     for epoch in range(1, cfg.epochs + 1):
         order = list(range(len(items)))
         rng.shuffle(order)
-        running: dict[str, float] = {}
         for s in range(steps_per_epoch):
-            batch = [items[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
-            loss, stats = batch_loss(rm, batch, cfg)
+            step += 1
+            loss, stats = batch_loss(rm, [items[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]], cfg)
             loss.backward()
             # a nan label (or a diverged step) stops here, before the weights change and long before rm.save
-            grad_norm = optimizer_step(rm, opt, sched, max_grad_norm=cfg.max_grad_norm, step=(epoch - 1) * steps_per_epoch + s + 1,
-                                       losses={"loss/rm": loss.item()})
+            grad_norm = optimizer_step(rm, opt, sched, max_grad_norm=cfg.max_grad_norm, step=step, losses={"loss/rm": loss.item()})
             for k, v in {"loss": loss.item(), **stats, "grad_norm": grad_norm}.items():
-                running[k] = running.get(k, 0.0) + v / steps_per_epoch
+                running.setdefault(f"train/{k.split('/')[-1]}", []).append(v)
             if progress:
                 progress(1)
-        line = {"epoch": epoch, **{f"train/{k.split('/')[-1]}": v for k, v in running.items()}}
-        if val_items:
-            line.update(evaluate(rm, val_items, cfg))
-        history.append(line)
-    rm.save(out)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    (out / "train_config.json").write_text(json.dumps({**cfg.__dict__, "init": str(init), "rows": len(rows)}, indent=2))
-    return rm.eval(), history
+            if not (step % cfg.eval_every == 0 if cfg.eval_every else s + 1 == steps_per_epoch) and step < total:
+                continue
+            line = {"epoch": epoch, "step": step, **{k: sum(v) / len(v) for k, v in running.items()}}
+            running = {}
+            if val_items:
+                line.update(evaluate(rm, val_items, cfg))
+            history.append(line)
+            if val_items and best.update(rm, line["val/loss"], step):
+                break
+        if best.stopped:
+            break
+    if best.state is not None:  # the weights of the lowest held-out loss, not the last ones
+        rm.load_state_dict(best.state)
+        history.append({"best_step": best.step, "best_val_loss": best.loss})
+    return history
 
 
 def deepen_backbone(init: str | Path, extra_layers: int, out: str | Path, *, seed: int = 0) -> Path:
@@ -224,19 +272,25 @@ def steps_total(rows: list[dict], cfg: RMTrainConfig) -> int:
 
 
 def prmbench_train_rows(data_dir: str | Path, *, with_originals: bool = True) -> list[dict]:
-    """PRM rows from PRMBench's `*_train_*` files (Song et al. 2025): the modified process with label 0 at its
-    `error_steps` (1-based) and 1 elsewhere (rows whose error steps all lie past their last step are left out); plus, once per question, the original process with all 1s. Test
-    files are never read: they are what the benchmark evaluates."""
+    """PRM rows from PRMBench's `*_train_*` files (Song et al. 2025): the modified process with label 1 before its
+    first `error_steps` entry (1-based) and 0 from it on (rows whose error steps all lie past their last step are
+    left out); plus, once per question, the original process with all 1s. Test files are never read: they are
+    what the benchmark evaluates.
+
+    Why 0 after the first error, though PRMBench marks later steps that merely build on it as unerring: a causal PRM's
+    score at step k answers "is the solution still sound after step k" (Math-Shepherd's hard label: a step after a
+    mistake cannot lead to a sound solution), and ProcessBench asks for exactly the first step where that flips.
+    Labelling the steps after an error 1 asks it to forget an error it can still see."""
     from ..data.jsonl import read_rows
 
     files = sorted(Path(data_dir).glob("*_train_*.jsonl"))
     if not files:
         raise FileNotFoundError(f"{data_dir}: no PRMBench *_train_*.jsonl files")
     def parse(r: dict) -> dict:
-        errors = {int(e) for e in r["error_steps"]}
         steps = [str(x) for x in r["modified_process"]]
+        first = min((int(e) for e in r["error_steps"]), default=len(steps) + 1)  # 1-based
         return {"id": f"{r['idx']}:{r['classification']}", "group": r["idx"], "prompt": r.get("modified_question") or r["question"], "steps": steps,
-                "labels": [0.0 if k + 1 in errors else 1.0 for k in range(len(steps))],
+                "labels": [1.0 if k + 1 < first else 0.0 for k in range(len(steps))],
                 "original": (r["original_question"], [str(x) for x in r["original_process"]])}
 
     rows, seen = [], set()
