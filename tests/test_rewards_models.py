@@ -166,6 +166,16 @@ def test_a_long_solution_is_scored_in_windows_of_genuine_causal_scores(tiny_ckpt
     assert len(set(round(x, 6) for x in got[first_cut:])) > 1  # not the old copies of the last kept token
 
 
+def test_scores_do_not_depend_on_the_batch_or_its_order(tiny_ckpt):
+    rm = _random_head(RewardModel.new(tiny_ckpt, "prm"))
+    rm.batch_size = 2  # several batches, sorted by length inside score()
+    probs = [Problem(id=str(i), prompt=f"What is {i} + {i}?", answer=None, task="t") for i in range(5)]
+    sols = [[f"{i} + {i} = {2 * i}"] + ["so it is"] * i + [f"Answer: {2 * i}"] for i in range(5)]
+    together = rm.score(probs[::-1], sols[::-1])[::-1]  # longest first: the sort must put each back in place
+    for p, sol, got in zip(probs, sols, together):
+        assert got.steps == pytest.approx(rm.score([p], [sol])[0].steps, abs=1e-5) and len(got.steps) == len(sol)
+
+
 def test_windows_end_when_even_the_question_does_not_fit(tiny_ckpt):
     rm = _random_head(RewardModel.new(tiny_ckpt, "prm", max_length=8))
     got = rm.score([Problem(id="q", prompt="What is 1 + 2 + 4 + 5 + 6 + 7 + 8 + 9?", answer=None, task="t")], [["1 + 2 = 3", "Answer: 3"]])[0]

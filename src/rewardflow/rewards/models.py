@@ -281,19 +281,20 @@ class RewardModel(nn.Module):
     def score(self, problems: list[Problem], solutions: list[list[str]]) -> list[StepScores]:
         was_training = self.training
         self.eval()
-        out: list[StepScores] = []
-        for i in range(0, len(problems), self.batch_size):
-            sols = [s or [""] for s in solutions[i : i + self.batch_size]]
-            outcome, steps = self._windowed_logits([p.prompt for p in problems[i : i + self.batch_size]], sols)
+        out: list[StepScores | None] = [None] * len(problems)
+        # batches of similar length pad less; a row's scores do not depend on its batch (padding is masked)
+        order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt) + sum(map(len, solutions[i])))
+        for lo in range(0, len(order), self.batch_size):
+            idx = order[lo : lo + self.batch_size]
+            sols = [solutions[i] or [""] for i in idx]
+            outcome, steps = self._windowed_logits([problems[i].prompt for i in idx], sols)
             outcome = torch.sigmoid(outcome)  # [n]
-            for j, sol in enumerate(sols):
-                if not solutions[i + j]:  # nothing to score: no step scores, the outcome of an empty answer
-                    out.append(StepScores(steps=[], outcome=outcome[j].item()))
-                elif self.kind == "prm":
+            for j, i in enumerate(idx):
+                if self.kind == "prm" and solutions[i]:
                     step_scores = torch.sigmoid(steps[j]).tolist()
-                    out.append(StepScores(steps=step_scores, outcome=step_scores[-1]))
-                else:
-                    out.append(StepScores(steps=[], outcome=outcome[j].item()))
+                    out[i] = StepScores(steps=step_scores, outcome=step_scores[-1])
+                else:  # an ORM, or nothing to score: the outcome (of an empty answer)
+                    out[i] = StepScores(steps=[], outcome=outcome[j].item())
         self.train(was_training)
         return out
 
