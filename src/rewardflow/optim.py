@@ -90,7 +90,11 @@ def mixed_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = No
         model.float()
     if dtype not in LOW_PRECISION:
         return contextlib.nullcontext()
-    device = next(model.parameters()).device.type
-    # no weight cache: autocast keeps the low-precision copy of each weight until its context exits, and our contexts
-    # span many optimizer steps (a whole run), so with the cache every forward would read the first step's weights
-    return torch.autocast(device_type=device, dtype=dtype, cache_enabled=False)
+    return autocast(next(model.parameters()).device.type, dtype)
+
+
+def autocast(device_type: str, dtype: torch.dtype):
+    """torch.autocast without its weight cache. The cache keeps the low-precision copy of each trainable weight
+    until the context exits, and our contexts span many optimizer steps (a whole run): with it, every forward in
+    grad or no-grad mode would read the weights of the first step."""
+    return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=False)

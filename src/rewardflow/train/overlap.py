@@ -27,6 +27,7 @@ import time
 import torch
 
 from ..algos.losses import importance_weighted_advantages, truncated_is_weights
+from ..optim import autocast
 from .rollout import collect_batch
 
 
@@ -123,7 +124,7 @@ class AsyncRollouts:
         try:
             with contextlib.ExitStack() as stack:
                 for device_type, dtype in self.autocast:
-                    stack.enter_context(torch.autocast(device_type, dtype=dtype))
+                    stack.enter_context(autocast(device_type, dtype))
                 self._loop(first, last)
         except BaseException as e:  # handed to the trainer's next get(), which raises it in the main thread
             with self.cond:
