@@ -12,7 +12,7 @@ from pathlib import Path
 from . import bench_cli, config_cli, label_cli, mathhay_cli, rm_cli, search_cli, train_cli
 from . import sft_cli
 from . import autocei, bolt
-from .devices import add_device_args
+from .devices import DTYPES, add_device_args, place_scorer
 from .run_dir import add_overwrite, owned_run_dir, positive_int
 
 EPILOG = """examples:
@@ -99,7 +99,7 @@ def _rm_eval(args) -> int:
 
     if sum(x is not None for x in (args.scores, args.model, args.critic)) > 1:
         raise ValueError("give at most one of --scores, --model and --critic")
-    scorer = load_scorer(args.model) if args.model else None
+    scorer = place_scorer(load_scorer(args.model), args.device, args.dtype) if args.model else None
     critic = None
     if args.critic:
         from ..policy.hf import HFPolicy
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None, help="processbench (per subset) and probes (pairs): evaluate only the first N items")
     r.add_argument("--threshold", type=float, default=None, help="step-score threshold (ProcessBench default: best F1 on its gsm8k subset)")
     r.add_argument("--data-root", default=None, help="benchmark data folder (default: $REWARDFLOW_DATA or ../shared/data)")
+    r.add_argument("--device", default="cpu", help="torch device of --model: cpu, cuda, cuda:1, mps (default: cpu)")
+    r.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of --model (bfloat16 halves memory and is "
+                   "faster on a CPU with avx512_bf16; default float32)")
     r.add_argument("--out", required=True, help="output directory (results JSON and plots)")
     r.set_defaults(func=_rm_eval)
 
