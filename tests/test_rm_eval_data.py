@@ -204,12 +204,14 @@ def test_cli_rm_eval_rejects_conflicting_sources_and_misplaced_limit(shared_data
     assert "scorer.json" in capsys.readouterr().err
 
 
-def test_processbench_critic_limit_keeps_first_items_per_subset(shared_data, tmp_path):
+def test_processbench_limit_keeps_evenly_spaced_items_of_both_kinds(shared_data, tmp_path):
     seen = []
 
     def critic(prompt: str) -> str:
         seen.append(prompt)
         return "-1"
 
-    res = run_rm_eval("processbench", tmp_path, critic=critic, data_root=shared_data, limit=2)
-    assert len(seen) == 8 and res["n_items"] == 8  # 4 subsets x 2
+    res = run_rm_eval("processbench", tmp_path, critic=critic, data_root=shared_data, limit=10)
+    assert len(seen) == 40 and res["n_items"] == 40  # 4 subsets x 10
+    for subset in res["subsets"].values():  # the files list erroneous solutions first: the first 10 would all be
+        assert subset["n_erroneous"] > 0 and subset["n_correct"] > 0

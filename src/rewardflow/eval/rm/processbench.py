@@ -156,13 +156,16 @@ def evaluate_critic(preds: dict[str, list[int | None]], data: dict[str, list[dic
 def run_processbench(out: Path, *, data_root: Path, scores: Path | None = None, scorer: Scorer | None = None,
                      threshold: float | None = None, critic=None, limit: int | None = None) -> dict:
     """Score ProcessBench from a scores file, a Scorer, or a generative critic; write DIR/results.*.
-    `limit` keeps the first items of each subset (a model or critic run; a scores file covers everything)."""
+    `limit` keeps `limit` items of each subset (a model or critic run; a scores file covers everything), evenly
+    spaced over its erroneous solutions and then its correct ones, so both kinds keep their share (the files list
+    erroneous ones first: the first items alone would have no F1)."""
     start = time.perf_counter()
     data = load_processbench(data_root)
     if limit is not None:
         if scores is not None:
             raise ValueError("--limit applies to --model and --critic runs; a scores file is evaluated whole")
-        data = {subset: rows[:limit] for subset, rows in data.items()}
+        by_kind = {subset: sorted(rows, key=lambda r: r["label"] == -1) for subset, rows in data.items()}  # stable
+        data = {subset: rows[:: max(1, len(rows) // limit)][:limit] for subset, rows in by_kind.items()}
     if critic is not None:
         res = evaluate_critic(critic_predictions(critic, data), data)
         source = f"generative critic {type(critic).__name__}"
