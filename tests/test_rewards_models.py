@@ -268,3 +268,48 @@ def test_prmbench_variants_of_one_question_stay_on_one_side(shared_data):
     rows = prmbench_train_rows(shared_data / "prmbench")
     train, val = split_by_prompt(rows, 0.1, seed=0)
     assert val and {r["group"] for r in train}.isdisjoint({r["group"] for r in val})
+
+
+def test_best_weights_stops_after_patience_and_keeps_the_lowest_loss():
+    from rewardflow.train.rm import BestWeights
+
+    net = torch.nn.Linear(1, 1)
+    best = BestWeights(patience=2)
+    stops = []
+    for step, (loss, w) in enumerate([(1.0, 1.0), (0.8, 2.0), (0.9, 3.0), (0.85, 4.0)], start=1):
+        with torch.no_grad():
+            net.weight.fill_(w)
+        stops.append(best.update(net, loss, step))
+    assert stops == [False, False, False, True]  # two validations in a row without a loss below 0.8
+    assert best.step == 2 and best.loss == 0.8 and best.state["weight"].item() == 2.0  # a copy, not the live tensor
+    assert not BestWeights(patience=0).update(net, 1.0, 1)  # off: never stops
+
+
+def test_early_stopping_saves_the_weights_of_the_lowest_held_out_loss(tiny_ckpt, tmp_path):
+    from rewardflow.train.rm import evaluate
+
+    rows = [{"prompt": f"What is {i} + {i % 3}?", "steps": [f"{i} + {i % 3} = {i + i % 3}", f"Answer: {i + i % 3 + i % 2}"],
+             "labels": [1.0, float(i % 2 == 0)]} for i in range(40)]
+    cfg = RMTrainConfig(kind="prm", epochs=6, lr=3e-2, batch_size=4, val_frac=0.25, eval_every=3, patience=2, seed=0)
+    rm, history = train_reward_model(tiny_ckpt, rows, tmp_path / "prm", cfg)
+    lines, summary = history[:-1], history[-1]
+    assert summary["best_val_loss"] == min(h["val/loss"] for h in lines)
+    best_at = next(i for i, h in enumerate(lines) if h["step"] == summary["best_step"])
+    assert lines[-1]["step"] < 6 * 8  # stopped early (30 training rows / 4 = 8 steps per epoch, 6 epochs)
+    assert len(lines) - 1 - best_at == 2  # two validations after the best one, so the last weights are not the best
+    val = split_by_prompt(rows, cfg.val_frac, cfg.seed)[1]
+    saved = RewardModel.load(tmp_path / "prm")
+    assert evaluate(saved, val, cfg)["val/loss"] == pytest.approx(summary["best_val_loss"], abs=1e-5)  # the best, not the last
+
+
+def test_dropout_option_replaces_every_dropout_rate_of_the_backbone(tiny_ckpt):
+    assert RewardModel.new(tiny_ckpt, "prm").backbone.config.attention_dropout == 0.0
+    assert RewardModel.new(tiny_ckpt, "prm", dropout=0.25).backbone.config.attention_dropout == 0.25
+
+
+def test_bf16_reward_model_training_learns(tiny_ckpt, tmp_path):
+    # under one autocast context with its weight cache, every forward read the first step's weights: loss flat
+    rows = [{"prompt": f"Q{i}", "steps": ["1 + 1 = 2", "Answer: 2"], "labels": [1.0, 0.0]} for i in range(16)]
+    cfg = RMTrainConfig(kind="prm", epochs=4, lr=1e-2, batch_size=8, val_frac=0.0, dtype="bfloat16")
+    _, history = train_reward_model(tiny_ckpt, rows, tmp_path / "prm", cfg)
+    assert history[-1]["train/loss"] < 0.8 * history[0]["train/loss"], [h["train/loss"] for h in history]
