@@ -28,7 +28,7 @@ examples:
   rewardflow rm train --kind prm --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/prm
   rewardflow rm train --kind orm --loss bt --init runs/quickstart/sft --labels runs/labels.jsonl --out runs/orm
   rewardflow rm train --kind prm --init minilm --prmbench ../shared/data/prmbench --max-length 512 --epochs 3 \
-      --lr 5e-5 --dropout 0 --dtype bfloat16 --eval-every 50 --patience 3 --out runs/prm_minilm
+      --lr 1e-4 --dropout 0 --dtype bfloat16 --eval-every 50 --patience 4 --out runs/prm_minilm
   rewardflow rm eval --bench processbench --model runs/prm_minilm --out runs/pb_minilm
 """
 
@@ -66,9 +66,9 @@ def register_rm(rm_sub) -> None:
     t.add_argument("--patience", type=int, default=0,
                    help="early stopping: stop after N validations without a lower held-out loss and save the best weights (default 0: off)")
     t.add_argument("--dropout", type=float, default=None, help="replace the backbone's dropout rates (default: keep them; 0 trains a "
-                   "BERT-style encoder such as minilm 2.6x faster on CPU)")
+                   "BERT-style encoder such as minilm much faster on CPU)")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="compute dtype; bfloat16 = autocast with fp32 master weights (2.2x faster for minilm on a CPU with avx512_bf16)")
+                   help="compute dtype; bfloat16 = autocast with fp32 master weights (faster on a CPU with avx512_bf16)")
     t.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (and the head) instead of the whole "
                    "backbone; saved merged (default 0: full fine-tuning)")
     t.add_argument("--beta", type=float, default=0.05, help="implicit only: beta of r = beta log pi/pi_ref (default 0.05)")

@@ -192,7 +192,7 @@ def _fit(rm: RewardModel, rows: list[dict], cfg: RMTrainConfig, progress) -> lis
     steps_per_epoch = -(-len(items) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt, sched = make_optimizer(rm, cfg.lr, cfg.weight_decay, max(1, total // 20), total, "linear")
-    rng, history, best, step = random.Random(cfg.seed), [], BestWeights(cfg.patience if val_items else 0), 0
+    rng, history, best, step = random.Random(cfg.seed), [], BestWeights(cfg.patience), 0
     running: dict[str, list[float]] = {}  # train metrics since the last validation
     rm.train()
     for epoch in range(1, cfg.epochs + 1):
@@ -214,8 +214,9 @@ def _fit(rm: RewardModel, rows: list[dict], cfg: RMTrainConfig, progress) -> lis
             running = {}
             if val_items:
                 line.update(evaluate(rm, val_items, cfg))
+                best.update(rm, line["val/loss"], step)
             history.append(line)
-            if val_items and best.update(rm, line["val/loss"], step):
+            if best.stopped:
                 break
         if best.stopped:
             break
