@@ -108,4 +108,5 @@ def test_chunked_trimmed_teacher_forcing_equals_one_padded_pass(policy):
     torch.testing.assert_close(chunked.logprobs * mask, one.logprobs * mask, atol=1e-5, rtol=0)
     torch.testing.assert_close(chunked.entropy * mask, one.entropy * mask, atol=1e-5, rtol=0)
     for name, g in g_one.items():
-        torch.testing.assert_close(g_chunked[name], g, atol=1e-5, rtol=1e-5)
+        # fp32 sums in another order agree to ~1e-6 of each tensor's scale (these gradients reach ~70)
+        torch.testing.assert_close(g_chunked[name], g, atol=1e-5 * g.abs().max().item(), rtol=1e-5)

@@ -39,8 +39,9 @@ def test_same_samples_and_each_prompt_read_once(pair):
     b = [c for g in cached.generate(PROMPTS, params) for c in g]
     _same(a, b)
     lengths = [len(ids) for ids in plain.encode_prompts(PROMPTS)]
-    assert all(c.cached_tokens == 0 for c in a)  # the uncached sampler reads every row in full
-    # each prompt is read once; its other samples feed only its last token (whose logits start the sample)
+    # without the cache a prompt is read once too, in full, and its other samples share its keys and logits
+    assert [c.prompt_tokens - c.cached_tokens for c in a] == [x for n in lengths for x in (n, 0, 0)]
+    # with it, each prompt is read once and its other samples feed only its last token (whose logits start the sample)
     assert [c.prompt_tokens - c.cached_tokens for c in b] == [x for n in lengths for x in (n, 1, 1)]
     # a later call reuses what the cache holds: the same prompts cost one token a row, a new prompt reads from
     # where it leaves the longest cached prompt (the chat template's opening and "What is 2+" here)

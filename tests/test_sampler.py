@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rewardflow.policy.base import Completion, SamplingParams
-from rewardflow.policy.hf import HFPolicy, _filter_logits
+from rewardflow.policy.hf import HFPolicy, _filter_logits, derive_prompt_seeds, row_keys
 
 # Four prompts whose templated encodings all have different lengths (left padding is exercised).
 PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
@@ -307,6 +307,26 @@ def test_rows_stay_independent_while_finished_rows_wait_for_compaction(policy):
         (alone,) = flat(policy.generate([prompt], params))
         assert c.token_ids == alone.token_ids
         torch.testing.assert_close(c.logprobs, alone.logprobs, atol=1e-5, rtol=0)
+
+
+def test_repeated_prompts_are_read_once_and_sample_as_if_alone(policy):
+    # 3 prompts x 4 samples, the first prompt also asked twice: the prefill forward sees each distinct prompt once
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2]]
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, seed=3)
+    with forward_batch_sizes(policy) as sizes:
+        groups = policy.generate(prompts, params)
+    assert sizes[0] == 3
+    seeds = derive_prompt_seeds(params.seed, len(prompts))
+    for i, group in enumerate(groups):
+        ids, keys = policy.encode_prompts([prompts[i]])[0], row_keys([seeds[i]], params.n)
+        for key, c in zip(keys, group):  # each row alone, with its own random stream: nothing to share
+            out_ids, out_lp, lengths, _, computed = policy._sample([ids], [key], params)
+            assert c.token_ids == out_ids[0, : lengths[0]].tolist() and computed == [len(ids)]
+            torch.testing.assert_close(c.logprobs, out_lp[0, : lengths[0]], atol=1e-5, rtol=0)
+        # the prompt's compute is booked once: to its first row in the whole call
+        first = prompts.index(prompts[i]) == i
+        assert [c.prompt_tokens - c.cached_tokens for c in group] == [len(ids) if first else 0] + [0] * 3
+    assert len({tuple(c.token_ids) for g in groups for c in g}) > 8, "precondition: samples differ"
 
 
 # ----------------------------------------------------------------------------- answer prefixes

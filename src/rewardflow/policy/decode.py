@@ -25,9 +25,19 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def mix32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Combine integers a and b (int64 tensors, b < 2^31) elementwise into 32-bit seeds (deterministic, platform independent)."""
+    return _hash32((_hash32(a & _M32) + 0x3C6EF372 * (b + 1)) & _M32)
+
+
 def _mix32(a: int, b: int) -> int:
-    """Combine two integers into one 32-bit seed (deterministic, platform independent)."""
-    return int(_hash32(torch.tensor([(_hash32(torch.tensor([a & _M32])).item() + 0x3C6EF372 * (b + 1)) & _M32]))[0])
+    return int(mix32(torch.tensor([a]), torch.tensor([b]))[0])
+
+
+def row_keys(prompt_seeds: list[int], n: int) -> list[int]:
+    """The random-stream key of sample j of prompt i, prompt-major: [_mix32(s_i, j) for s_i in seeds for j < n], in one pass."""
+    seeds = torch.tensor(prompt_seeds, dtype=torch.long)[:, None].expand(-1, n)  # [B, n]
+    return mix32(seeds, torch.arange(n)[None, :].expand_as(seeds)).flatten().tolist()
 
 
 def derive_prompt_seeds(seed: int | None, n_prompts: int, offset: int = 0) -> list[int]:
@@ -35,7 +45,7 @@ def derive_prompt_seeds(seed: int | None, n_prompts: int, offset: int = 0) -> li
     from torch's global RNG, so unseeded calls still follow `torch.manual_seed`."""
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    return [_mix32(seed, offset + i) for i in range(n_prompts)]
+    return mix32(torch.full((n_prompts,), seed, dtype=torch.long), torch.arange(offset, offset + n_prompts)).tolist()
 
 
 @lru_cache(maxsize=8)

@@ -19,7 +19,7 @@ import torch
 
 from .base import Completion, LogprobOutput, SamplingParams, TokenBatch
 # the decode machinery lives in decode.py; re-exported here because callers and tests import these names from hf
-from .decode import _LlamaDecoder, _filter_logits, _gumbel, _hash32, _mix32, derive_prompt_seeds, pick_next  # noqa: F401
+from .decode import _LlamaDecoder, _filter_logits, _gumbel, _hash32, _mix32, derive_prompt_seeds, pick_next, row_keys  # noqa: F401
 from .prefix_cache import read_prefixes, store_rows
 
 
@@ -101,8 +101,7 @@ class HFPolicy:
         if len(prompt_seeds) != len(prompts):
             raise ValueError(f"generate: {len(prompt_seeds)} prompt_seeds for {len(prompts)} prompts")
         rows = [ids for ids in prompt_ids for _ in range(params.n)]  # N = B * n, prompt-major
-        row_keys = [_mix32(s, j) for s in prompt_seeds for j in range(params.n)]
-        out_ids, out_lp, lengths, reasons, computed = self._sample(rows, row_keys, params)
+        out_ids, out_lp, lengths, reasons, computed = self._sample(rows, row_keys(prompt_seeds, params.n), params)
         completions = []
         for r in range(len(rows)):
             ids = out_ids[r, : lengths[r]].tolist()
@@ -120,29 +119,42 @@ class HFPolicy:
         return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
     def _prefill_inputs(self, rows: list[list[int]], max_new: int):
-        """The first forward's inputs: (cache, P prompt columns, input_ids [N, W], attention buffer [N, P + max_new],
-        positions [N, W], tokens computed per row). With the prefix cache, keys/values of all but each row's last
-        token come from it (read now where missing), left-padded to C columns, and only the last token is fed."""
+        """The first forward's inputs: (cache, P prompt columns, input_ids [U, W], attention buffer [N, P + max_new],
+        positions [U, W], tokens computed per row, inverse [N] or None). Identical rows (the n samples of a prompt) are
+        fed once: the forward runs on the U distinct rows and `inverse` maps each row to its distinct row, whose
+        logits and keys/values it then shares (the prompt's compute is booked to its first row). With the prefix
+        cache, keys/values of all but each row's last token come from it (read now where missing), left-padded to C
+        columns, and only the last token is fed."""
         from transformers import DynamicCache
 
+        inverse = None
         if self.prefix_cache is not None:
             self.prefix_cache.check_weights(self.model)
             cache, C, computed = read_prefixes(self, rows)
             P, fed, first = C + 1, [r[-1:] for r in rows], [C - (len(r) - 1) for r in rows]
         else:
-            cache, computed = DynamicCache(), [len(r) for r in rows]
-            P = max(len(r) for r in rows)
-            fed, first = rows, [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
+            owner: dict[tuple, int] = {}  # distinct row -> the first row that has it
+            for i, r in enumerate(rows):
+                owner.setdefault(tuple(r), i)
+            firsts = list(owner.values())
+            fed, computed = [rows[i] for i in firsts], [len(r) if owner[tuple(r)] == i else 0 for i, r in enumerate(rows)]
+            if len(fed) < len(rows):
+                rank = {i: u for u, i in enumerate(firsts)}
+                inverse = torch.tensor([rank[owner[tuple(r)]] for r in rows], device=self.device)  # [N] -> distinct row
+            cache, P = DynamicCache(), max(len(r) for r in rows)
+            first = [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
         W = max(len(f) for f in fed)
-        input_ids = torch.full((len(rows), W), self.pad_id, dtype=torch.long)
-        # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
-        attn_buf = torch.zeros((len(rows), P + max_new), dtype=torch.long)
+        input_ids = torch.full((len(fed), W), self.pad_id, dtype=torch.long)
         for i, f in enumerate(fed):
             input_ids[i, W - len(f) :] = torch.tensor(f)
-            attn_buf[i, first[i] :] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
+        # one preallocated mask for prompt + every new token: each step views one more column (no torch.cat)
+        attn_buf = torch.zeros((len(rows), P + max_new), dtype=torch.long)
+        for i, start in enumerate(first):
+            attn_buf[i, start:] = 1  # new-token columns start at 1: finished rows wait as <pad>, masked by nothing
         input_ids, attn_buf = input_ids.to(self.device), attn_buf.to(self.device)
-        pos = (attn_buf[:, :P].cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]  # [N, fed columns]
-        return cache, P, input_ids, attn_buf, pos, computed
+        fed_attn = attn_buf if inverse is None else attn_buf[torch.tensor(firsts, device=self.device)]  # [U, P + max_new]
+        pos = (fed_attn[:, :P].cumsum(-1) - 1).clamp(min=0)[:, -W:]  # [U, fed columns]
+        return cache, P, input_ids, attn_buf, pos, computed, inverse, fed_attn
 
     def _hit_stop(self, tails: list[str], live_rows: list[int], active, tok, stop: list[str], max_stop: int) -> list[int]:
         """Batch rows whose text now ends with a stop string (per-row Python, only when the caller gave stops)."""
@@ -157,7 +169,7 @@ class HFPolicy:
     def _sample(self, rows: list[list[int]], row_keys: list[int], params: SamplingParams):
         n_rows, max_new, dev = len(rows), params.max_new_tokens, self.device
         store = self.prefix_cache
-        cache, P, input_ids, attn_buf, pos, computed = self._prefill_inputs(rows, max_new)
+        cache, P, input_ids, attn_buf, pos, computed, inverse, fed_attn = self._prefill_inputs(rows, max_new)
         keys = torch.tensor(row_keys, dtype=torch.long, device=dev)  # [N] per-row random stream
 
         out_ids = torch.full((n_rows, max_new), self.pad_id, dtype=torch.long, device=dev)
@@ -169,8 +181,11 @@ class HFPolicy:
         tails = [""] * n_rows
         max_stop = max((len(s) for s in params.stop), default=0)
 
-        logits = self.model(input_ids=input_ids, attention_mask=attn_buf[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
-        next_pos = pos[:, -1]  # [N]
+        logits = self.model(input_ids=input_ids, attention_mask=fed_attn[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
+        next_pos = pos[:, -1]  # [U]
+        if inverse is not None:  # every row takes its distinct row's logits and keys/values
+            logits, next_pos = logits[inverse], next_pos[inverse]  # [N, V], [N]
+            cache.batch_select_indices(inverse)
         fast = _LlamaDecoder.maybe(self.model, cache, P + max_new) if self.fast_decode else None
         for t in range(max_new):
             tok, lp = self._pick(logits, params, keys, t)  # [n], [n]
