@@ -44,11 +44,14 @@ def _run(policy, params, fast: bool, monkeypatch):
         monkeypatch.setattr(_LlamaDecoder, "step", step)
 
 
-@pytest.mark.parametrize("params", [
+CASES = [
     SamplingParams(temperature=0.0, max_new_tokens=20, stop=("e", "3", "a")),  # greedy rows here end mostly by stop strings
     SamplingParams(n=3, temperature=0.8, top_k=20, max_new_tokens=20, seed=3),
     SamplingParams(n=2, temperature=1.0, max_new_tokens=20, stop=("a",), seed=4),
-])
+]
+
+
+@pytest.mark.parametrize("params", CASES)
 def test_fast_decode_equals_the_transformers_forward(policy, params, monkeypatch):
     fast, fast_calls = _run(policy, params, True, monkeypatch)
     slow, slow_calls = _run(policy, params, False, monkeypatch)
@@ -60,6 +63,22 @@ def test_fast_decode_equals_the_transformers_forward(policy, params, monkeypatch
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
+
+@pytest.mark.slow
+def test_compiled_step_equals_the_eager_step(policy, monkeypatch):
+    # torch.compile of the decode step (whole buffers, finished rows kept): the same tokens and logprobs as the eager
+    # step; two calls with different shapes (9 greedy rows, then 27 sampled) exercise the recompile to dynamic sizes
+    for params in CASES[:2]:
+        eager, _ = _run(policy, params, True, monkeypatch)
+        policy.compile_decode = True
+        try:
+            compiled, calls = _run(policy, params, True, monkeypatch)
+        finally:
+            policy.compile_decode = False
+        assert calls > 0
+        assert [(c.token_ids, c.finish_reason) for c in compiled] == [(c.token_ids, c.finish_reason) for c in eager]
+        for a, b in zip(compiled, eager):
+            torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
 def test_a_hook_on_the_model_gets_every_forward(policy, monkeypatch):
     seen = []
@@ -110,3 +129,40 @@ def test_chunked_trimmed_teacher_forcing_equals_one_padded_pass(policy):
     for name, g in g_one.items():
         # fp32 sums in another order agree to ~1e-6 of each tensor's scale (these gradients reach ~70)
         torch.testing.assert_close(g_chunked[name], g, atol=1e-5 * g.abs().max().item(), rtol=1e-5)
+
+
+def test_teacher_forcing_reads_each_prompt_once_with_the_same_logprobs_and_gradients(policy):
+    # an RL-shaped batch: 3 prompts x 4 completions of different lengths, plus one lone prompt; chunks of 8 rows
+    prompt_ids = policy.encode_prompts(PROMPTS[:4])
+    rows = [prompt_ids[g] for g in range(3) for _ in range(4)] + [prompt_ids[3]]
+    completions = [list(range(5, 5 + 1 + (3 * i) % 7)) for i in range(len(rows))]
+    batch = policy.token_batch(rows, completions)
+    mask = batch.completion_mask
+
+    def run(share):
+        policy.share_prompts, policy.logprob_chunk_rows = share, 8
+        policy.model.zero_grad()
+        fed = []
+        handle = policy.model.register_forward_pre_hook(lambda m, a, kw: fed.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        try:
+            out = policy.logprobs(batch, temperature=0.7, with_entropy=True)
+        finally:
+            handle.remove()
+        (out.logprobs * mask).sum().backward()
+        return out, {n: p.grad.clone() for n, p in policy.model.named_parameters()}, fed
+
+    try:
+        plain, g_plain, fed_plain = run(False)
+        shared, g_shared, fed_shared = run(True)
+    finally:
+        policy.share_prompts, policy.logprob_chunk_rows = True, 32
+        policy.model.zero_grad()
+    # plain: each chunk one forward over its rows; shared: whole groups packed into chunks (the lone row's and one
+    # group, then two groups), per chunk a forward over its distinct prompts, then one over its rows' completions
+    assert [n for n, _ in fed_plain] == [8, 5]
+    assert [n for n, _ in fed_shared] == [2, 5, 2, 8]
+    assert sum(n * w for n, w in fed_shared) < 0.6 * sum(n * w for n, w in fed_plain)
+    torch.testing.assert_close(shared.logprobs * mask, plain.logprobs * mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.entropy * mask, plain.entropy * mask, atol=1e-5, rtol=0)
+    for name, g in g_plain.items():
+        torch.testing.assert_close(g_shared[name], g, atol=1e-5 * g.abs().max().item(), rtol=1e-5)

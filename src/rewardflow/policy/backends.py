@@ -52,6 +52,7 @@ def load_policy(cfg_or_path, backend: str | None = None, *, device: str | None =
         path, backend = cfg.model.path, backend or cfg.model.backend
         device, dtype = device or cfg.model.device, dtype or cfg.model.dtype
         behaviour_logprobs = cfg.algo.tis_cap > 0 if behaviour_logprobs is None else behaviour_logprobs
+        hf_kwargs.setdefault("compile_decode", cfg.model.compile_decode)
     else:
         path, backend = cfg_or_path, backend or "hf"
     if backend not in BACKENDS:

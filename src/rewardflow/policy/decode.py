@@ -97,6 +97,46 @@ def pick_next(logits: torch.Tensor, params, keys: torch.Tensor, t: int) -> tuple
     return tok, scaled.gather(-1, tok[:, None]).squeeze(-1) - scaled.logsumexp(-1)
 
 
+def _decode_layers(body, layers, lm_head, rope, tok, pos, attn, col, K, V):
+    """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]: their keys and values go into column
+    `col` ([1] long) of the per-layer buffers K[i], V[i] [n, H_kv, S, Dh]; `attn` [n, S] marks real columns, and
+    columns after `col` are not attended. The eager step passes buffers cut at col + 1; the compiled step passes them
+    whole, so its shapes stay the same from step to step."""
+    n, S = tok.shape[0], attn.shape[1]
+    x = body.embed_tokens(tok[:, None])  # [n, 1, d]
+    cos, sin = body.rotary_emb(x, pos[:, None])  # [n, 1, Dh]
+    # additive mask, built once per step for all layers: 0 on real columns, -inf on padding and on unwritten columns
+    hidden = (attn == 0) | (torch.arange(S, device=tok.device) > col)  # [n, S]
+    bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden, float("-inf"))[:, None, None, :]
+    for i, layer in enumerate(layers):
+        a = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = a.q_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H, 1, Dh]
+        k = a.k_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+        v = a.v_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
+        q, k = rope(q, k, cos, sin)
+        K[i].index_copy_(2, col, k)
+        V[i].index_copy_(2, col, v)
+        # one query per row: plain batched matmuls over the columns (no copy of the strided cache view, unlike the
+        # fused SDPA kernel); grouped-query heads share their key/value head, so the H/H_kv query heads of one group
+        # ride as rows of one matmul instead of repeating K and V
+        q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
+        scores = (q @ K[i].transpose(-1, -2)) * a.scaling + bias  # [n, H_kv, H/H_kv, S]
+        # softmax in fp32 as the transformers attention does, so bf16 weights sample what its forward samples
+        o = scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ V[i]  # [n, H_kv, H/H_kv, Dh]
+        x = x + a.o_proj(o.reshape(n, 1, -1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    return lm_head(body.norm(x))[:, -1]  # [n, V]
+
+
+@lru_cache(maxsize=1)
+def _compiled_layers():
+    """_decode_layers through torch.compile (inductor: C++ kernels on CPU), built on first use. Shapes are static
+    within a call (whole buffers, no row compaction); a second call with other shapes recompiles once, with
+    dynamic sizes from then on (torch.compile's automatic dynamic shapes)."""
+    return torch.compile(_decode_layers)
+
+
 class _LlamaDecoder:
     """One decode step of a Llama-architecture model with our own preallocated key/value buffers.
 
@@ -108,66 +148,54 @@ class _LlamaDecoder:
     fire (LoRA-wrapped projections work unchanged). When anything hooks the whole model's forward, or the
     model is not Llama-shaped, the sampler keeps using the transformers forward for every step (also in
     training mode with attention dropout).
+
+    `compiled=True` runs the step through torch.compile: at small batch, where the eager step is ~45 small ops of
+    dispatch overhead, that removes most of it (docs/speed.md); finished rows then stay in the batch (fed <pad>)
+    instead of being dropped, so the step's shapes never change within a call.
     """
 
     MODEL_TYPES = ("llama",)  # same block structure, RoPE and (grouped-query) attention as LlamaDecoderLayer
 
     @classmethod
-    def maybe(cls, model, cache, total_len: int) -> "_LlamaDecoder | None":
+    def maybe(cls, model, cache, total_len: int, compiled: bool = False) -> "_LlamaDecoder | None":
         if getattr(model.config, "model_type", None) not in cls.MODEL_TYPES:
             return None
         if model.training and getattr(model.config, "attention_dropout", 0.0) > 0:
             return None  # the transformers forward applies attention dropout in training mode; this step has none
         if model._forward_hooks or model._forward_pre_hooks or model.model._forward_hooks or model.model._forward_pre_hooks:
             return None  # someone observes whole forwards: give them every one
-        return cls(model, cache, total_len)
+        return cls(model, cache, total_len, compiled)
 
-    def __init__(self, model, cache, total_len: int):
+    def __init__(self, model, cache, total_len: int, compiled: bool = False):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-        self.rope = apply_rotary_pos_emb
+        self.rope, self.compiled = apply_rotary_pos_emb, compiled
         self.body, self.lm_head = model.model, model.lm_head
         self.layers = list(self.body.layers)
-        k0 = cache.layers[0].keys  # [N, H_kv, P, Dh]
-        n, h_kv, p, dh = k0.shape
-        self.K = k0.new_zeros(len(self.layers), n, h_kv, total_len, dh)  # [L, N, H_kv, P+T, Dh]
-        self.V = torch.zeros_like(self.K)
-        for i, layer in enumerate(cache.layers):
-            self.K[i, :, :, :p] = layer.keys
-            self.V[i, :, :, :p] = layer.values
+        n, h_kv, p, dh = cache.layers[0].keys.shape  # [N, H_kv, P, Dh]
+        self.K, self.V = [], []  # per layer [N, H_kv, P+T, Dh]: separate buffers, so a compiled step updates each in place
+        for layer in cache.layers:
+            for buf, src in ((self.K, layer.keys), (self.V, layer.values)):
+                buf.append(src.new_zeros(n, h_kv, total_len, dh))
+                buf[-1][:, :, :p] = src
         self.length = p  # filled columns
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows `keep` (ascending): move only their filled columns to the front, no reallocation."""
         m, t = len(keep), self.length
-        self.K[:, :m, :, :t] = self.K[:, keep, :, :t]  # the right side is gathered into a copy first: no aliasing
-        self.V[:, :m, :, :t] = self.V[:, keep, :, :t]
-        self.K, self.V = self.K[:, :m], self.V[:, :m]
+        for buf in (self.K, self.V):
+            for i, x in enumerate(buf):
+                x[:m, :, :t] = x[keep, :, :t]  # the right side is gathered into a copy first: no aliasing
+                buf[i] = x[:m]
 
     def step(self, tok: torch.Tensor, pos: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]; `attn` [n, length+1] marks real columns."""
-        n, t = tok.shape[0], self.length
-        x = self.body.embed_tokens(tok[:, None])  # [n, 1, d]
-        cos, sin = self.body.rotary_emb(x, pos[:, None])  # [n, 1, Dh]
-        # additive mask, built once per step for all layers: 0 on real columns, -inf on padding
-        bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(attn == 0, float("-inf"))[:, None, None, :]
-        for i, layer in enumerate(self.layers):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H, 1, Dh]
-            k = a.k_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
-            v = a.v_proj(h).view(n, 1, -1, a.head_dim).transpose(1, 2)  # [n, H_kv, 1, Dh]
-            q, k = self.rope(q, k, cos, sin)
-            self.K[i, :, :, t] = k[:, :, 0]
-            self.V[i, :, :, t] = v[:, :, 0]
-            # one query per row: plain batched matmuls over the filled columns (no copy of the strided cache
-            # view, unlike the fused SDPA kernel); grouped-query heads share their key/value head, so the
-            # H/H_kv query heads of one group ride as rows of one matmul instead of repeating K and V
-            q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
-            scores = (q @ self.K[i, :, :, : t + 1].transpose(-1, -2)) * a.scaling + bias  # [n, H_kv, H/H_kv, t+1]
-            # softmax in fp32 as the transformers attention does, so bf16 weights sample what its forward samples
-            o = scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ self.V[i, :, :, : t + 1]  # [n, H_kv, H/H_kv, Dh]
-            x = x + a.o_proj(o.reshape(n, 1, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]; `attn` [n, P+T] marks real columns."""
+        t = self.length
+        col = torch.tensor([t], device=tok.device)
+        args = (self.body, self.layers, self.lm_head, self.rope, tok, pos)
+        if self.compiled:
+            logits = _compiled_layers()(*args, attn, col, self.K, self.V)
+        else:
+            logits = _decode_layers(*args, attn[:, : t + 1], col, [x[:, :, : t + 1] for x in self.K], [x[:, :, : t + 1] for x in self.V])
         self.length = t + 1
-        return self.lm_head(self.body.norm(x))[:, -1]  # [n, V]
+        return logits

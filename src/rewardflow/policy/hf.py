@@ -26,10 +26,14 @@ from .prefix_cache import read_prefixes, store_rows
 class HFPolicy:
     """A Policy over a transformers causal LM and its tokenizer (chat template applied to prompts)."""
 
-    def __init__(self, model, tokenizer, *, device: str = "cpu", use_chat_template: bool = True, fast_decode: bool = True):
+    def __init__(self, model, tokenizer, *, device: str = "cpu", use_chat_template: bool = True, fast_decode: bool = True,
+                 compile_decode: bool = False):
         self.model = model.to(device)
         self.fast_decode = fast_decode  # our own decode step for Llama-architecture models (see _LlamaDecoder)
+        self.compile_decode = compile_decode  # that step through torch.compile, for calls of at most compile_max_rows rows:
+        self.compile_max_rows = 16  # it pays at small batch and loses from 64 rows up on a CPU (docs/speed.md)
         self.logprob_chunk_rows = 32  # teacher forcing runs length-sorted chunks of this many rows (0: one pass)
+        self.share_prompts = True  # teacher forcing reads a prompt once for all its rows in a chunk (exact; see logprobs)
         self.tokenizer = tokenizer
         self.device = device
         self.use_chat_template = use_chat_template and tokenizer.chat_template is not None
@@ -186,7 +190,9 @@ class HFPolicy:
         if inverse is not None:  # every row takes its distinct row's logits and keys/values
             logits, next_pos = logits[inverse], next_pos[inverse]  # [N, V], [N]
             cache.batch_select_indices(inverse)
-        fast = _LlamaDecoder.maybe(self.model, cache, P + max_new) if self.fast_decode else None
+        compiled = self.compile_decode and n_rows <= self.compile_max_rows
+        fast = _LlamaDecoder.maybe(self.model, cache, P + max_new, compiled) if self.fast_decode else None
+        compact = fast is None or not fast.compiled  # the compiled step keeps its shapes: finished rows ride along
         for t in range(max_new):
             tok, lp = self._pick(logits, params, keys, t)  # [n], [n]
             live = ~finished
@@ -205,7 +211,7 @@ class HFPolicy:
             if t == max_new - 1 or n_done == len(finished):
                 break
             # Compact: drop finished rows from the batch (and the KV cache) once they are >= 1/8 of it.
-            if n_done * 8 >= len(finished):
+            if compact and n_done * 8 >= len(finished):
                 if store is not None:  # remember what the leaving rows read and wrote before their keys are dropped
                     store_rows(self, torch.nonzero(finished).flatten(), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
                 keep = torch.nonzero(~finished).flatten()
@@ -215,7 +221,7 @@ class HFPolicy:
             tok = tok.masked_fill(finished, self.pad_id)
             next_pos = next_pos + 1
             if fast is not None:
-                logits = fast.step(tok, next_pos, attn_buf[:, : P + t + 1])
+                logits = fast.step(tok, next_pos, attn_buf)
             else:
                 logits = self.model(input_ids=tok[:, None], attention_mask=attn_buf[:, : P + t + 1], position_ids=next_pos[:, None],
                                     use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
@@ -246,18 +252,70 @@ class HFPolicy:
         each trimmed to its own longest prompt and completion: a batch padded to its longest row would
         otherwise spend most of its FLOPs on padding (RL completions range from a few tokens to the budget).
         Trimming is exact: left-padding columns and columns after every row's last token change nothing
-        that a real token attends to."""
+        that a real token attends to. With `share_prompts` the rows of one prompt (an RL group) stay in one chunk and
+        the prompt is read once for all of them: its keys and values, computed with gradient, are gathered into each
+        row's cache, so the logprobs and gradients are those of reading it per row (to fp32 rounding) at a fraction of
+        the FLOPs when prompts are long against completions."""
         N, T = batch.completion_mask.shape
         chunk = self.logprob_chunk_rows
         if not chunk or N <= chunk:
             return self._logprobs_trimmed(batch, temperature, with_entropy)
-        order = torch.argsort(batch.completion_mask.sum(1), stable=True)  # [N] shortest first
-        parts = [self._logprobs_trimmed(batch.select(idx), temperature, with_entropy) for idx in order.split(chunk)]
+        chunks = self._chunks(batch, chunk)
+        order = torch.cat(chunks)  # [N]
+        parts = [self._logprobs_trimmed(batch.select(idx), temperature, with_entropy) for idx in chunks]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(N, device=order.device)
         logp = torch.cat([p.logprobs for p in parts])[inverse]  # [N, T]
         entropy = torch.cat([p.entropy for p in parts])[inverse] if with_entropy else None
         return LogprobOutput(logp, entropy)
+
+    def _prompt_groups(self, batch: TokenBatch) -> torch.Tensor | None:
+        """Distinct prompt of each row [N] (rows with the same prompt tokens and padding share one), or None when
+        prompts are not shared: every row's prompt is distinct, share_prompts is off, or gradient checkpointing is on
+        (transformers turns the cache off under it)."""
+        m = self.model  # transformers >= 5 names the flag is_activation_checkpointing (the old name warns)
+        if not self.share_prompts or (m.is_activation_checkpointing if hasattr(m, "is_activation_checkpointing") else getattr(m, "is_gradient_checkpointing", False)):
+            return None
+        P = batch.prompt_len
+        prompt = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], 1)  # [N, 2P]: ids and mask
+        _, group = torch.unique(prompt, dim=0, return_inverse=True)  # [N]
+        return group if int(group.max()) + 1 < len(group) else None
+
+    def _chunks(self, batch: TokenBatch, chunk: int) -> list[torch.Tensor]:
+        """Row indices of each chunk: shortest completions first; with shared prompts, whole prompt groups packed in
+        the order of their longest completion (a group larger than `chunk` rows is cut), so a chunk reads each of its
+        prompts once."""
+        lengths = batch.completion_mask.sum(1).long()  # [N]
+        group = self._prompt_groups(batch)
+        if group is None:
+            return list(torch.argsort(lengths, stable=True).split(chunk))
+        members = [torch.nonzero(group == g).flatten() for g in range(int(group.max()) + 1)]
+        members.sort(key=lambda rows: int(lengths[rows].max()))
+        chunks, current = [], []
+        for rows in (piece for rows in members for piece in rows.split(chunk)):
+            if current and sum(map(len, current)) + len(rows) > chunk:
+                chunks.append(torch.cat(current))
+                current = []
+            current.append(rows)
+        return chunks + [torch.cat(current)]
+
+    def _prompt_once_logits(self, ids, attn, pos, p: int, t_eff: int, group: torch.Tensor) -> torch.Tensor:
+        """Logits [n, t_eff, V] predicting the completion tokens (columns p..p+t_eff-1 of ids [n, p+t_eff]), each
+        distinct prompt read once: its last position's logits predict token 0, and its cache, gathered per row (a
+        differentiable index), is what the rows' completion tokens 0..t_eff-2 attend to."""
+        from transformers import DynamicCache
+
+        n = len(group)
+        firsts = torch.full((int(group.max()) + 1,), n, device=group.device).scatter_reduce(0, group, torch.arange(n, device=group.device), "amin")
+        cache = DynamicCache()
+        head = self.model(input_ids=ids[firsts, :p], attention_mask=attn[firsts, :p], position_ids=pos[firsts, :p], use_cache=True,
+                          logits_to_keep=1, **{self._cache_kw: cache}).logits[group]  # [n, 1, V]
+        if t_eff == 1:
+            return head
+        cache.batch_select_indices(group)  # [U, ...] -> [n, ...]
+        tail = self.model(input_ids=ids[:, p : p + t_eff - 1], attention_mask=attn[:, : p + t_eff - 1], position_ids=pos[:, p : p + t_eff - 1],
+                          use_cache=True, **{self._cache_kw: cache}).logits  # [n, t_eff-1, V]
+        return torch.cat([head, tail], 1)
 
     def _logprobs_trimmed(self, batch: TokenBatch, temperature: float, with_entropy: bool) -> LogprobOutput:
         P, T = batch.prompt_len, batch.completion_mask.shape[1]
@@ -265,8 +323,11 @@ class HFPolicy:
         first = int(batch.attention_mask[:, :P].any(0).float().argmax())  # first column any prompt uses
         ids, attn = batch.input_ids[:, first : P + t_eff], batch.attention_mask[:, first : P + t_eff]
         pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [n, P'+T']
-        # logits at positions P-1 .. P+T'-2 predict the completion tokens P .. P+T'-1
-        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t_eff + 1).logits[:, :-1]
+        group = self._prompt_groups(batch)
+        if group is not None:
+            logits = self._prompt_once_logits(ids, attn, pos, P - first, t_eff, group)
+        else:  # logits at positions P-1 .. P+T'-2 predict the completion tokens P .. P+T'-1
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t_eff + 1).logits[:, :-1]
         logits = logits.float() / temperature  # [n, T', V]
         log_norm = logits.logsumexp(-1)  # [n, T']
         logp = logits.gather(-1, batch.completion_ids[:, :t_eff, None]).squeeze(-1) - log_norm  # [n, T']

@@ -148,9 +148,6 @@ def store_rows(policy, batch_rows, active, rows, out_ids, end_step, attn_buf, P:
         r = int(active[b])
         n_gen = int(end_step[r]) - 1
         cols = torch.cat([torch.nonzero(attn_buf[b, :P]).flatten(), torch.arange(P, P + n_gen, device=attn_buf.device)])
-        if fast is not None:
-            K, V = fast.K[:, b][:, :, cols], fast.V[:, b][:, :, cols]
-        else:
-            K = torch.stack([layer.keys[b][:, cols] for layer in cache.layers])
-            V = torch.stack([layer.values[b][:, cols] for layer in cache.layers])
+        keys, values = (fast.K, fast.V) if fast is not None else ([x.keys for x in cache.layers], [x.values for x in cache.layers])
+        K, V = (torch.stack([x[b][:, cols] for x in buf]) for buf in (keys, values))  # [layers, H_kv, len, Dh]
         policy.prefix_cache.store(rows[r] + out_ids[r, :n_gen].tolist(), K, V)

@@ -85,7 +85,8 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
     s.add_argument("--model", default="tiny", help='"tiny" (1.07M random model, default) or a model name, directory or .gguf')
     s.add_argument("--dtype", default="float32", help="weight dtypes, comma-separated: float32, bfloat16 (default float32)")
     s.add_argument("--modes", default="greedy,sampled", help="greedy, sampled (temperature 1), comma-separated (default both)")
-    s.add_argument("--contestants", default="ours,ours_hf_forward,hf_generate", help="subset of ours,ours_hf_forward,hf_generate")
+    s.add_argument("--contestants", default="ours,ours_compiled,ours_hf_forward,hf_generate",
+                   help="subset of ours,ours_compiled (the decode step through torch.compile),ours_hf_forward,hf_generate")
     s.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch (default on)")
     s.set_defaults(func=_sampler)
 

@@ -86,7 +86,8 @@ def load_rl_models(cfg: Config, start: Path, device: str, *, need_ref: bool = Fa
     """(policy, reference or None, autocast context) for RL from checkpoint `start`: fp32 master weights with
     model.dtype as the autocast compute dtype, LoRA and gradient checkpointing from config `model`, and the KL
     reference (algo.kl_coef > 0, or need_ref: DPO and OREO): the frozen base of a LoRA policy (no second copy), else a second load of `start`."""
-    policy = load_policy(start, cfg.model.backend, device=device, dtype=torch.float32, behaviour_logprobs=cfg.algo.tis_cap > 0)  # hf | vllm
+    policy = load_policy(start, cfg.model.backend, device=device, dtype=torch.float32, behaviour_logprobs=cfg.algo.tis_cap > 0,
+                         compile_decode=cfg.model.compile_decode)  # hf | vllm
     prepare_model(policy, cfg.model, seed=cfg.trainer.seed)
     autocast = mixed_precision(policy.model, cfg.model.dtype)
     load_ref = lambda: HFPolicy.from_pretrained(start, device=device, dtype=torch.float32)

@@ -109,6 +109,7 @@ class SearchConfig:
     seed: int = 0  # seeds every sampling call and every resampling draw
     chunk: int = 512  # most sequences per policy call (bounds memory at large N)
     prefix_cache: bool = True  # models that can (HFPolicy) keep keys/values across calls and read a prompt once for its n samples
+    compile_decode: bool = False  # HFPolicy's decode step through torch.compile: step-wise search runs small batches, where it pays
 
     def __post_init__(self):
         self.validate()

@@ -41,6 +41,8 @@ class Run:
         for model in models.values():  # a fresh cache per search call: nothing read for an earlier call is free here
             if hasattr(model, "enable_prefix_cache"):
                 model.enable_prefix_cache() if cfg.prefix_cache else model.disable_prefix_cache()
+            if hasattr(model, "compile_decode"):
+                model.compile_decode = cfg.compile_decode
         self._calls = 0
         # Scored tokens are counted in the first model's tokenizer (the scorer's own may differ or not exist).
         first = next(iter(models.values()))

@@ -5,7 +5,8 @@ measured side by side in one process (alternating, best of R repetitions). Write
     rewardflow bench sampler --model smollm2-135m-instruct --dtype float32,bfloat16 --batches 1,8,32 --modes greedy
 
 Contestants per (dtype, batch, greedy|sampled): `ours` (HFPolicy with its own Llama decode step and preallocated
-K/V), `ours_hf_forward` (the same sampler stepping through the transformers forward and its DynamicCache) and
+K/V), `ours_compiled` (that step through torch.compile; its first call per batch, which compiles, is timed apart as
+`ours_compiled_first_call_s`), `ours_hf_forward` (the same sampler stepping through the transformers forward and its DynamicCache) and
 `hf_generate`. Ours returns per-token logprobs and drops finished rows; `generate` returns neither.
 
 Two limits go next to every tokens/s figure: MFU (2·P FLOPs per generated token over the fp32 matmul peak measured
@@ -43,6 +44,14 @@ def _ours_hf_forward(policy, prompts, n, greedy, max_new):
     return _ours(policy, prompts, n, greedy, max_new, fast=False)
 
 
+def _ours_compiled(policy, prompts, n, greedy, max_new):
+    policy.compile_decode = True
+    try:
+        return _ours(policy, prompts, n, greedy, max_new)
+    finally:
+        policy.compile_decode = False
+
+
 def _hf(policy, prompts, n, greedy, max_new):
     policy.tokenizer.padding_side = "left"  # decoder-only generation continues every prompt from its last token
     enc = policy.tokenizer([policy.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -55,7 +64,7 @@ def _hf(policy, prompts, n, greedy, max_new):
     return int(lengths.sum())
 
 
-CONTESTANTS = {"ours": _ours, "ours_hf_forward": _ours_hf_forward, "hf_generate": _hf}
+CONTESTANTS = {"ours": _ours, "ours_compiled": _ours_compiled, "ours_hf_forward": _ours_hf_forward, "hf_generate": _hf}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -83,10 +92,15 @@ def prompts_for(batch: int) -> list[str]:
     return [f"What is {i} + {2 * i}?" + " Explain briefly, please." * (i % 4) for i in range(batch)]  # different lengths
 
 
-def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict]:
+def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict, dict]:
     """Best tokens/s and token counts of each contestant, alternating so drift on a shared machine hits all alike."""
     prompts = prompts_for(batch)
     best, tokens = {k: 0.0 for k in names}, {}
+    warmup = {}  # the compiled step compiles on its first call at a new shape: that call is timed apart, not raced
+    for name in [k for k in names if k == "ours_compiled"]:
+        t0 = time.perf_counter()
+        CONTESTANTS[name](policy, prompts, 1, greedy, args.max_new_tokens)
+        warmup[name] = time.perf_counter() - t0
     for _ in range(args.reps):
         for name in names:
             torch.manual_seed(0)  # `generate` samples from the global RNG: the same draws every repetition
@@ -94,7 +108,7 @@ def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict]:
             with torch.no_grad():
                 tokens[name] = CONTESTANTS[name](policy, prompts, 1, greedy, args.max_new_tokens)
             best[name] = max(best[name], tokens[name] / (time.perf_counter() - t0))
-    return best, tokens
+    return best, tokens, warmup
 
 
 def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> list[dict]:
@@ -106,14 +120,17 @@ def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> lis
         context = sum(map(len, policy.encode_prompts(prompts_for(batch)))) / batch + args.max_new_tokens / 2
         bound = decode_bound_tok_per_s(bandwidth["read_gbs"], weight_bytes, batch, kv_bytes_per_token=kv_bytes, context=context)
         for mode in args.modes.split(","):
-            best, tokens = _time_row(policy, names, batch, mode == "greedy", args)
+            best, tokens, warmup = _time_row(policy, names, batch, mode == "greedy", args)
             row = {"dtype": dtype_name, "batch": batch, "mode": mode, "bandwidth_bound_tok_per_s": bound, "context": context}
+            row.update({f"{k}_first_call_s": v for k, v in warmup.items()})
             for k in names:
                 row[f"{k}_tok_per_s"], row[f"{k}_tokens"] = best[k], tokens[k]
                 row[f"{k}_mfu"] = common.throughput_mfu(P, peak["peak_gflops"], gen_tok_per_s=best[k])["mfu_gen"]
                 row[f"{k}_of_bound"] = best[k] / bound
             if "hf_generate" in names and "ours" in names:
                 row["speedup"] = row["ours_tok_per_s"] / row["hf_generate_tok_per_s"]
+            if "hf_generate" in names and "ours_compiled" in names:
+                row["speedup_compiled"] = row["ours_compiled_tok_per_s"] / row["hf_generate_tok_per_s"]
             if "ours_hf_forward" in names and "ours" in names:
                 row["speedup_own_decode_vs_hf_forward"] = row["ours_tok_per_s"] / row["ours_hf_forward_tok_per_s"]
             rows.append(row)
