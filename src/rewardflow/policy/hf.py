@@ -23,6 +23,25 @@ from .decode import _LlamaDecoder, _filter_logits, _gumbel, _hash32, _mix32, der
 from .prefix_cache import read_prefixes, store_rows
 
 
+def _distinct(rows: list[list[int]]) -> tuple[list[int], list[int]]:
+    """(the first row of each distinct row, in order; the distinct row of every row)."""
+    seen: dict[tuple, int] = {}
+    firsts, index = [], []
+    for i, r in enumerate(rows):
+        u = seen.setdefault(tuple(r), len(seen))
+        if u == len(firsts):
+            firsts.append(i)
+        index.append(u)
+    return firsts, index
+
+
+def _checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers 5 renamed the flag (the old name warns)."""
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
 class HFPolicy:
     """A Policy over a transformers causal LM and its tokenizer (chat template applied to prompts)."""
 
@@ -137,14 +156,10 @@ class HFPolicy:
             cache, C, computed = read_prefixes(self, rows)
             P, fed, first = C + 1, [r[-1:] for r in rows], [C - (len(r) - 1) for r in rows]
         else:
-            owner: dict[tuple, int] = {}  # distinct row -> the first row that has it
-            for i, r in enumerate(rows):
-                owner.setdefault(tuple(r), i)
-            firsts = list(owner.values())
-            fed, computed = [rows[i] for i in firsts], [len(r) if owner[tuple(r)] == i else 0 for i, r in enumerate(rows)]
+            firsts, index = _distinct(rows)
+            fed, computed = [rows[i] for i in firsts], [len(r) if firsts[index[i]] == i else 0 for i, r in enumerate(rows)]
             if len(fed) < len(rows):
-                rank = {i: u for u, i in enumerate(firsts)}
-                inverse = torch.tensor([rank[owner[tuple(r)]] for r in rows], device=self.device)  # [N] -> distinct row
+                inverse = torch.tensor(index, device=self.device)  # [N] -> distinct row
             cache, P = DynamicCache(), max(len(r) for r in rows)
             first = [P - len(r) for r in rows]  # left padding: every prompt ends at column P-1
         W = max(len(f) for f in fed)
@@ -273,8 +288,7 @@ class HFPolicy:
         """Distinct prompt of each row [N] (rows with the same prompt tokens and padding share one), or None when
         prompts are not shared: every row's prompt is distinct, share_prompts is off, or gradient checkpointing is on
         (transformers turns the cache off under it)."""
-        m = self.model  # transformers >= 5 names the flag is_activation_checkpointing (the old name warns)
-        if not self.share_prompts or (m.is_activation_checkpointing if hasattr(m, "is_activation_checkpointing") else getattr(m, "is_gradient_checkpointing", False)):
+        if not self.share_prompts or _checkpointing(self.model):
             return None
         P = batch.prompt_len
         prompt = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], 1)  # [N, 2P]: ids and mask

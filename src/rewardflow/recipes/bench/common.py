@@ -15,9 +15,22 @@ from ...eval.flops import matmul_peak_gflops, throughput_mfu
 __all__ = ["machine_note", "measure_peak", "with_mfu", "peak_rss_mb", "step_stats", "write_json", "profile_summary", "throughput_mfu"]
 
 
+def _cpu_model() -> tuple[str, bool]:
+    """(the CPU's model name, whether it has AVX-512): fp32 and bf16 kernels, so speed ratios, differ between them."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine(), False
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.machine())
+    return name, "avx512f" in info
+
+
 def machine_note() -> dict:
+    model, avx512 = _cpu_model()
     return {
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": model,
+        "avx512": avx512,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

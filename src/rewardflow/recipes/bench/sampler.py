@@ -45,11 +45,12 @@ def _ours_hf_forward(policy, prompts, n, greedy, max_new):
 
 
 def _ours_compiled(policy, prompts, n, greedy, max_new):
-    policy.compile_decode = True
+    # compiled at every batch size here (HFPolicy compiles only calls of <= compile_max_rows rows): the bench shows why
+    policy.compile_decode, limit, policy.compile_max_rows = True, policy.compile_max_rows, 1 << 30
     try:
         return _ours(policy, prompts, n, greedy, max_new)
     finally:
-        policy.compile_decode = False
+        policy.compile_decode, policy.compile_max_rows = False, limit
 
 
 def _hf(policy, prompts, n, greedy, max_new):
