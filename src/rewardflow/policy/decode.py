@@ -99,16 +99,18 @@ def pick_next(logits: torch.Tensor, params, keys: torch.Tensor, t: int) -> tuple
     return tok, scaled.gather(-1, tok[:, None]).squeeze(-1) - scaled.logsumexp(-1)
 
 
-def _decode_layers(body, layers, lm_head, rope, tok, pos, attn, col, K, V):
+def _decode_layers(body, layers, lm_head, rope, tok, pos, attn, col, K, V, whole: bool = False):
     """Logits [n, V] after feeding tokens `tok` [n] at positions `pos` [n]: their keys and values go into column
-    `col` ([1] long) of the per-layer buffers K[i], V[i] [n, H_kv, S, Dh]; `attn` [n, S] marks real columns, and
-    columns after `col` are not attended. The eager step passes buffers cut at col + 1; the compiled step passes them
-    whole, so its shapes stay the same from step to step."""
+    `col` ([1] long) of the per-layer buffers K[i], V[i] [n, H_kv, S, Dh]; `attn` [n, S] marks real columns. The eager
+    step passes buffers cut at col + 1; the compiled step passes them `whole`, so its shapes stay the same from step
+    to step, and masks the columns after `col`."""
     n, S = tok.shape[0], attn.shape[1]
     x = body.embed_tokens(tok[:, None])  # [n, 1, d]
     cos, sin = body.rotary_emb(x, pos[:, None])  # [n, 1, Dh]
-    # additive mask, built once per step for all layers: 0 on real columns, -inf on padding and on unwritten columns
-    hidden = (attn == 0) | (torch.arange(S, device=tok.device) > col)  # [n, S]
+    # additive mask, built once per step for all layers: 0 on real columns, -inf on padding (and unwritten columns)
+    hidden = attn == 0  # [n, S]
+    if whole:
+        hidden = hidden | (torch.arange(S, device=tok.device) > col)
     bias = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(hidden, float("-inf"))[:, None, None, :]
     for i, layer in enumerate(layers):
         a = layer.self_attn
@@ -196,7 +198,7 @@ class _LlamaDecoder:
         col = torch.tensor([t], device=tok.device)
         args = (self.body, self.layers, self.lm_head, self.rope, tok, pos)
         if self.compiled:
-            logits = _compiled_layers()(*args, attn, col, self.K, self.V)
+            logits = _compiled_layers()(*args, attn, col, self.K, self.V, True)
         else:
             logits = _decode_layers(*args, attn[:, : t + 1], col, [x[:, :, : t + 1] for x in self.K], [x[:, :, : t + 1] for x in self.V])
         self.length = t + 1
