@@ -4,6 +4,7 @@ import torch
 
 from rewardflow.policy.base import SamplingParams
 from rewardflow.policy.hf import HFPolicy, _LlamaDecoder
+from rewardflow.policy.prefill import length_groups
 from rewardflow.policy.tiny import build_tokenizer
 
 PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7", "a", "bb", "ccc", "2 + 2 =", "Why?"]
@@ -87,7 +88,8 @@ def test_a_hook_on_the_model_gets_every_forward(policy, monkeypatch):
         comps, calls = _run(policy, SamplingParams(temperature=0.0, max_new_tokens=6), True, monkeypatch)
     finally:
         handle.remove()
-    assert calls == 0 and len(seen) == max(len(c.token_ids) for c in comps)  # prefill + one forward per later step
+    prefill = len(length_groups([len(ids) for ids in policy.encode_prompts(PROMPTS)]))  # one forward per length group
+    assert calls == 0 and len(seen) == prefill + max(len(c.token_ids) for c in comps) - 1  # + one forward per later step
 
 
 def test_training_mode_uses_the_fast_step_unless_attention_dropout_is_on(policy, monkeypatch):

@@ -6,6 +6,7 @@ import torch
 
 from rewardflow.policy.base import Completion, SamplingParams
 from rewardflow.policy.hf import HFPolicy, _filter_logits, derive_prompt_seeds, row_keys
+from rewardflow.policy.prefill import length_groups
 
 # Four prompts whose templated encodings all have different lengths (left padding is exercised).
 PROMPTS = ["What is 2+3?", "x", "hello world", "Compute 4 - 1 - 7"]
@@ -43,6 +44,11 @@ def forward_batch_sizes(policy: HFPolicy):
         yield sizes
     finally:
         handle.remove()
+
+
+def prefill_forwards(policy: HFPolicy, prompts: list[str]) -> int:
+    """How many forwards the prefill of these prompts takes: one per length group of the distinct prompts."""
+    return len(length_groups([len(ids) for ids in {tuple(x): 0 for x in policy.encode_prompts(prompts)}]))
 
 
 def flat(groups: list[list[Completion]]) -> list[Completion]:
@@ -286,7 +292,8 @@ def test_finished_rows_are_removed_and_rows_are_independent(policy):
     assert len(set(lengths)) >= 3, f"precondition: rows finish at different steps, got {lengths}"
     # prefill with all 4 rows, then the forward for step s holds the rows still running: len > s
     # (with 4 rows any finished row is >= 1/8 of the batch, so it is dropped at once)
-    assert sizes == [4] + [sum(n > s for n in lengths) for s in range(1, max(lengths))]
+    pre = prefill_forwards(policy, PROMPTS)
+    assert [sum(sizes[:pre])] + sizes[pre:] == [4] + [sum(n > s for n in lengths) for s in range(1, max(lengths))]
     for prompt, c in zip(PROMPTS, batch):
         (alone,) = flat(policy.generate([prompt], params))
         assert (c.token_ids, c.text, c.finish_reason) == (alone.token_ids, alone.text, alone.finish_reason)
@@ -299,7 +306,9 @@ def test_rows_stay_independent_while_finished_rows_wait_for_compaction(policy):
     params = SamplingParams(temperature=0.0, max_new_tokens=16)
     with forward_batch_sizes(policy) as sizes:
         batch = flat(policy.generate(prompts, params))
-    lengths = [len(c.token_ids) for c in batch]
+    lengths, pre = [len(c.token_ids) for c in batch], prefill_forwards(policy, prompts)
+    assert pre > 1, "precondition: prompts of several lengths, prefilled in groups"
+    sizes = [sum(sizes[:pre])] + sizes[pre:]  # the prefill's groups together, then one forward per decode step
     assert sizes[0] == 10 and sizes[-1] < 10
     assert all(a >= b for a, b in zip(sizes, sizes[1:]))
     assert all(size >= sum(n > s for n in lengths) for s, size in enumerate(sizes) if s > 0)  # live rows never dropped
@@ -315,7 +324,7 @@ def test_repeated_prompts_are_read_once_and_sample_as_if_alone(policy):
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, seed=3)
     with forward_batch_sizes(policy) as sizes:
         groups = policy.generate(prompts, params)
-    assert sizes[0] == 3
+    assert sum(sizes[: prefill_forwards(policy, prompts)]) == 3
     seeds = derive_prompt_seeds(params.seed, len(prompts))
     for i, group in enumerate(groups):
         ids, keys = policy.encode_prompts([prompts[i]])[0], row_keys([seeds[i]], params.n)

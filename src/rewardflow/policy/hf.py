@@ -20,6 +20,7 @@ import torch
 from .base import Completion, LogprobOutput, SamplingParams, TokenBatch
 # the decode machinery lives in decode.py; re-exported here because callers and tests import these names from hf
 from .decode import _LlamaDecoder, _filter_logits, _gumbel, _hash32, _mix32, derive_prompt_seeds, pick_next, row_keys  # noqa: F401
+from .prefill import grouped_prefill
 from .prefix_cache import read_prefixes, store_rows
 
 
@@ -200,7 +201,10 @@ class HFPolicy:
         tails = [""] * n_rows
         max_stop = max((len(s) for s in params.stop), default=0)
 
-        logits = self.model(input_ids=input_ids, attention_mask=fed_attn[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
+        if store is None:  # whole prompts fed: run them in length groups (policy/prefill.py), not padded to the longest
+            logits, cache = grouped_prefill(self.model, input_ids, fed_attn[:, :P], pos, self._cache_kw)
+        else:  # the prefix cache's rows: one token each, after cached keys/values
+            logits = self.model(input_ids=input_ids, attention_mask=fed_attn[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
         next_pos = pos[:, -1]  # [U]
         if inverse is not None:  # every row takes its distinct row's logits and keys/values
             logits, next_pos = logits[inverse], next_pos[inverse]  # [N, V], [N]
