@@ -43,3 +43,7 @@ def test_sampler_benchmark_writes_throughput_with_mfu(parser, tmp_path, one_thre
             # MFU = tokens/s * 2P / peak
             assert r[f"{k}_mfu"] == pytest.approx(r[f"{k}_tok_per_s"] * 2 * res["model_params"] / (res["peak"]["peak_gflops"] * 1e9), rel=1e-9)
     assert res["profile_ours_sampled"]["top_ops"], "the profile names what dominates"
+    (pre,) = res["prefill"]  # batch 2: prompts of 17 and 42 tokens, padded to 42 in one forward
+    # one group: cutting the 17-token prompt off would save 25 padded positions, less than a call costs (64)
+    assert (pre["batch"], pre["prompt_tokens"], pre["padded_tokens"], pre["groups"]) == (2, 17 + 42, 2 * 42, 1)
+    assert pre["one_forward_s"] > 0 and pre["grouped_s"] > 0

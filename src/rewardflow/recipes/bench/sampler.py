@@ -13,7 +13,9 @@ Two limits go next to every tokens/s figure: MFU (2·P FLOPs per generated token
 here) and the memory-bandwidth bound (eval/flops.decode_bound_tok_per_s): a step reads every weight once plus each
 row's keys and values, so tok/s <= batch · bandwidth / (weight bytes + batch · context · KV bytes per token), with
 the read bandwidth measured here at the same thread count and context = mean prompt length + half the budget.
-A torch-profiler summary of our sampler at the largest batch says what the time goes to.
+A torch-profiler summary of our sampler at the largest batch says what the time goes to, and `prefill` times the
+prompt forward alone at each batch: one forward over the left-padded batch against the length groups the sampler
+runs (policy/prefill.py), alternating, best of R.
 """
 from __future__ import annotations
 
@@ -112,6 +114,27 @@ def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict, dict]:
     return best, tokens, warmup
 
 
+@torch.no_grad()
+def time_prefill(policy, batch: int, reps: int) -> dict:
+    """Seconds of the prefill of prompts_for(batch) as one padded forward and in length groups (best of `reps`)."""
+    from ...policy.prefill import grouped_prefill, length_groups
+
+    ids = policy.encode_prompts(prompts_for(batch))
+    P = max(map(len, ids))
+    input_ids, attn = torch.full((batch, P), policy.pad_id), torch.zeros((batch, P), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, P - len(x) :], attn[i, P - len(x) :] = torch.tensor(x), 1
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    best = {"one_forward": float("inf"), "grouped": float("inf")}
+    for _ in range(reps):
+        for name, call_cost in (("one_forward", 1 << 60), ("grouped", None)):
+            t0 = time.perf_counter()
+            grouped_prefill(policy.model, input_ids, attn, pos, policy._cache_kw, call_cost)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {"batch": batch, "prompt_tokens": sum(map(len, ids)), "padded_tokens": batch * P, "groups": len(length_groups([len(x) for x in ids])),
+            "one_forward_s": best["one_forward"], "grouped_s": best["grouped"], "speedup": best["one_forward"] / best["grouped"]}
+
+
 def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> list[dict]:
     names = args.contestants.split(",")
     P = policy.num_params
@@ -159,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.model)
     peak = common.measure_peak(sizes=tuple(int(x) for x in args.peak_sizes.split(",")))
     bandwidth = memory_bandwidth_gbs()
-    rows = []
+    rows, prefill = [], []
     for name in args.dtype.split(","):
         policy.model.to(DTYPES[name])
         rows += run_dtype(policy, name, args, peak, bandwidth)
-    result = {"machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
+        prefill += [{"dtype": name, **time_prefill(policy, int(b), args.reps)} for b in args.batches.split(",")]
+    result = {"prefill": prefill, "machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
               "max_new_tokens": args.max_new_tokens, "reps": args.reps, "rows": rows,
               "bound_formula": "batch * read_gbs * 1e9 / (weight_bytes + batch * context * kv_bytes_per_token)"}
     if args.profile:
