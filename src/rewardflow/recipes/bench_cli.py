@@ -30,7 +30,7 @@ def _trl(args) -> int:
 def _sampler(args) -> int:
     argv = ["--out", args.out, "--batches", args.batches, "--reps", str(args.reps), "--max-new-tokens", str(args.max_new_tokens),
             "--peak-sizes", args.peak_sizes, "--model", args.model, "--dtype", args.dtype, "--modes", args.modes,
-            "--contestants", args.contestants, "--profile" if args.profile else "--no-profile"]
+            "--contestants", args.contestants, "--profile" if args.profile else "--no-profile"] + (["--prompts", args.prompts] if args.prompts else [])
     return _run_script("sampler", argv)
 
 
@@ -76,7 +76,8 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
                              "batch * read GB/s / (weight bytes + batch * context * KV bytes per token), and a profile of our sampler.\n\n"
                              "example: rewardflow bench sampler --out runs/bench_sampler.json --batches 1,16,64,256\n"
                              "example: rewardflow bench sampler --model smollm2-135m-instruct --dtype float32,bfloat16 --batches 1,8,32 \\\n"
-                             "           --modes greedy --contestants ours,hf_generate --max-new-tokens 32 --reps 2")
+                             "           --modes greedy --contestants ours,hf_generate --max-new-tokens 32 --reps 2\n"
+                             "example: rewardflow bench sampler --model smollm2-135m-instruct --prompts ../shared/data/gsm8k/test.jsonl --batches 32")
     s.add_argument("--out", default="runs/bench_sampler.json", help="result JSON (default runs/bench_sampler.json)")
     s.add_argument("--batches", default="1,16,64,256", help="batch sizes (default 1,16,64,256)")
     s.add_argument("--reps", type=int, default=3, help="alternating repetitions, best kept (default 3)")
@@ -88,6 +89,7 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
     s.add_argument("--contestants", default="ours,ours_compiled,ours_hf_forward,hf_generate",
                    help="subset of ours,ours_compiled (the decode step through torch.compile),ours_hf_forward,hf_generate")
     s.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch (default on)")
+    s.add_argument("--prompts", help="a problem file (as `train --data`): its first prompts instead of the synthetic ones (17-96 tokens)")
     s.set_defaults(func=_sampler)
 
     m = bench_sub.add_parser("mfu", formatter_class=fmt, help="this machine's fp32 matmul peak (GFLOP/s) and memory bandwidth (GB/s): the two limits",

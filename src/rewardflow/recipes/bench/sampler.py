@@ -91,13 +91,16 @@ def model_bytes(model) -> tuple[int, int]:
     return weights, 2 * c.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
 
 
-def prompts_for(batch: int) -> list[str]:
+def prompts_for(batch: int, pool: list[str] | None = None) -> list[str]:
+    """`batch` prompts: the first of `pool` (a --prompts file; cycled when shorter), else synthetic ones of four lengths."""
+    if pool:
+        return [pool[i % len(pool)] for i in range(batch)]
     return [f"What is {i} + {2 * i}?" + " Explain briefly, please." * (i % 4) for i in range(batch)]  # different lengths
 
 
 def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict, dict]:
     """Best tokens/s and token counts of each contestant, alternating so drift on a shared machine hits all alike."""
-    prompts = prompts_for(batch)
+    prompts = prompts_for(batch, args.pool)
     best, tokens = {k: 0.0 for k in names}, {}
     warmup = {}  # the compiled step compiles on its first call at a new shape: that call is timed apart, not raced
     for name in [k for k in names if k == "ours_compiled"]:
@@ -115,11 +118,11 @@ def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict, dict]:
 
 
 @torch.no_grad()
-def time_prefill(policy, batch: int, reps: int) -> dict:
-    """Seconds of the prefill of prompts_for(batch) as one padded forward and in length groups (best of `reps`)."""
+def time_prefill(policy, batch: int, reps: int, pool: list[str] | None = None) -> dict:
+    """Seconds of the prefill of prompts_for(batch, pool) as one padded forward and in length groups (best of `reps`)."""
     from ...policy.prefill import grouped_prefill, length_groups
 
-    ids = policy.encode_prompts(prompts_for(batch))
+    ids = policy.encode_prompts(prompts_for(batch, pool))
     P = max(map(len, ids))
     input_ids, attn = torch.full((batch, P), policy.pad_id), torch.zeros((batch, P), dtype=torch.long)
     for i, x in enumerate(ids):
@@ -141,7 +144,7 @@ def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> lis
     weight_bytes, kv_bytes = model_bytes(policy.model)
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
-        context = sum(map(len, policy.encode_prompts(prompts_for(batch)))) / batch + args.max_new_tokens / 2
+        context = sum(map(len, policy.encode_prompts(prompts_for(batch, args.pool)))) / batch + args.max_new_tokens / 2
         bound = decode_bound_tok_per_s(bandwidth["read_gbs"], weight_bytes, batch, kv_bytes_per_token=kv_bytes, context=context)
         for mode in args.modes.split(","):
             best, tokens, warmup = _time_row(policy, names, batch, mode == "greedy", args)
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,16,64,256")
     ap.add_argument("--modes", default="greedy,sampled", help="comma-separated: greedy, sampled (temperature 1)")
     ap.add_argument("--contestants", default=",".join(CONTESTANTS), help=f"comma-separated subset of {','.join(CONTESTANTS)}")
+    ap.add_argument("--prompts", help="a problem file (.jsonl/.json/.csv/.parquet, as `train --data`): its first prompts, "
+                    "in file order, instead of the synthetic ones of four lengths")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peak-sizes", default="256,512,1024,2048", help="square matmul sizes of the fp32 peak sweep")
@@ -179,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     bad += [x for x in args.modes.split(",") if x not in ("greedy", "sampled")]
     if bad:
         ap.error(f"unknown --dtype/--contestants/--modes value(s): {bad}")
+    args.pool = None
+    if args.prompts:
+        from ...data.jsonl import load_problems
+
+        args.pool = [p.prompt for p in load_problems(args.prompts, limit=max(int(b) for b in args.batches.split(",")))]
     policy = load_policy(args.model)
     peak = common.measure_peak(sizes=tuple(int(x) for x in args.peak_sizes.split(",")))
     bandwidth = memory_bandwidth_gbs()
@@ -186,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.dtype.split(","):
         policy.model.to(DTYPES[name])
         rows += run_dtype(policy, name, args, peak, bandwidth)
-        prefill += [{"dtype": name, **time_prefill(policy, int(b), args.reps)} for b in args.batches.split(",")]
-    result = {"prefill": prefill, "machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
+        prefill += [{"dtype": name, **time_prefill(policy, int(b), args.reps, args.pool)} for b in args.batches.split(",")]
+    result = {"prompts": args.prompts or "synthetic", "prefill": prefill, "machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
               "max_new_tokens": args.max_new_tokens, "reps": args.reps, "rows": rows,
               "bound_formula": "batch * read_gbs * 1e9 / (weight_bytes + batch * context * kv_bytes_per_token)"}
     if args.profile:
@@ -195,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
         batch = max(int(b) for b in args.batches.split(","))
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            _ours(policy, prompts_for(batch), 1, False, args.max_new_tokens)
+            _ours(policy, prompts_for(batch, args.pool), 1, False, args.max_new_tokens)
         result["profile_ours_sampled"] = {"batch": batch, "dtype": args.dtype.split(",")[-1], "top_ops": common.profile_summary(prof)}
     common.write_json(args.out, result)
     return 0
