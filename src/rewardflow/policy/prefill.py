@@ -88,5 +88,6 @@ def grouped_prefill(model, input_ids: torch.Tensor, attn: torch.Tensor, pos: tor
         for idx, w, _, c in parts:
             K[idx, :, P - w :] = c.layers[i].keys
             V[idx, :, P - w :] = c.layers[i].values
+            c.layers[i].keys = c.layers[i].values = None  # freed as it is copied: the prompts' keys/values exist about once
         cache.update(K, V, i)
     return logits, cache
