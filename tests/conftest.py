@@ -3,6 +3,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import rewardflow  # noqa: F401  first: it sets MKL_CBWR before any matrix product (reproducible fp32 on CPU)
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

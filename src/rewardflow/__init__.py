@@ -3,9 +3,19 @@
 The main names are importable from the package itself, e.g. `from rewardflow import Verifier, load_scorer,
 load_config, HFPolicy`. They are resolved lazily on first use, so `import rewardflow` stays light (no torch)."""
 
+import os
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+# Reproducible fp32 matrix products on CPU. torch's BLAS on x86 is Intel MKL, whose default kernels round some small
+# products differently depending on where the operands happen to sit in memory (a [7, 128] x [128, 512] product
+# differs by ~5e-6 across 16-byte offsets on the 2-core AMD EPYC of docs/speed.md). The sampler's row compaction
+# makes such shapes every few steps with fresh allocations, so two runs of one seed drifted apart after ~46 RL steps.
+# MKL's conditional numerical reproducibility mode "AUTO" keeps the CPU's best code path and drops the alignment
+# dependence (tests/test_reproducible.py; not slower, docs/speed.md). MKL reads it at its first call, so this holds when
+# rewardflow is imported before any torch arithmetic; a value the user set wins.
+os.environ.setdefault("MKL_CBWR", "AUTO")
 
 # public name -> the module (relative to this package) that defines it
 _API = {
