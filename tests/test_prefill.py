@@ -7,7 +7,7 @@ import torch
 
 import rewardflow.policy.prefill as prefill
 from rewardflow.policy.base import SamplingParams
-from rewardflow.policy.prefill import grouped_prefill, length_groups
+from rewardflow.policy.prefill import grouped_prefill, left_padded, length_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -46,21 +46,11 @@ def test_length_groups_are_the_cheapest_cut_of_the_sorted_rows():
         assert cost(groups, lengths, call_cost) == best
 
 
-def _padded(policy, prompts):
-    ids = policy.encode_prompts(prompts)
-    P = max(map(len, ids))
-    input_ids = torch.full((len(ids), P), policy.pad_id)
-    attn = torch.zeros((len(ids), P), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, P - len(x) :], attn[i, P - len(x) :] = torch.tensor(x), 1
-    return input_ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
-
-
 @torch.no_grad()
 def test_grouped_prefill_equals_one_padded_forward(policy):
     from transformers import DynamicCache
 
-    input_ids, attn, pos = _padded(policy, PROMPTS)
+    input_ids, attn, pos = left_padded(policy.encode_prompts(PROMPTS), policy.pad_id)
     assert len(length_groups(attn.sum(1).tolist())) >= 2, "precondition: several groups"
     cache = DynamicCache()
     want = policy.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1, **{policy._cache_kw: cache}).logits[:, -1]

@@ -54,6 +54,16 @@ def length_groups(lengths: list[int], call_cost: int | None = None) -> list[list
     return groups
 
 
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention mask and positions [U, P] of token rows left-padded to the longest (P), as the sampler
+    feeds whole prompts."""
+    P = max(map(len, rows))
+    input_ids, attn = torch.full((len(rows), P), pad_id), torch.zeros((len(rows), P), dtype=torch.long)
+    for i, x in enumerate(rows):
+        input_ids[i, P - len(x) :], attn[i, P - len(x) :] = torch.tensor(x), 1
+    return input_ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
+
+
 def grouped_prefill(model, input_ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, cache_kw: str, call_cost: int | None = None):
     """Last-position logits [U, V] and a transformers DynamicCache of P columns for left-padded prompts
     input_ids, attn, pos [U, P], as one forward over them would return, computed in length groups."""

@@ -120,21 +120,17 @@ def _time_row(policy, names, batch, greedy, args) -> tuple[dict, dict, dict]:
 @torch.no_grad()
 def time_prefill(policy, batch: int, reps: int, pool: list[str] | None = None) -> dict:
     """Seconds of the prefill of prompts_for(batch, pool) as one padded forward and in length groups (best of `reps`)."""
-    from ...policy.prefill import grouped_prefill, length_groups
+    from ...policy.prefill import grouped_prefill, left_padded, length_groups
 
     ids = policy.encode_prompts(prompts_for(batch, pool))
-    P = max(map(len, ids))
-    input_ids, attn = torch.full((batch, P), policy.pad_id), torch.zeros((batch, P), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, P - len(x) :], attn[i, P - len(x) :] = torch.tensor(x), 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attn, pos = left_padded(ids, policy.pad_id)  # [batch, P]
     best = {"one_forward": float("inf"), "grouped": float("inf")}
     for _ in range(reps):
         for name, call_cost in (("one_forward", 1 << 60), ("grouped", None)):
             t0 = time.perf_counter()
             grouped_prefill(policy.model, input_ids, attn, pos, policy._cache_kw, call_cost)
             best[name] = min(best[name], time.perf_counter() - t0)
-    return {"batch": batch, "prompt_tokens": sum(map(len, ids)), "padded_tokens": batch * P, "groups": len(length_groups([len(x) for x in ids])),
+    return {"batch": batch, "prompt_tokens": sum(map(len, ids)), "padded_tokens": input_ids.numel(), "groups": len(length_groups([len(x) for x in ids])),
             "one_forward_s": best["one_forward"], "grouped_s": best["grouped"], "speedup": best["one_forward"] / best["grouped"]}
 
 
