@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 # Reproducible fp32 matrix products on CPU. torch's BLAS on x86 is Intel MKL, whose default kernels round some small
 # products differently depending on where the operands happen to sit in memory (a [7, 128] x [128, 512] product
 # differs by ~5e-6 across 16-byte offsets on the 2-core AMD EPYC of docs/speed.md). The sampler's row compaction
-# makes such shapes every few steps with fresh allocations, so two runs of one seed drifted apart after ~46 RL steps.
+# can make such shapes in fresh allocations, one source of two runs of one seed drifting apart (README: another,
+# in the training pass, remains).
 # MKL's conditional numerical reproducibility mode "AUTO" keeps the CPU's best code path and drops the alignment
 # dependence (tests/test_reproducible.py; not slower, docs/speed.md). MKL reads it at its first call, so this holds when
 # rewardflow is imported before any torch arithmetic; a value the user set wins.
