@@ -176,6 +176,14 @@ class HFPolicy:
         pos = (fed_attn[:, :P].cumsum(-1) - 1).clamp(min=0)[:, -W:]  # [U, fed columns]
         return cache, P, input_ids, attn_buf, pos, computed, inverse, fed_attn
 
+    def _prefill(self, cache, input_ids, attn, pos):
+        """Last-position logits [U, V] and the cache after the first forward: whole prompts run in length groups
+        (policy/prefill.py), not padded to the longest; the prefix cache's rows feed one token each after `cache`."""
+        if self.prefix_cache is None:
+            return grouped_prefill(self.model, input_ids, attn, pos, self._cache_kw)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+        return out.logits[:, -1], cache
+
     def _hit_stop(self, tails: list[str], live_rows: list[int], active, tok, stop: list[str], max_stop: int) -> list[int]:
         """Batch rows whose text now ends with a stop string (per-row Python, only when the caller gave stops)."""
         hits = []
@@ -201,10 +209,7 @@ class HFPolicy:
         tails = [""] * n_rows
         max_stop = max((len(s) for s in params.stop), default=0)
 
-        if store is None:  # whole prompts fed: run them in length groups (policy/prefill.py), not padded to the longest
-            logits, cache = grouped_prefill(self.model, input_ids, fed_attn[:, :P], pos, self._cache_kw)
-        else:  # the prefix cache's rows: one token each, after cached keys/values
-            logits = self.model(input_ids=input_ids, attention_mask=fed_attn[:, :P], position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
+        logits, cache = self._prefill(cache, input_ids, fed_attn[:, :P], pos)
         next_pos = pos[:, -1]  # [U]
         if inverse is not None:  # every row takes its distinct row's logits and keys/values
             logits, next_pos = logits[inverse], next_pos[inverse]  # [N, V], [N]

@@ -82,11 +82,11 @@ def grouped_prefill(model, input_ids: torch.Tensor, attn: torch.Tensor, pos: tor
         cache = DynamicCache()
         logits = model(input_ids=input_ids[idx, P - w :], attention_mask=attn[idx, P - w :], position_ids=pos[idx, P - w :],
                        use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]  # [u, V]
+        if len(groups) == 1:
+            return logits, cache
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):  # other state (sliding windows, recurrent)
+            return grouped_prefill(model, input_ids, attn, pos, cache_kw, call_cost=1 << 60)  # one forward, as before
         parts.append((idx, w, logits, cache))
-    if len(parts) == 1:
-        return parts[0][2], parts[0][3]
-    if not all(type(layer) is DynamicLayer for _, _, _, c in parts for layer in c.layers):
-        return grouped_prefill(model, input_ids, attn, pos, cache_kw, call_cost=1 << 60)  # other state (sliding windows, recurrent): one forward
     logits = parts[0][2].new_empty(U, parts[0][2].shape[-1])  # [U, V]
     for idx, _, lg, _ in parts:
         logits[idx] = lg
