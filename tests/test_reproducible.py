@@ -44,3 +44,39 @@ def test_importing_rewardflow_makes_small_products_alignment_independent():
     # What the setting prevents: without it, MKL's default kernels on the 2-core AMD EPYC (AVX2) give the same
     # product with differences of ~8e-6 across offsets (probe("torch") there); a machine whose default kernels do
     # not differ passes either way.
+
+
+
+def test_shared_prompt_backward_adds_in_a_fixed_order(tmp_path):
+    # An RL step's batch: 4 prompts x 4 completions, each prompt's keys/values read once and gathered per row
+    # (HFPolicy.share_prompts). Gathering with `x[rows]` has index_put_(accumulate=True) as its backward, which
+    # torch's CPU kernel runs in parallel with atomic float adds: the rows' gradients are summed in whatever order
+    # the threads reach them, and two runs of the quickstart drifted apart after ~45 RL steps (when a thread was
+    # held up). The order cannot be forced in a test, so this checks the mechanism: no such op in the backward.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rewardflow.policy.hf import HFPolicy
+    from rewardflow.policy.tiny import TinyModelConfig, make_tiny_checkpoint
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.accumulating = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if "index_put" in func.__name__ and (kwargs.get("accumulate") or (len(args) > 3 and args[3])):
+                self.accumulating.append(func.__name__)
+            return func(*args, **kwargs)
+
+    policy = HFPolicy.from_pretrained(make_tiny_checkpoint(tmp_path, TinyModelConfig(hidden_size=32, layers=2, heads=2, intermediate_size=64)))
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 40, (int(n),), generator=gen).tolist() for n in (5, 7, 9, 6)]
+    completions = [torch.randint(3, 40, (1 + i % 5,), generator=gen).tolist() for i in range(16)]
+    batch = policy.token_batch([p for p in prompts for _ in range(4)], completions)
+    assert policy._prompt_groups(batch) is not None, "precondition: prompts are read once"
+    loss = policy.logprobs(batch).logprobs.sum()
+    with Ops() as ops:
+        loss.backward()
+    assert all(p.grad is not None for p in policy.model.parameters())
+    assert ops.accumulating == []

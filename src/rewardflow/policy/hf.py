@@ -332,10 +332,10 @@ class HFPolicy:
         firsts = torch.full((int(group.max()) + 1,), n, device=group.device).scatter_reduce(0, group, torch.arange(n, device=group.device), "amin")
         cache = DynamicCache()
         head = self.model(input_ids=ids[firsts, :p], attention_mask=attn[firsts, :p], position_ids=pos[firsts, :p], use_cache=True,
-                          logits_to_keep=1, **{self._cache_kw: cache}).logits[group]  # [n, 1, V]
+                          logits_to_keep=1, **{self._cache_kw: cache}).logits.index_select(0, group)  # [n, 1, V]; see _select_rows
         if t_eff == 1:
             return head
-        cache.batch_select_indices(group)  # [U, ...] -> [n, ...]
+        _select_rows(cache, group)  # [U, ...] -> [n, ...]
         tail = self.model(input_ids=ids[:, p : p + t_eff - 1], attention_mask=attn[:, : p + t_eff - 1], position_ids=pos[:, p : p + t_eff - 1],
                           use_cache=True, **{self._cache_kw: cache}).logits  # [n, t_eff-1, V]
         return torch.cat([head, tail], 1)
@@ -360,3 +360,19 @@ class HFPolicy:
                 probs = (logits - log_norm[..., None]).exp()
                 entropy = torch.nn.functional.pad(log_norm - (probs * logits).sum(-1), (0, T - t_eff))  # [n, T]
         return LogprobOutput(torch.nn.functional.pad(logp, (0, T - t_eff)), entropy)  # zeros past each chunk's end
+
+
+def _select_rows(cache, rows: torch.Tensor) -> None:
+    """cache.batch_select_indices(rows) with a backward that adds in a fixed order. Plain key/value layers are
+    gathered with index_select, not `x[rows]` as transformers does: with repeated rows (one prompt's cache read by its
+    whole group) the backward of `x[rows]` is index_put_(accumulate=True), which on a multi-threaded CPU adds the
+    rows' gradients in a varying order; two runs of one RL step then differed in the last bits of the gradient (and,
+    steps later, in their samples). index_select's backward, index_add_, adds them in index order. Other layer
+    kinds keep their own selection."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in cache.layers:
+        if type(layer).batch_select_indices is DynamicLayer.batch_select_indices and layer.get_seq_length() > 0:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+        else:
+            layer.batch_select_indices(rows)
