@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 # Reproducible fp32 matrix products on CPU. torch's BLAS on x86 is Intel MKL, whose default kernels round some small
 # products differently depending on where the operands happen to sit in memory (a [7, 128] x [128, 512] product
 # differs by ~5e-6 across 16-byte offsets on the 2-core AMD EPYC of docs/speed.md). The sampler's row compaction
-# can make such shapes in fresh allocations, one source of two runs of one seed drifting apart (README: another,
-# in the training pass, remains).
+# can make such shapes in fresh allocations, one of the two sources of two runs of one seed drifting apart (the
+# other was a gather's backward in the training pass: policy/hf.py, _select_rows).
 # MKL's conditional numerical reproducibility mode "AUTO" keeps the CPU's best code path and drops the alignment
 # dependence (tests/test_reproducible.py; not slower, docs/speed.md). MKL reads it at its first call, so this holds when
 # rewardflow is imported before any torch arithmetic; a value the user set wins.
