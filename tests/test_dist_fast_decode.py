@@ -36,10 +36,10 @@ def policy():
 def _run(policy, params, fast: bool, monkeypatch):
     calls = []
     step = _LlamaDecoder.step
-    monkeypatch.setattr(_LlamaDecoder, "step", lambda self, *a: calls.append(1) or step(self, *a))
+    monkeypatch.setattr(_LlamaDecoder, "step", lambda self, *a: calls.append(self.compiled) or step(self, *a))
     policy.fast_decode = fast
     try:
-        return [c for g in policy.generate(PROMPTS, params) for c in g], len(calls)
+        return [c for g in policy.generate(PROMPTS, params) for c in g], calls  # per step: was it the compiled one
     finally:
         policy.fast_decode = True
         monkeypatch.setattr(_LlamaDecoder, "step", step)
@@ -56,7 +56,7 @@ CASES = [
 def test_fast_decode_equals_the_transformers_forward(policy, params, monkeypatch):
     fast, fast_calls = _run(policy, params, True, monkeypatch)
     slow, slow_calls = _run(policy, params, False, monkeypatch)
-    assert fast_calls > 0 and slow_calls == 0  # the fast path really ran, and only when asked
+    assert len(fast_calls) > 0 and len(slow_calls) == 0  # the fast path really ran, and only when asked
     early = sum(len(c.token_ids) < params.max_new_tokens for c in fast)
     assert 2 <= early < len(fast), "precondition: >= 2 of the rows finish early, so finished rows are dropped (>= 1/8 of 9+)"
     assert [c.token_ids for c in fast] == [c.token_ids for c in slow]
@@ -67,16 +67,18 @@ def test_fast_decode_equals_the_transformers_forward(policy, params, monkeypatch
 
 @pytest.mark.slow
 def test_compiled_step_equals_the_eager_step(policy, monkeypatch):
-    # torch.compile of the decode step (whole buffers, finished rows kept): the same tokens and logprobs as the eager
-    # step; two calls with different shapes (9 greedy rows, then 27 sampled) exercise the recompile to dynamic sizes
+    # torch.compile of the decode step (whole buffers, finished rows kept, attention by SDPA with grouped-query heads):
+    # the same tokens and logprobs as the eager step; two calls with different shapes (9 greedy rows, then 27
+    # sampled, past the default row limit, lifted here) exercise the recompile to dynamic sizes
+    limit = policy.compile_max_rows
     for params in CASES[:2]:
-        eager, _ = _run(policy, params, True, monkeypatch)
-        policy.compile_decode = True
+        eager, eager_calls = _run(policy, params, True, monkeypatch)
+        policy.compile_decode, policy.compile_max_rows = True, 64
         try:
             compiled, calls = _run(policy, params, True, monkeypatch)
         finally:
-            policy.compile_decode = False
-        assert calls > 0
+            policy.compile_decode, policy.compile_max_rows = False, limit
+        assert calls and all(calls) and not any(eager_calls)
         assert [(c.token_ids, c.finish_reason) for c in compiled] == [(c.token_ids, c.finish_reason) for c in eager]
         for a, b in zip(compiled, eager):
             torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
@@ -89,17 +91,17 @@ def test_a_hook_on_the_model_gets_every_forward(policy, monkeypatch):
     finally:
         handle.remove()
     prefill = len(length_groups([len(ids) for ids in policy.encode_prompts(PROMPTS)]))  # one forward per length group
-    assert calls == 0 and len(seen) == prefill + max(len(c.token_ids) for c in comps) - 1  # + one forward per later step
+    assert calls == [] and len(seen) == prefill + max(len(c.token_ids) for c in comps) - 1  # + one forward per later step
 
 
 def test_training_mode_uses_the_fast_step_unless_attention_dropout_is_on(policy, monkeypatch):
     policy.model.train()  # the RL loop samples in training mode; Llama has no dropout by default
     try:
         _, calls = _run(policy, SamplingParams(temperature=0.0, max_new_tokens=4), True, monkeypatch)
-        assert calls > 0
+        assert len(calls) > 0
         monkeypatch.setattr(policy.model.config, "attention_dropout", 0.1)
         _, calls = _run(policy, SamplingParams(temperature=0.0, max_new_tokens=4), True, monkeypatch)
-        assert calls == 0  # dropout must be applied: only the transformers forward does
+        assert calls == []  # dropout must be applied: only the transformers forward does
     finally:
         policy.model.eval()
 

@@ -28,7 +28,7 @@ class ModelConfig:
     backend: str = "hf"  # the engine that generates (policy/backends.BACKENDS): hf (transformers, any device) | vllm (the vllm extra, GPU)
     dtype: str = "float32"  # compute dtype: bfloat16/float16 run forwards under autocast; weights and AdamW state stay float32
     gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
-    compile_decode: bool = False  # hf backend: the sampler's decode step through torch.compile (faster at small batch; its first call compiles, 12-25 s)
+    compile_decode: bool = False  # hf backend: the sampler's decode step through torch.compile (faster up to 64 rows; its first call compiles, 2-25 s)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # low-rank adapters (rank 0: off)
 
 

@@ -5,8 +5,8 @@ models over preallocated key/value buffers. `policy/hf.py` drives them; nothing 
 Where a decode step's time goes (docs/speed.md has the measurements): on a 1M-parameter model it is Python and
 dispatch overhead (about 15 small ops per layer), on a 135M model it is the weight matmuls (aten::mm, 70-80% of the
 step), so the fp32 step is bound by BLAS on skinny matrices and the lever there is bf16 weights, not fewer ops.
-The overhead of the small model is what `torch.compile` removes (`_compiled_layers`: 3x per step at batch 1), and
-only there: from 64 rows up the compiled step is slower than the eager one on a CPU.
+The overhead of the small model is what `torch.compile` removes (`_compiled_layers`: 3x per step at batch 1, 1.6x at
+16 rows, 1.2x at 64); at 256 rows it is about even with the eager step, which drops finished rows.
 """
 from __future__ import annotations
 
@@ -121,16 +121,30 @@ def _decode_layers(body, layers, lm_head, rope, tok, pos, attn, col, K, V, whole
         q, k = rope(q, k, cos, sin)
         K[i].index_copy_(2, col, k)
         V[i].index_copy_(2, col, v)
-        # one query per row: plain batched matmuls over the columns (no copy of the strided cache view, unlike the
-        # fused SDPA kernel); grouped-query heads share their key/value head, so the H/H_kv query heads of one group
-        # ride as rows of one matmul instead of repeating K and V
-        q = q.view(n, k.shape[1], -1, a.head_dim)  # [n, H_kv, H/H_kv, Dh]
-        scores = (q @ K[i].transpose(-1, -2)) * a.scaling + bias  # [n, H_kv, H/H_kv, S]
-        # softmax in fp32 as the transformers attention does, so bf16 weights sample what its forward samples
-        o = scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ V[i]  # [n, H_kv, H/H_kv, Dh]
-        x = x + a.o_proj(o.reshape(n, 1, -1))
+        x = x + a.o_proj(_attend(q, K[i], V[i], bias, a.scaling, fused=whole and n > 1).reshape(n, 1, -1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return lm_head(body.norm(x))[:, -1]  # [n, V]
+
+
+def _attend(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, bias: torch.Tensor, scale: float, fused: bool) -> torch.Tensor:
+    """Attention of one query per row, q [n, H, 1, Dh], over key/value buffers K, V [n, H_kv, S', Dh] with the
+    additive mask `bias` [n, 1, 1, S']; returns [n, H_kv, H/H_kv, Dh] (query heads in order, grouped by their key/value
+    head). Grouped-query heads share their key/value head: the H/H_kv query heads of one group ride as rows of one
+    matmul instead of repeating K and V.
+
+    Eager (`fused=False`, buffers cut at the current column, so strided views): two plain batched matmuls; the fused
+    SDPA kernel would first copy the strided views. Compiled with more than one row (`fused=True`, whole contiguous
+    buffers): SDPA, which inductor keeps as one kernel; its own lowering of the two small products into a fused C++
+    loop took 300 us per layer at 16 rows, 6x the batched matmuls, and made the compiled step slower than the eager one
+    from 64 rows up. At one row that lowering is still the faster (0.64 vs 0.71 ms per step; docs/speed.md)."""
+    n, h_kv, dh = q.shape[0], K.shape[1], q.shape[-1]
+    if fused:
+        o = torch.nn.functional.scaled_dot_product_attention(q, K, V, attn_mask=bias, scale=scale, enable_gqa=h_kv != q.shape[1])
+        return o.view(n, h_kv, -1, dh)  # [n, H, 1, Dh] -> [n, H_kv, H/H_kv, Dh]: query head h is (h // G, h % G)
+    q = q.view(n, h_kv, -1, dh)  # [n, H_kv, H/H_kv, Dh]
+    scores = (q @ K.transpose(-1, -2)) * scale + bias  # [n, H_kv, H/H_kv, S']
+    # softmax in fp32 as the transformers attention does, so bf16 weights sample what its forward samples
+    return scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ V  # [n, H_kv, H/H_kv, Dh]
 
 
 @lru_cache(maxsize=1)

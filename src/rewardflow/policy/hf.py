@@ -51,7 +51,7 @@ class HFPolicy:
         self.model = model.to(device)
         self.fast_decode = fast_decode  # our own decode step for Llama-architecture models (see _LlamaDecoder)
         self.compile_decode = compile_decode  # that step through torch.compile, for calls of at most compile_max_rows rows:
-        self.compile_max_rows = 16  # it pays at small batch and loses from 64 rows up on a CPU (docs/speed.md)
+        self.compile_max_rows = 64  # beyond, the gain over the eager step (which drops finished rows) fades (docs/speed.md)
         self.logprob_chunk_rows = 32  # teacher forcing runs length-sorted chunks of this many rows (0: one pass)
         self.share_prompts = True  # teacher forcing reads a prompt once for all its rows in a chunk (exact; see logprobs)
         self.tokenizer = tokenizer

@@ -47,7 +47,7 @@ def _ours_hf_forward(policy, prompts, n, greedy, max_new):
 
 
 def _ours_compiled(policy, prompts, n, greedy, max_new):
-    # compiled at every batch size here (HFPolicy compiles only calls of <= compile_max_rows rows): the bench shows why
+    # compiled at every batch size here (HFPolicy compiles only calls of <= compile_max_rows rows): the bench shows where it pays
     policy.compile_decode, limit, policy.compile_max_rows = True, policy.compile_max_rows, 1 << 30
     try:
         return _ours(policy, prompts, n, greedy, max_new)
