@@ -48,6 +48,9 @@ def test_sampler_benchmark_writes_throughput_with_mfu(parser, tmp_path, one_thre
     # one group: cutting the 17-token prompt off would save 25 padded positions, less than a call costs (64)
     assert (pre["batch"], pre["prompt_tokens"], pre["padded_tokens"], pre["groups"]) == (2, 17 + 42, 2 * 42, 1)
     assert pre["one_forward_s"] > 0 and pre["grouped_s"] > 0
+    (step,) = res["decode_step"]  # one decode step alone, eager and compiled, at the one batch size
+    assert (step["batch"], step["columns"]) == (2, 128) and step["eager_ms"] > 0 and step["compiled_ms"] > 0
+    assert step["speedup"] == pytest.approx(step["eager_ms"] / step["compiled_ms"])
 
 
 def test_sampler_benchmark_reads_prompts_from_a_problem_file(parser, tmp_path, one_thread):
@@ -56,10 +59,10 @@ def test_sampler_benchmark_reads_prompts_from_a_problem_file(parser, tmp_path, o
     data.write_text("".join(json.dumps({"question": q, "answer": "2"}) + "\n" for q in questions))
     out = tmp_path / "s.json"
     a = parser.parse_args(["bench", "sampler", "--out", str(out), "--batches", "3", "--reps", "1", "--max-new-tokens", "2", "--modes", "greedy",
-                           "--contestants", "ours,hf_generate", "--peak-sizes", "64", "--no-profile", "--prompts", str(data)])
+                           "--contestants", "ours,hf_generate", "--peak-sizes", "64", "--no-profile", "--no-decode-step", "--prompts", str(data)])
     assert a.func(a) == 0
     res = json.loads(out.read_text())
     (pre,) = res["prefill"]
-    assert res["prompts"] == str(data) and pre["batch"] == 3
+    assert res["prompts"] == str(data) and pre["batch"] == 3 and res["decode_step"] == []
     short, long = map(len, load_policy("tiny").encode_prompts(questions))
     assert pre["prompt_tokens"] == 2 * short + long and pre["padded_tokens"] == 3 * long  # the file's two prompts, cycled to 3 rows

@@ -30,7 +30,8 @@ def _trl(args) -> int:
 def _sampler(args) -> int:
     argv = ["--out", args.out, "--batches", args.batches, "--reps", str(args.reps), "--max-new-tokens", str(args.max_new_tokens),
             "--peak-sizes", args.peak_sizes, "--model", args.model, "--dtype", args.dtype, "--modes", args.modes,
-            "--contestants", args.contestants, "--profile" if args.profile else "--no-profile"] + (["--prompts", args.prompts] if args.prompts else [])
+            "--contestants", args.contestants, "--profile" if args.profile else "--no-profile",
+            "--decode-step" if args.decode_step else "--no-decode-step"] + (["--prompts", args.prompts] if args.prompts else [])
     return _run_script("sampler", argv)
 
 
@@ -90,6 +91,8 @@ def _register_speed(bench_sub: argparse._SubParsersAction, fmt) -> None:
                    help="subset of ours,ours_compiled (the decode step through torch.compile),ours_hf_forward,hf_generate")
     s.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch (default on)")
     s.add_argument("--prompts", help="a problem file (as `train --data`): its first prompts instead of the synthetic ones (17-96 tokens)")
+    s.add_argument("--decode-step", action=argparse.BooleanOptionalAction, default=True,
+                   help="time one decode step alone, eager and compiled, at each batch (default on)")
     s.set_defaults(func=_sampler)
 
     m = bench_sub.add_parser("mfu", formatter_class=fmt, help="this machine's fp32 matmul peak (GFLOP/s) and memory bandwidth (GB/s): the two limits",

@@ -15,7 +15,7 @@ row's keys and values, so tok/s <= batch · bandwidth / (weight bytes + batch ·
 the read bandwidth measured here at the same thread count and context = mean prompt length + half the budget.
 A torch-profiler summary of our sampler at the largest batch says what the time goes to, and `prefill` times the
 prompt forward alone at each batch: one forward over the left-padded batch against the length groups the sampler
-runs (policy/prefill.py), alternating, best of R.
+runs (policy/prefill.py), alternating, best of R; `decode_step` times one decode step alone, eager against compiled.
 """
 from __future__ import annotations
 
@@ -134,6 +134,46 @@ def time_prefill(policy, batch: int, reps: int, pool: list[str] | None = None) -
             "one_forward_s": best["one_forward"], "grouped_s": best["grouped"], "speedup": best["one_forward"] / best["grouped"]}
 
 
+@torch.no_grad()
+def time_decode_step(policy, batch: int, reps: int, columns: int = 128) -> dict | None:
+    """Milliseconds of one decode step (decode._decode_layers) at `batch` rows over `columns` cache columns, eager
+    (buffers cut at the column, as the sampler's eager step) and compiled (whole buffers), fixed shapes, best of
+    `reps` x 20 calls; the compiled step's first calls (compilation) are run before timing. None when the model is
+    not Llama-shaped (the sampler then steps through the transformers forward)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from ...policy.decode import _LlamaDecoder, _compiled_layers, _decode_layers
+
+    model = policy.model
+    if getattr(model.config, "model_type", None) not in _LlamaDecoder.MODEL_TYPES:
+        return None
+    c, p = model.config, next(model.parameters())
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    gen = torch.Generator().manual_seed(0)
+    # as in the sampler: buffers sized for more tokens to come; the eager step reads views cut at the current column
+    shape = (batch, c.num_key_value_heads, columns + 32, head_dim)
+    K = [torch.randn(shape, generator=gen).to(p.dtype) for _ in range(c.num_hidden_layers)]
+    V = [torch.randn(shape, generator=gen).to(p.dtype) for _ in range(c.num_hidden_layers)]
+    attn = torch.ones(batch, columns + 32, dtype=torch.long)
+    attn[: batch // 2, :10] = 0  # half the rows left-padded
+    col = torch.tensor([columns - 1])
+    args = (model.model, list(model.model.layers), model.lm_head, apply_rotary_pos_emb, torch.randint(3, 100, (batch,), generator=gen),
+            torch.full((batch,), columns - 1))
+    cut = [x[:, :, :columns] for x in K], [x[:, :, :columns] for x in V]
+    steps = {"eager": lambda: _decode_layers(*args, attn[:, :columns], col, *cut),
+             "compiled": lambda: _compiled_layers()(*args, attn, col, K, V, True)}
+    for _ in range(3):
+        steps["compiled"]()
+    best = {k: float("inf") for k in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(20):
+                step()
+            best[name] = min(best[name], (time.perf_counter() - t0) / 20 * 1e3)
+    return {"batch": batch, "columns": columns, "eager_ms": best["eager"], "compiled_ms": best["compiled"], "speedup": best["eager"] / best["compiled"]}
+
+
 def run_dtype(policy, dtype_name: str, args, peak: dict, bandwidth: dict) -> list[dict]:
     names = args.contestants.split(",")
     P = policy.num_params
@@ -175,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--peak-sizes", default="256,512,1024,2048", help="square matmul sizes of the fp32 peak sweep")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="profile ours at the largest batch")
+    ap.add_argument("--decode-step", action=argparse.BooleanOptionalAction, default=True,
+                    help="time one decode step alone, eager and compiled, at each batch (`decode_step` in the JSON)")
     args = ap.parse_args(argv)
     bad = [x for x in args.dtype.split(",") if x not in DTYPES] + [x for x in args.contestants.split(",") if x not in CONTESTANTS]
     bad += [x for x in args.modes.split(",") if x not in ("greedy", "sampled")]
@@ -188,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(args.model)
     peak = common.measure_peak(sizes=tuple(int(x) for x in args.peak_sizes.split(",")))
     bandwidth = memory_bandwidth_gbs()
-    rows, prefill = [], []
+    rows, prefill, decode_step = [], [], []
     for name in args.dtype.split(","):
         policy.model.to(DTYPES[name])
         rows += run_dtype(policy, name, args, peak, bandwidth)
         prefill += [{"dtype": name, **time_prefill(policy, int(b), args.reps, args.pool)} for b in args.batches.split(",")]
-    result = {"prompts": args.prompts or "synthetic", "prefill": prefill, "machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
+        if args.decode_step:
+            decode_step += [{"dtype": name, **t} for b in args.batches.split(",") if (t := time_decode_step(policy, int(b), args.reps))]
+    result = {"prompts": args.prompts or "synthetic", "prefill": prefill, "decode_step": decode_step, "machine": common.machine_note(), "model": args.model, "peak": peak, "bandwidth": bandwidth, "model_params": policy.num_params,
               "max_new_tokens": args.max_new_tokens, "reps": args.reps, "rows": rows,
               "bound_formula": "batch * read_gbs * 1e9 / (weight_bytes + batch * context * kv_bytes_per_token)"}
     if args.profile:
