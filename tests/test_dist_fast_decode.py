@@ -83,6 +83,33 @@ def test_compiled_step_equals_the_eager_step(policy, monkeypatch):
         for a, b in zip(compiled, eager):
             torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
+def test_a_failing_compile_warns_once_and_decodes_the_same_tokens_eagerly(policy, monkeypatch):
+    # e.g. no C++ compiler for inductor: generation must go on, with the eager step's tokens and logprobs
+    from rewardflow.policy import decode
+
+    def broken():
+        def step(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+        return step
+
+    params = CASES[1]
+    eager, _ = _run(policy, params, True, monkeypatch)
+    monkeypatch.setattr(decode, "_compiled_layers", broken)
+    monkeypatch.setattr(decode, "_COMPILE_FAILED", [])
+    policy.compile_decode = True
+    try:
+        with pytest.warns(RuntimeWarning, match="InvalidCxxCompiler: No working C.. compiler found\\); decoding without it") as seen:
+            first, calls = _run(policy, params, True, monkeypatch)
+        again, calls_again = _run(policy, params, True, monkeypatch)  # no second attempt, no second warning
+    finally:
+        policy.compile_decode = False
+    assert len(seen) == 1 and calls[0] is True and not any(calls[1:]) and not any(calls_again)
+    for out in (first, again):
+        assert [(c.token_ids, c.finish_reason) for c in out] == [(c.token_ids, c.finish_reason) for c in eager]
+        for a, b in zip(out, eager):
+            torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-6, rtol=0)
+
+
 def test_a_hook_on_the_model_gets_every_forward(policy, monkeypatch):
     seen = []
     handle = policy.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape), with_kwargs=True)

@@ -10,6 +10,7 @@ The overhead of the small model is what `torch.compile` removes (`_compiled_laye
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import torch
@@ -147,6 +148,9 @@ def _attend(q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, bias: torch.Tenso
     return scores.softmax(-1, dtype=torch.float32).to(scores.dtype) @ V  # [n, H_kv, H/H_kv, Dh]
 
 
+_COMPILE_FAILED: list[str] = []  # why torch.compile failed in this process, once it has: later steps run eagerly
+
+
 @lru_cache(maxsize=1)
 def _compiled_layers():
     """_decode_layers through torch.compile (inductor: C++ kernels on CPU), built on first use. Shapes are static
@@ -182,7 +186,7 @@ class _LlamaDecoder:
             return None  # the transformers forward applies attention dropout in training mode; this step has none
         if model._forward_hooks or model._forward_pre_hooks or model.model._forward_hooks or model.model._forward_pre_hooks:
             return None  # someone observes whole forwards: give them every one
-        return cls(model, cache, total_len, compiled)
+        return cls(model, cache, total_len, compiled and not _COMPILE_FAILED)
 
     def __init__(self, model, cache, total_len: int, compiled: bool = False):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -212,8 +216,23 @@ class _LlamaDecoder:
         col = torch.tensor([t], device=tok.device)
         args = (self.body, self.layers, self.lm_head, self.rope, tok, pos)
         if self.compiled:
-            logits = _compiled_layers()(*args, attn, col, self.K, self.V, True)
-        else:
+            try:
+                logits = _compiled_layers()(*args, attn, col, self.K, self.V, True)
+            except Exception as e:  # no C++ compiler, an inductor limitation: say so once, then step eagerly
+                self._give_up_compiling(e)
+        if not self.compiled:
             logits = _decode_layers(*args, attn[:, : t + 1], col, [x[:, :, : t + 1] for x in self.K], [x[:, :, : t + 1] for x in self.V])
         self.length = t + 1
         return logits
+
+    def _give_up_compiling(self, error: Exception) -> None:
+        """The compiled step failed (compilation comes before running; should part of it have run, the eager step
+        writes the same keys and values into the same column again): this and every later decoder in the process
+        step eagerly. This call keeps its finished rows (compaction was planned off for it)."""
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        if not _COMPILE_FAILED:
+            warnings.warn(f"compile_decode: torch.compile of the decode step failed ({reason}); decoding without it "
+                          "(same tokens, slower at small batch). Inductor on CPU needs a working C++ compiler (g++ or clang).",
+                          RuntimeWarning, stacklevel=3)
+            _COMPILE_FAILED.append(reason)
+        self.compiled = False
