@@ -66,3 +66,17 @@ def test_sampler_benchmark_reads_prompts_from_a_problem_file(parser, tmp_path, o
     assert res["prompts"] == str(data) and pre["batch"] == 3 and res["decode_step"] == []
     short, long = map(len, load_policy("tiny").encode_prompts(questions))
     assert pre["prompt_tokens"] == 2 * short + long and pre["padded_tokens"] == 3 * long  # the file's two prompts, cycled to 3 rows
+
+
+def test_decode_step_timing_without_a_working_compile_times_the_eager_step(monkeypatch, one_thread):
+    from rewardflow.policy import decode
+    from rewardflow.recipes.bench.sampler import time_decode_step
+
+    def broken():
+        def step(*args):
+            raise RuntimeError("InvalidCxxCompiler")
+        return step
+
+    monkeypatch.setattr(decode, "_compiled_layers", broken)
+    t = time_decode_step(load_policy("tiny"), 2, 1)
+    assert t["eager_ms"] > 0 and t["compiled_ms"] is None and t["speedup"] is None

@@ -1,4 +1,5 @@
-"""rewardflow/__init__.py: fp32 matrix products on CPU do not depend on where their operands sit in memory."""
+"""Two runs of one seed repeat bit for bit: fp32 matrix products on CPU do not depend on where their operands sit in
+memory (rewardflow/__init__.py), and the training pass adds gradients in a fixed order (policy/hf.py, _select_rows)."""
 import json
 import os
 import subprocess
@@ -44,7 +45,6 @@ def test_importing_rewardflow_makes_small_products_alignment_independent():
     # What the setting prevents: without it, MKL's default kernels on the 2-core AMD EPYC (AVX2) give the same
     # product with differences of ~8e-6 across offsets (probe("torch") there); a machine whose default kernels do
     # not differ passes either way.
-
 
 
 def test_shared_prompt_backward_adds_in_a_fixed_order(tmp_path):

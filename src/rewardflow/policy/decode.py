@@ -229,7 +229,7 @@ class _LlamaDecoder:
         """The compiled step failed (compilation comes before running; should part of it have run, the eager step
         writes the same keys and values into the same column again): this and every later decoder in the process
         step eagerly. This call keeps its finished rows (compaction was planned off for it)."""
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
         if not _COMPILE_FAILED:
             warnings.warn(f"compile_decode: torch.compile of the decode step failed ({reason}); decoding without it "
                           "(same tokens, slower at small batch). Inductor on CPU needs a working C++ compiler (g++ or clang).",

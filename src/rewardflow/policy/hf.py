@@ -213,7 +213,7 @@ class HFPolicy:
         next_pos = pos[:, -1]  # [U]
         if inverse is not None:  # every row takes its distinct row's logits and keys/values
             logits, next_pos = logits[inverse], next_pos[inverse]  # [N, V], [N]
-            cache.batch_select_indices(inverse)
+            _select_rows(cache, inverse)
         compiled = self.compile_decode and n_rows <= self.compile_max_rows
         fast = _LlamaDecoder.maybe(self.model, cache, P + max_new, compiled) if self.fast_decode else None
         compact = fast is None or not fast.compiled  # the compiled step keeps its shapes: finished rows ride along
@@ -239,7 +239,7 @@ class HFPolicy:
                 if store is not None:  # remember what the leaving rows read and wrote before their keys are dropped
                     store_rows(self, torch.nonzero(finished).flatten(), active, rows, out_ids, end_step, attn_buf, P, fast, cache)
                 keep = torch.nonzero(~finished).flatten()
-                fast.select(keep) if fast is not None else cache.batch_select_indices(keep)
+                fast.select(keep) if fast is not None else _select_rows(cache, keep)
                 active, attn_buf, next_pos, tok, keys = active[keep], attn_buf[keep], next_pos[keep], tok[keep], keys[keep]
                 finished = finished[keep]
             tok = tok.masked_fill(finished, self.pad_id)
@@ -363,7 +363,8 @@ class HFPolicy:
 
 
 def _select_rows(cache, rows: torch.Tensor) -> None:
-    """cache.batch_select_indices(rows) with a backward that adds in a fixed order. Plain key/value layers are
+    """Keep rows `rows` (repeats allowed) of a transformers cache, in place: the one way this module selects cache
+    rows, and unlike cache.batch_select_indices(rows) its backward adds in a fixed order. Plain key/value layers are
     gathered with index_select, not `x[rows]` as transformers does: with repeated rows (one prompt's cache read by its
     whole group) the backward of `x[rows]` is index_put_(accumulate=True), which on a multi-threaded CPU adds the
     rows' gradients in a varying order; two runs of one RL step then differed in the last bits of the gradient (and,
@@ -371,6 +372,9 @@ def _select_rows(cache, rows: torch.Tensor) -> None:
     kinds keep their own selection."""
     from transformers.cache_utils import DynamicLayer
 
+    if not hasattr(cache, "layers"):  # a cache without per-layer objects selects its own way
+        cache.batch_select_indices(rows)
+        return
     for layer in cache.layers:
         if type(layer).batch_select_indices is DynamicLayer.batch_select_indices and layer.get_seq_length() > 0:
             layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
